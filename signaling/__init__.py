@@ -1,0 +1,1 @@
+"""WebSocket signaling server and client for voip-codec calls (no torch needed)."""
