@@ -1,0 +1,105 @@
+"""Small building blocks shared by the FocalCodec-Stream modules.
+
+Layout convention: tensors are ``(batch, time, channels)`` between modules; convolutions are
+expressed so that they also run on that layout where it avoids copies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "DynamicTanh",
+    "FeedForward",
+    "Snake",
+    "causal_extend",
+    "depthwise_causal_conv",
+]
+
+
+def causal_extend(x: Tensor, context: Tensor | None, pad: int, mode: str) -> tuple[Tensor, Tensor]:
+    """Prepend ``pad`` frames of left context to ``x`` and return the next call's context.
+
+    Args:
+        x: input, shape ``(batch, time, channels)``.
+        context: the previous call's context, shape ``(batch, pad, channels)``, or None on the
+            first call of a stream.
+        pad: frames of left context (kernel size - 1).
+        mode: first-call padding, ``"replicate"`` (repeat the first frame) or ``"zeros"``.
+
+    Returns:
+        ``(extended, new_context)``: extended is ``(batch, pad + time, channels)``;
+        new_context is its last ``pad`` frames (a copy, so it does not pin ``extended``).
+    """
+    if context is None:
+        if mode == "replicate":
+            context = x[:, :1].expand(-1, pad, -1)
+        else:
+            context = x.new_zeros(x.shape[0], pad, x.shape[2])
+    extended = torch.cat([context, x], dim=1)
+    return extended, extended[:, extended.shape[1] - pad:].clone()
+
+
+def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Depthwise convolution over an already left-extended sequence ("valid" positions only).
+
+    Args:
+        extended: ``(batch, kernel - 1 + time, channels)``.
+        weight: ``(channels, 1, kernel)`` (the Conv1d layout).
+        bias: ``(channels,)``.
+
+    Returns:
+        ``(batch, time, channels)``.
+    """
+    kernel = weight.shape[-1]
+    time = extended.shape[1] - kernel + 1
+    if time <= 8:
+        # Streaming: a few output frames against a long kernel. A strided window view and one
+        # contraction beats the generic depthwise convolution kernel by a wide margin.
+        windows = extended.unfold(1, kernel, 1)  # (B, T, C, K)
+        return torch.einsum("btck,ck->btc", windows, weight[:, 0]) + bias
+    out = F.conv1d(extended.transpose(1, 2), weight, bias, groups=weight.shape[0])
+    return out.transpose(1, 2)
+
+
+class Snake(nn.Module):
+    """Snake activation ``x + sin^2(alpha x) / (alpha + 1e-9)`` with per-channel alpha.
+
+    The parameter keeps the official ``(channels, 1)`` shape.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x ``(batch, time, channels)``. Returns the same shape."""
+        alpha = self.alpha[:, 0]
+        return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
+
+
+class DynamicTanh(nn.Module):
+    """``tanh(alpha x)`` with one scalar alpha (replaces LayerNorm in the causal focal blocks)."""
+
+    def __init__(self, init: float = 0.5) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Elementwise; any shape."""
+        return torch.tanh(self.alpha * x)
+
+
+class FeedForward(nn.Module):
+    """Linear -> exact GELU -> Linear (``in_proj`` / ``out_proj``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(dim, hidden)
+        self.out_proj = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x ``(..., dim)``. Returns ``(..., dim)``."""
+        return self.out_proj(F.gelu(self.in_proj(x)))

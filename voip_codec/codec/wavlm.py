@@ -1,0 +1,241 @@
+"""Causal WavLM encoder with sliding-window, block-chunked, gated relative-position attention.
+
+16 kHz waveform -> 50 Hz features. Parameter names mirror the official checkpoints
+(``encoder.feature_extractor.layers.0.conv.weight``, ``encoder.encoder.layers.0.attention.
+qkv_proj.weight``, ...), see ``shared/docs/focalcodec-stream-spec.md`` §2.1-2.3.
+
+Streaming: frame positions count from stream start; blocks of ``1 + lookahead`` frames are
+aligned to that start; a query sees keys from ``block_end - window`` to its block end. The state
+keeps the last ``window - block`` keys/values per layer (a 508-frame cache at full size), so a
+4-frame call sees exactly the offline window. Relative-position buckets are computed for the
+keys actually attended (no 256 MiB precomputed table).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import WavLMConfig
+from .layers import FeedForward, causal_extend
+from .state import StreamState
+
+__all__ = ["WavLM", "WavLMState", "relative_position_bucket"]
+
+_QUERY_BLOCK = 256  # queries per attention step on long (offline) inputs; bounds memory
+
+
+@dataclass
+class WavLMState(StreamState):
+    """Streaming state of the encoder (one entry per stream in the batch dimension)."""
+
+    frames: int
+    """Frames produced so far; the absolute position of the next frame."""
+    conv_contexts: list[Tensor]
+    """Per front-end block, the last ``kernel - 1`` input frames, ``(B, kernel - 1, C_in)``."""
+    pos_context: Tensor
+    """Last ``conv_pos - 1`` frames into the positional convolution, ``(B, 127, dim)``."""
+    keys: list[Tensor]
+    """Per layer, cached keys of the most recent frames, ``(B, heads, n, head_dim)``."""
+    values: list[Tensor]
+    """Per layer, cached values, same shape as ``keys``."""
+
+
+def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
+    """Map ``key - query`` distances to bidirectional log-spaced buckets (WavLM/T5 style).
+
+    Args:
+        relative: integer tensor of distances ``key_position - query_position``.
+        num_buckets: total buckets (half per direction).
+        max_distance: distance at which the logarithmic buckets saturate.
+
+    Returns:
+        Bucket indices in ``[0, num_buckets)``, same shape as ``relative``.
+    """
+    half = num_buckets // 2
+    exact = half // 2
+    offset = (relative > 0).long() * half
+    distance = relative.abs()
+    # float32 then truncation toward zero, as the reference does
+    log_ratio = torch.log(distance.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+    large = (exact + (log_ratio * (half - exact)).long()).clamp(max=half - 1)
+    return offset + torch.where(distance < exact, distance, large)
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, bias=False)
+        self.norm = nn.LayerNorm(c_out, eps=1e-5)
+
+    def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        kernel = self.conv.kernel_size[0]
+        ext, context = causal_extend(x, context, kernel - 1, "replicate")
+        y = F.conv1d(ext.transpose(1, 2), self.conv.weight, stride=self.conv.stride)
+        return F.gelu(self.norm(y.transpose(1, 2))), context
+
+
+class _FeatureExtractor(nn.Module):
+    def __init__(self, config: WavLMConfig) -> None:
+        super().__init__()
+        dims = (1, *config.hidden_dims)
+        self.layers = nn.ModuleList(
+            _ConvBlock(dims[i], dims[i + 1], k, s)
+            for i, (k, s) in enumerate(zip(config.kernel_sizes, config.strides))
+        )
+
+
+class _PositionalConv(nn.Module):
+    def __init__(self, dim: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel, groups=groups)
+
+    def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        kernel = self.conv.kernel_size[0]
+        ext, context = causal_extend(x, context, kernel - 1, "replicate")
+        y = F.conv1d(ext.transpose(1, 2), self.conv.weight, self.conv.bias,
+                     groups=self.conv.groups)
+        return x + F.gelu(y.transpose(1, 2)), context
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.gru_rel_pos_linear = nn.Linear(self.head_dim, 8)
+        self.gru_rel_pos_const = nn.Parameter(torch.ones(1, heads, 1, 1))
+
+
+class _Layer(nn.Module):
+    def __init__(self, config: WavLMConfig) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.dim, eps=1e-5)
+        self.attention = _Attention(config.dim, config.num_heads)
+        self.feed_forward_norm = nn.LayerNorm(config.dim, eps=1e-5)
+        self.feed_forward = FeedForward(config.dim, config.ffn_dim)
+
+
+class _Transformer(nn.Module):
+    def __init__(self, config: WavLMConfig) -> None:
+        super().__init__()
+        self.positional_embedding = _PositionalConv(config.dim, config.conv_pos,
+                                                    config.conv_pos_groups)
+        self.relative_embedding = nn.Embedding(config.num_buckets, config.num_heads)
+        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.num_layers))
+
+
+class WavLM(nn.Module):
+    """Causal WavLM encoder: waveform ``(B, N)`` at 16 kHz -> features ``(B, ceil(N/320), dim)``."""
+
+    def __init__(self, config: WavLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_extractor = _FeatureExtractor(config)
+        self.norm = nn.LayerNorm(config.hidden_dims[-1], eps=1e-5)
+        self.feature_proj = nn.Linear(config.hidden_dims[-1], config.dim)
+        self.encoder = _Transformer(config)
+        self.block = 1 + config.lookahead_size
+        self.window = config.window_size
+        self.cache_frames = config.window_size - self.block
+
+    @property
+    def downsample_factor(self) -> int:
+        """Input samples per output frame."""
+        return math.prod(self.config.strides)
+
+    def forward(
+        self, sig: Tensor, state: WavLMState | None = None, taps: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, WavLMState]:
+        """Encode a signal, or the next piece of a stream.
+
+        Args:
+            sig: ``(batch, samples)`` float waveform at 16 kHz. In streaming, each call must carry
+                a multiple of ``downsample_factor * (1 + lookahead)`` samples (1280) for the
+                result to equal offline processing.
+            state: the previous call's state, or None at stream start.
+            taps: if given, filled with intermediate tensors (``"cnn_feats"``).
+
+        Returns:
+            ``(feats, state)``: features ``(batch, frames, dim)`` and the state after this call.
+        """
+        x = sig.unsqueeze(-1)
+        conv_contexts = []
+        for i, block in enumerate(self.feature_extractor.layers):
+            x, ctx = block(x, None if state is None else state.conv_contexts[i])
+            conv_contexts.append(ctx)
+        if taps is not None:
+            taps["cnn_feats"] = x
+        x = self.feature_proj(self.norm(x))
+        x, pos_context = self.encoder.positional_embedding(
+            x, None if state is None else state.pos_context
+        )
+        start = 0 if state is None else state.frames
+        keys: list[Tensor] = []
+        values: list[Tensor] = []
+        rel_table: Tensor | None = None
+        for i, layer in enumerate(self.encoder.layers):
+            cache = None if state is None else (state.keys[i], state.values[i])
+            a = layer.attention_norm(x)
+            attn, k_all, v_all, rel_table = self._attention(layer.attention, a, cache, start,
+                                                            rel_table)
+            x = x + attn
+            x = x + layer.feed_forward(layer.feed_forward_norm(x))
+            keep = min(self.cache_frames, k_all.shape[2])
+            keys.append(k_all[:, :, k_all.shape[2] - keep:])
+            values.append(v_all[:, :, v_all.shape[2] - keep:])
+        new_state = WavLMState(start + x.shape[1], conv_contexts, pos_context, keys, values)
+        return x, new_state
+
+    def _attention(
+        self, attn: _Attention, a: Tensor, cache: tuple[Tensor, Tensor] | None, start: int,
+        rel_table: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        B, T, C = a.shape
+        H, D = attn.heads, attn.head_dim
+        q, k, v = attn.qkv_proj(a).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)
+        # gate from the post-LN input of each query: sigmoid(u) * (sigmoid(v) * c - 1) + 2
+        g = attn.gru_rel_pos_linear(a.view(B, T, H, D)).view(B, T, H, 2, 4).sum(-1)
+        g = torch.sigmoid(g)
+        gate = g[..., 0] * (g[..., 1] * attn.gru_rel_pos_const.view(1, 1, H) - 1.0) + 2.0
+        gate = gate.transpose(1, 2)  # (B, H, T)
+        if cache is not None and cache[0].shape[2] > 0:
+            k_all = torch.cat([cache[0], k], dim=2)
+            v_all = torch.cat([cache[1], v], dim=2)
+        else:
+            k_all, v_all = k, v
+        k_start = start - (k_all.shape[2] - T)
+        total = start + T
+        if rel_table is None:
+            rel_table = self.encoder.relative_embedding.weight  # (buckets, H)
+        outs = []
+        for s in range(0, T, _QUERY_BLOCK):
+            e = min(s + _QUERY_BLOCK, T)
+            q_pos = torch.arange(start + s, start + e, device=a.device)
+            q_end = torch.clamp((q_pos // self.block + 1) * self.block, max=total)
+            lo = max(int(q_end[0]) - self.window, k_start)
+            hi = int(q_end[-1])
+            k_pos = torch.arange(lo, hi, device=a.device)
+            rel = k_pos[None, :] - q_pos[:, None]
+            buckets = relative_position_bucket(rel, self.config.num_buckets,
+                                               self.config.max_distance)
+            rel_bias = F.embedding(buckets, rel_table).permute(2, 0, 1)  # (H, Tq, Tk)
+            bias = gate[:, :, s:e, None] * rel_bias.unsqueeze(0)
+            allowed = (k_pos[None, :] < q_end[:, None]) & (
+                k_pos[None, :] >= q_end[:, None] - self.window)
+            if not bool(allowed.all()):
+                bias = bias.masked_fill(~allowed, float("-inf"))
+            out = F.scaled_dot_product_attention(
+                q[:, :, s:e], k_all[:, :, lo - k_start:hi - k_start],
+                v_all[:, :, lo - k_start:hi - k_start], attn_mask=bias,
+            )
+            outs.append(out)
+        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+        out = out.transpose(1, 2).reshape(B, T, C)
+        return attn.out_proj(out), k_all, v_all, rel_table
