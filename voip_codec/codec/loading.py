@@ -1,0 +1,273 @@
+"""Loading and saving checkpoints in the official FocalCodec on-disk format.
+
+``from_pretrained(source)`` accepts:
+
+* a directory holding ``config.json`` (or ``model.json``) and ``model.safetensors``;
+* a ``*.json`` path; the weights are the same path with ``.safetensors`` (then ``.pt``);
+* a path given without ``.json`` when ``<path>.json`` exists (as the official loader does);
+* a hub id such as ``lucadellalib/focalcodec_50hz_65k_causal``, resolved from the standard
+  Hugging Face cache only (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``),
+  through ``huggingface_hub`` when it is installed or by reading the cache layout directly.
+  Nothing is ever downloaded.
+* ``"default"`` (or ``None``): the small model shipped inside this package, when present.
+
+Weights load strictly: a missing or unexpected key, or a shape mismatch, is an error naming it.
+Legacy (v0.0.1) checkpoints with separate ``q_proj``/``k_proj``/``v_proj`` are remapped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ConfigError, FocalCodecConfig
+from .model import FocalCodec
+
+__all__ = [
+    "CheckpointError",
+    "KNOWN_HUB_MODELS",
+    "from_pretrained",
+    "load_state_dict_strict",
+    "resolve_checkpoint",
+    "save_pretrained",
+]
+
+KNOWN_HUB_MODELS = {
+    "focalcodec-65k": "lucadellalib/focalcodec_50hz_65k_causal",
+    "focalcodec-4k": "lucadellalib/focalcodec_50hz_4k_causal",
+    "focalcodec-2k": "lucadellalib/focalcodec_50hz_2k_causal",
+}
+"""Short names of the official causal checkpoints (0.80 / 0.60 / 0.55 kbps)."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_MODEL_DIR = _ASSETS / "default_model"
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint could not be found or does not match the model."""
+
+
+def _hub_cache_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def _from_hub_cache(repo_id: str, looked: list[str]) -> tuple[Path, Path] | None:
+    """Find ``config.json`` + weights of a hub repo in the local cache, without the network."""
+    try:
+        from huggingface_hub import hf_hub_download  # optional dependency
+    except ImportError:
+        hf_hub_download = None
+    if hf_hub_download is not None:
+        looked.append(f"huggingface_hub cache (local_files_only) for {repo_id}")
+        try:
+            config = Path(hf_hub_download(repo_id, "config.json", local_files_only=True))
+        except Exception:  # noqa: BLE001 - any miss means "not cached"; we report it below
+            config = None
+        if config is not None:
+            for name in ("model.safetensors", "model.pt"):
+                try:
+                    return config, Path(hf_hub_download(repo_id, name, local_files_only=True))
+                except Exception:  # noqa: BLE001
+                    continue
+    folder = "models--" + repo_id.replace("/", "--")
+    for cache in _hub_cache_dirs():
+        root = cache / folder
+        looked.append(str(root / "snapshots" / "*"))
+        snaps = root / "snapshots"
+        if not snaps.is_dir():
+            continue
+        ref = root / "refs" / "main"
+        candidates = []
+        if ref.is_file():
+            candidates.append(snaps / ref.read_text().strip())
+        candidates += sorted(p for p in snaps.iterdir() if p.is_dir())
+        for snap in candidates:
+            if (snap / "config.json").is_file():
+                for name in ("model.safetensors", "model.pt"):
+                    if (snap / name).is_file():
+                        return snap / "config.json", snap / name
+    return None
+
+
+def _weights_beside(config: Path) -> Path | None:
+    for suffix in (".safetensors", ".pt"):
+        cand = config.with_suffix(suffix)
+        if cand.is_file():
+            return cand
+    if config.name in ("config.json", "model.json"):
+        for name in ("model.safetensors", "model.pt"):
+            if (config.parent / name).is_file():
+                return config.parent / name
+    return None
+
+
+def resolve_checkpoint(source: str | os.PathLike[str] | None) -> tuple[Path, Path, str]:
+    """Find the config and weights files for ``source``.
+
+    Returns:
+        ``(config_path, weights_path, model_id)``.
+
+    Raises:
+        CheckpointError: nothing found; the message lists every place looked and how to get
+            the weights.
+    """
+    looked: list[str] = []
+    name = "default" if source is None else str(source)
+    if name in ("default", "focalcodec-default"):
+        config = DEFAULT_MODEL_DIR / "config.json"
+        weights = DEFAULT_MODEL_DIR / "model.safetensors"
+        if config.is_file() and weights.is_file():
+            return config, weights, "voip-codec/default"
+        raise CheckpointError(
+            f"the bundled default model is missing from {DEFAULT_MODEL_DIR} (broken install?); "
+            "reinstall voip-codec or pass a checkpoint directory"
+        )
+    name = KNOWN_HUB_MODELS.get(name, name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        for cfg in ("config.json", "model.json"):
+            if (path / cfg).is_file():
+                weights = _weights_beside(path / cfg)
+                if weights is not None:
+                    return path / cfg, weights, name
+        looked.append(f"{path}/config.json + model.safetensors")
+    else:
+        cfg_path = path if path.suffix == ".json" else Path(str(path) + ".json")
+        looked.append(str(cfg_path))
+        if cfg_path.is_file():
+            weights = _weights_beside(cfg_path)
+            if weights is not None:
+                return cfg_path, weights, name
+            raise CheckpointError(
+                f"found {cfg_path} but no weights beside it (expected "
+                f"{cfg_path.with_suffix('.safetensors')} or {cfg_path.with_suffix('.pt')})"
+            )
+    if _HUB_ID.match(name) and not path.exists():
+        found = _from_hub_cache(name, looked)
+        if found is not None:
+            return found[0], found[1], name
+    raise CheckpointError(
+        f"no FocalCodec checkpoint found for {name!r}. Looked in: " + "; ".join(looked) + ". "
+        "This program never downloads weights. On a machine with internet access run "
+        f"`huggingface-cli download {name if _HUB_ID.match(name) else 'OWNER/NAME'}` (or "
+        "`python -c \"import huggingface_hub as h; h.snapshot_download('REPO')\"`), then copy "
+        "the snapshot folder (config.json + model.safetensors) here and pass its path, or copy "
+        "the whole Hugging Face cache to ~/.cache/huggingface/hub."
+    )
+
+
+def _remap_legacy(state: dict[str, Tensor], model_keys: list[str]) -> dict[str, Tensor]:
+    """Convert a v0.0.1 state dict (separate q/k/v projections) to the fused layout."""
+    if not any(re.search(r"\.(q|k|v)_proj\.", k) for k in state):
+        return state
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        m = re.match(r"(.*)\.q_proj\.(weight|bias)$", key)
+        if m:
+            base, kind = m.groups()
+            parts = [state.get(f"{base}.{p}_proj.{kind}") for p in ("q", "k", "v")]
+            if any(p is None for p in parts):
+                raise CheckpointError(f"legacy checkpoint: incomplete q/k/v set under {base}")
+            out[f"{base}.qkv_proj.{kind}"] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
+        elif re.search(r"\.(k|v)_proj\.(weight|bias)$", key):
+            continue
+        else:
+            out[key] = value
+    # compressor / decompressor renames in the legacy layout map by sorted order
+    for prefix in ("compressor.", "decompressor."):
+        old = sorted(k for k in out if k.startswith(prefix))
+        new = sorted(k for k in model_keys if k.startswith(prefix))
+        if old != new and len(old) == len(new):
+            moved = {n: out.pop(o) for o, n in zip(old, new)}
+            out.update(moved)
+    model_set = set(model_keys)
+    return {k: v for k, v in out.items() if k in model_set or not k.startswith("quantizer.")}
+
+
+def load_state_dict_strict(model: FocalCodec, state: dict[str, Tensor], origin: str) -> None:
+    """Load weights, failing with a readable message on any key or shape mismatch.
+
+    Raises:
+        CheckpointError: missing/unexpected keys or shape mismatches, all named.
+    """
+    own = model.state_dict()
+    state = _remap_legacy(state, list(own))
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shapes:
+        def few(xs: list[str]) -> str:
+            return ", ".join(xs[:8]) + (f" (+{len(xs) - 8} more)" if len(xs) > 8 else "")
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing key(s): {few(missing)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected key(s): {few(unexpected)}")
+        if shapes:
+            problems.append(f"{len(shapes)} shape mismatch(es): {few(shapes)}")
+        raise CheckpointError(f"{origin} does not match its config: " + "; ".join(problems))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    # a pickled state dict: only plain tensors are accepted (no arbitrary code)
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a state dict")
+    return obj
+
+
+def from_pretrained(
+    source: str | os.PathLike[str] | None = "default",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> FocalCodec:
+    """Build a :class:`FocalCodec` from a checkpoint (see the module docstring for sources).
+
+    Raises:
+        CheckpointError: checkpoint not found, or its weights do not match its config.
+        ConfigError: the config is malformed or describes an unsupported (non-causal) model.
+    """
+    config_path, weights_path, model_id = resolve_checkpoint(source)
+    try:
+        config = FocalCodecConfig.from_json(config_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from exc
+    model = FocalCodec(config, model_id=model_id)
+    load_state_dict_strict(model, _read_weights(weights_path), str(weights_path))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_pretrained(model: FocalCodec, directory: str | os.PathLike[str]) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (official layout) into ``directory``."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.to_json(out / "config.json")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    return out
