@@ -134,8 +134,9 @@ def resolve_checkpoint(source: str | os.PathLike[str] | None) -> tuple[Path, Pat
         if config.is_file() and weights.is_file():
             return config, weights, "voip-codec/default"
         raise CheckpointError(
-            f"the bundled default model is missing from {DEFAULT_MODEL_DIR} (broken install?); "
-            "reinstall voip-codec or pass a checkpoint directory"
+            f"no bundled default FocalCodec model in this build (looked in {DEFAULT_MODEL_DIR}); "
+            "pass --model with a checkpoint directory, e.g. ../shared/conformance/tiny_causal "
+            "(random weights, for testing) or a downloaded official checkpoint"
         )
     name = KNOWN_HUB_MODELS.get(name, name)
     path = Path(name).expanduser()

@@ -1,0 +1,172 @@
+"""Streaming behaviour of our implementation on a seeded random tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voip_codec.codec import FocalCodec
+from voip_codec.codec.streaming import StreamingDecoder, StreamingEncoder
+
+
+def speechlike(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    env = 0.5 + 0.5 * torch.sin(2 * np.pi * 3 * t)
+    return (0.3 * env * torch.sin(2 * np.pi * 180 * t) + 0.05 * torch.randn(n, generator=g))
+
+
+@pytest.fixture(scope="module")
+def sig() -> torch.Tensor:
+    return speechlike(1280 * 40)  # 3.2 s = 160 frames, past the 64-frame window
+
+
+def run_stream(model: FocalCodec, sig: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    enc, dec = StreamingEncoder(model), StreamingDecoder(model)
+    toks, audio = [], []
+    for i in range(0, len(sig), block):
+        t = enc.push(sig[i:i + block])
+        toks.append(t)
+        audio.append(dec.push(t))
+    t = enc.flush()
+    toks.append(t)
+    audio.append(dec.push(t))
+    audio.append(dec.flush())
+    return torch.cat(toks, 1), torch.cat(audio, 1)
+
+
+def test_streaming_equals_offline(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    offline_toks = tiny_model.sig_to_toks(sig[None])
+    offline_audio = tiny_model.toks_to_sig(offline_toks)
+    toks, audio = run_stream(tiny_model, sig, 1280)
+    assert torch.equal(toks, offline_toks)
+    torch.testing.assert_close(audio, offline_audio, atol=1e-4, rtol=1e-4)
+    assert audio.shape[1] == 480 * toks.shape[1]
+
+
+@pytest.mark.parametrize("block", [160, 320, 441, 960, 1280, 2000, 3840], ids=lambda b: f"{b}smp")
+def test_any_block_size_gives_the_same_tokens(tiny_model: FocalCodec, sig: torch.Tensor,
+                                              block: int) -> None:
+    ref, ref_audio = run_stream(tiny_model, sig, 1280)
+    toks, audio = run_stream(tiny_model, sig, block)
+    assert torch.equal(toks, ref)
+    torch.testing.assert_close(audio, ref_audio, atol=1e-5, rtol=1e-5)
+
+
+def test_features_match_offline_within_tolerance(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    taps_off: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        tiny_model.encode_step(sig[None], None, taps_off)
+        state = None
+        feats = []
+        for i in range(0, len(sig), 1280):
+            taps: dict[str, torch.Tensor] = {}
+            _, state = tiny_model.encode_step(sig[None, i:i + 1280], state, taps)
+            feats.append(taps["feats"])
+    torch.testing.assert_close(torch.cat(feats, 1), taps_off["feats"], atol=1e-4, rtol=1e-4)
+
+
+def test_clone_mid_stream_continues_identically(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    enc, dec = StreamingEncoder(tiny_model), StreamingDecoder(tiny_model)
+    half = 1280 * 20 + 300  # mid-chunk, so the pending buffer is cloned too
+    dec.push(enc.push(sig[:half]))
+    enc2, dec2 = enc.clone(), dec.clone()
+    a_toks = enc.push(sig[half:])
+    a_audio = dec.push(a_toks)
+    # mutate the original further; the clone must not notice
+    enc.push(torch.zeros(5000))
+    b_toks = enc2.push(sig[half:])
+    b_audio = dec2.push(b_toks)
+    assert torch.equal(a_toks, b_toks)
+    assert torch.equal(a_audio, b_audio)
+
+
+def test_two_streams_in_one_process_do_not_interfere(tiny_model: FocalCodec) -> None:
+    x, y = speechlike(1280 * 12, seed=1), speechlike(1280 * 12, seed=2)
+    alone_x, _ = run_stream(tiny_model, x, 1280)
+    alone_y, _ = run_stream(tiny_model, y, 1280)
+    ex, ey = StreamingEncoder(tiny_model), StreamingEncoder(tiny_model)
+    tx, ty = [], []
+    for i in range(0, len(x), 640):  # interleave the two streams
+        tx.append(ex.push(x[i:i + 640]))
+        ty.append(ey.push(y[i:i + 640]))
+    assert torch.equal(torch.cat(tx, 1), alone_x)
+    assert torch.equal(torch.cat(ty, 1), alone_y)
+
+
+def test_reset_starts_a_new_stream(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    enc = StreamingEncoder(tiny_model)
+    first = enc.push(sig[:12800])
+    enc.push(sig[12800:20000])
+    enc.reset()
+    assert enc.pending_samples == 0
+    assert torch.equal(enc.push(sig[:12800]), first)
+
+
+def test_batched_streams_equal_single_streams(tiny_model: FocalCodec) -> None:
+    x, y = speechlike(1280 * 8, seed=3), speechlike(1280 * 8, seed=4)
+    batch = StreamingEncoder(tiny_model, batch_size=2)
+    toks = batch.push(torch.stack([x, y]))
+    assert torch.equal(toks[0:1], run_stream(tiny_model, x, 1280)[0])
+    assert torch.equal(toks[1:2], run_stream(tiny_model, y, 1280)[0])
+
+
+def test_decoder_accepts_any_token_count(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    toks = tiny_model.sig_to_toks(sig[None])[0]
+    dec = StreamingDecoder(tiny_model)
+    outs = []
+    sizes = [1, 2, 3, 5, 7, 11]
+    i = 0
+    for k in sizes * 20:
+        if i >= len(toks):
+            break
+        out = dec.push(toks[i:i + k])
+        assert out.shape[1] % (4 * 480) == 0  # whole 4-token blocks only
+        outs.append(out)
+        i += k
+    outs.append(dec.flush())
+    audio = torch.cat(outs, 1)
+    torch.testing.assert_close(audio, tiny_model.toks_to_sig(toks[None]), atol=1e-5, rtol=1e-5)
+    assert dec.state.tokens_in == len(toks)
+
+
+def test_state_is_explicit_and_small(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    enc = StreamingEncoder(tiny_model)
+    enc.push(sig)
+    st = enc.state
+    assert st.model is not None
+    # K/V cache holds window - block = 60 frames per layer, no more
+    assert all(k.shape[2] == 60 for k in st.model.encoder.keys)
+    assert st.model.encoder.frames == len(sig) // 320
+    # no module buffers carry stream state: only the quantizer's constant bit weights
+    assert [n for n, _ in tiny_model.named_buffers()] == ["quantizer.weights"]
+
+
+def test_bad_inputs_raise_clear_errors(tiny_model: FocalCodec) -> None:
+    enc, dec = StreamingEncoder(tiny_model), StreamingDecoder(tiny_model)
+    with pytest.raises(ValueError, match="pcm must be"):
+        enc.push(torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="tokens must lie in"):
+        dec.push(torch.tensor([4096]))
+    with pytest.raises(ValueError, match="tokens must lie in"):
+        tiny_model.toks_to_codes(torch.tensor([[-1]]))
+
+
+def test_codec_contract_properties(tiny_model: FocalCodec) -> None:
+    assert tiny_model.sample_rate_input == 16000
+    assert tiny_model.sample_rate_output == 24000
+    assert tiny_model.chunk_size == 1280
+    assert tiny_model.latency_ms == 80.0
+    assert tiny_model.bitrate == 600.0
+    assert tiny_model.causal
+
+
+def test_causality(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
+    """Changing the future never changes earlier chunks' tokens."""
+    a = tiny_model.sig_to_toks(sig[None])
+    tampered = sig.clone()
+    tampered[1280 * 20:] = 0.5 * torch.randn(len(sig) - 1280 * 20)
+    b = tiny_model.sig_to_toks(tampered[None])
+    assert torch.equal(a[:, :80], b[:, :80])
+    assert not torch.equal(a[:, 80:], b[:, 80:])

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``voip-codec bench``: they print figures, they never assert timings."""
