@@ -44,7 +44,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from .audio import read_audio
     from .codec.streaming import StreamingEncoder
-    from .tokenfile import TokenFile, config_fingerprint, write_token_file
+    from .tokenfile import TokenFile, write_token_file
 
     torch.set_num_threads(args.threads)
     model = _load_model(args.model)
@@ -59,7 +59,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         parts.append(enc.flush())
     tokens = torch.cat(parts, dim=1)[0].numpy().astype(np.int64)
     tf = TokenFile(tokens, model.bits_per_token, model.sample_rate_input,
-                   model.sample_rate_output, len(pcm), config_fingerprint(model.config.to_dict()),
+                   model.sample_rate_output, len(pcm), model.fingerprint(),
                    model.model_id or "")
     write_token_file(args.output, tf)
     if not args.quiet:
@@ -77,7 +77,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     from .audio import write_audio
     from .codec.streaming import StreamingDecoder
-    from .tokenfile import config_fingerprint, read_token_file
+    from .tokenfile import read_token_file
 
     torch.set_num_threads(args.threads)
     tf = read_token_file(args.input)
@@ -86,9 +86,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise CliError(f"{args.input} holds {tf.bits}-bit tokens (model {tf.model_id!r}) but the "
                        f"decoding model uses {model.bits_per_token}-bit tokens; pass the matching "
                        "--model")
-    if tf.fingerprint != config_fingerprint(model.config.to_dict()) and not args.force:
-        raise CliError(f"{args.input} was made with model {tf.model_id!r}, whose configuration "
-                       f"differs from the decoding model {model.model_id!r}; pass the same "
+    if tf.fingerprint != model.fingerprint() and not args.force:
+        raise CliError(f"{args.input} was made with model {tf.model_id!r}, whose weights or "
+                       f"configuration differ from the decoding model {model.model_id!r}; pass the same "
                        "--model (or --force to decode anyway)")
     dec = StreamingDecoder(model)
     parts = []

@@ -11,7 +11,7 @@ Layout (all integers big-endian)::
     12      4     output sample rate of the model (Hz, 24000)
     16      4     number of tokens N
     20      8     number of samples of the original signal at the input rate
-    28      8     model fingerprint: first 8 bytes of SHA-256 of the canonical config JSON
+    28      8     model fingerprint (``FocalCodec.fingerprint()``: config + weight sample)
     36      1     length L of the model id (0..255)
     37      L     model id, UTF-8 (e.g. "lucadellalib/focalcodec_50hz_65k_causal")
     37+L    P     tokens, MSB-first, no padding between tokens, last byte zero-padded:
@@ -24,8 +24,6 @@ A reader rejects a wrong magic or version, a truncated or over-long file and a C
 
 from __future__ import annotations
 
-import hashlib
-import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ import numpy as np
 
 from .bitpack import pack_tokens, unpack_tokens
 
-__all__ = ["MAGIC", "TokenFile", "TokenFileError", "config_fingerprint", "read_token_file",
+__all__ = ["MAGIC", "TokenFile", "TokenFileError", "read_token_file",
            "write_token_file"]
 
 MAGIC = b"FCST"
@@ -45,12 +43,6 @@ _FIXED = struct.Struct(">4sBBHIIIQ8sB")
 
 class TokenFileError(ValueError):
     """A token file is malformed, truncated, corrupted or made by another model."""
-
-
-def config_fingerprint(config_dict: dict[str, object]) -> bytes:
-    """8-byte fingerprint of a model config (canonical JSON, SHA-256)."""
-    canon = json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(canon).digest()[:8]
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,22 @@ class FocalCodec(nn.Module):
             return out[..., :n]
         return F.pad(out, (0, n - out.shape[-1]), mode="replicate")
 
+    def fingerprint(self) -> bytes:
+        """8 bytes identifying this model: SHA-256 of its config and a sample of every tensor.
+
+        Cheap (reads the first 16 values of each tensor) yet different for differently trained
+        models of the same architecture; token files record it so a mismatching decoder is
+        refused.
+        """
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().reshape(-1)[:16].to("cpu", torch.float32).numpy().tobytes())
+        return h.digest()[:8]
+
     def num_parameters(self) -> int:
         """Total parameter count."""
         return sum(p.numel() for p in self.parameters())
