@@ -171,8 +171,9 @@ class FocalCodec(nn.Module):
         taps: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, DecoderState]:
         """Like :meth:`decode_step` but from codes ``(batch, frames, bits)`` (e.g. soft codes)."""
+        codes_in = codes.to(self.decompressor.in_proj.weight.dtype)  # bf16 models
         qfeats, dec_state = self.decompressor(
-            codes, None if state is None else state.decompressor, taps
+            codes_in, None if state is None else state.decompressor, taps
         )
         sig, voc_state = self.decoder(qfeats, None if state is None else state.decoder, taps)
         if taps is not None:
