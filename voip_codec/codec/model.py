@@ -118,6 +118,11 @@ class FocalCodec(nn.Module):
         return 1000.0 * self.chunk_size / self.sample_rate_input
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """Activation dtype (float32, or bfloat16 for a bf16 model; int8 models compute in fp32)."""
+        return self.encoder.norm.weight.dtype
+
+    @property
     def causal(self) -> bool:
         """Always true: only the causal variant is implemented."""
         return True
@@ -140,6 +145,7 @@ class FocalCodec(nn.Module):
         """
         if sig.dim() != 2:
             raise ValueError(f"sig must be (batch, samples), got shape {tuple(sig.shape)}")
+        sig = sig.to(self.compute_dtype)
         feats, enc_state = self.encoder(sig, None if state is None else state.encoder, taps)
         raw, comp_state = self.compressor(feats, None if state is None else state.compressor)
         lats = F.normalize(raw, p=2.0, dim=-1, eps=1e-12)
@@ -171,7 +177,7 @@ class FocalCodec(nn.Module):
         taps: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, DecoderState]:
         """Like :meth:`decode_step` but from codes ``(batch, frames, bits)`` (e.g. soft codes)."""
-        codes_in = codes.to(self.decompressor.in_proj.weight.dtype)  # bf16 models
+        codes_in = codes.to(self.compute_dtype)
         qfeats, dec_state = self.decompressor(
             codes_in, None if state is None else state.decompressor, taps
         )

@@ -81,7 +81,7 @@ class StreamingEncoder:
         self.state = self._fresh()
 
     def _fresh(self) -> StreamingEncoderState:
-        p = next(self.model.parameters())
+        p = self.model.encoder.norm.weight
         pending = torch.zeros(self.batch_size, 0, dtype=p.dtype, device=p.device)
         return StreamingEncoderState(None, pending, 0)
 
@@ -154,7 +154,7 @@ class StreamingDecoder:
         self.state = self._fresh()
 
     def _fresh(self) -> StreamingDecoderState:
-        device = next(self.model.parameters()).device
+        device = self.model.encoder.norm.weight.device
         return StreamingDecoderState(
             None, torch.zeros(self.batch_size, 0, dtype=torch.long, device=device), 0
         )
@@ -175,7 +175,7 @@ class StreamingDecoder:
         return int(self.state.pending.shape[1])
 
     def _empty(self) -> Tensor:
-        p = next(self.model.parameters())
+        p = self.model.encoder.norm.weight
         return torch.zeros(self.batch_size, 0, dtype=p.dtype, device=p.device)
 
     @torch.inference_mode()

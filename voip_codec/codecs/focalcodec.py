@@ -45,7 +45,7 @@ class FocalCodecFrameEncoder(FrameEncoder):
     def encode(self, pcm: np.ndarray) -> bytes:
         """See :meth:`FrameEncoder.encode`."""
         frame = check_pcm_frame(pcm, self.info)
-        sig = torch.from_numpy(frame)[None].to(next(self.model.parameters()).dtype)
+        sig = torch.from_numpy(frame)[None]
         toks, self.state = self.model.encode_step(sig, self.state)
         return pack_tokens(toks[0].numpy(), self.model.bits_per_token)
 
