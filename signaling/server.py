@@ -1,0 +1,627 @@
+"""aiohttp WebSocket signaling relay with two-peer rooms and HMAC join tokens.
+
+Endpoints:
+
+* ``GET /ws``: WebSocket; see docs/signaling.md for the message protocol.
+* ``GET /health``: JSON ``{"status": "ok", "rooms": N, "peers": N, ...}``.
+
+The relay never looks inside SDP; it checks message shape, authenticates the join,
+pairs two peers per room, tells them who offers, and forwards offer/answer/candidate.
+Needs only aiohttp and the standard library.
+
+Run it with ``python -m signaling.server --host 127.0.0.1 --port 8765``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
+
+from . import protocol as p
+from .tokens import SECRET_ENV, TokenError, check_secret, secret_from_env, verify_join_token
+
+logger = logging.getLogger("signaling.server")
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8765
+WS_PATH: Final = "/ws"
+HEALTH_PATH: Final = "/health"
+
+_FRAME_LIMIT_FACTOR: Final = 2
+"""aiohttp's own frame limit is this multiple of max_message_bytes: messages between the
+two limits get a JSON ``message_too_large`` error, larger ones a bare 1009 close."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and authentication of one signaling server."""
+
+    secret: bytes | None
+    """Shared HMAC secret for join tokens; None only together with ``insecure_no_auth``."""
+
+    insecure_no_auth: bool = False
+    """Accept joins without tokens. Must be set explicitly to run without a secret."""
+
+    max_message_bytes: int = p.DEFAULT_MAX_MESSAGE_BYTES
+    """Largest accepted client message in bytes."""
+
+    max_rooms: int = 1000
+    """Rooms that may exist at once; further joins that would create one get ``server_full``."""
+
+    max_connections: int = 2000
+    """Open WebSockets at once (joined or not); beyond it the upgrade gets HTTP 503."""
+
+    join_timeout_s: float = 10.0
+    """Seconds a new connection has to send a valid ``join``."""
+
+    idle_timeout_s: float = 300.0
+    """Seconds a joined connection may stay silent (send ``ping`` to stay longer)."""
+
+    heartbeat_s: float = 20.0
+    """WebSocket ping interval; a peer that misses the pong is disconnected."""
+
+    max_errors: int = 10
+    """Protocol errors tolerated on one joined connection before it is closed."""
+
+    def __post_init__(self) -> None:
+        if self.secret is None:
+            if not self.insecure_no_auth:
+                raise ValueError(
+                    f"a secret is required (set ${SECRET_ENV}); pass insecure_no_auth=True "
+                    "to run an open server on a trusted network"
+                )
+        else:
+            if self.insecure_no_auth:
+                raise ValueError("give either a secret or insecure_no_auth=True, not both")
+            object.__setattr__(self, "secret", check_secret(self.secret))
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
+        for name in ("max_rooms", "max_connections", "max_errors"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("join_timeout_s", "idle_timeout_s", "heartbeat_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+
+
+@dataclass
+class _Room:
+    name: str
+    peers: dict[str, _Session] = field(default_factory=dict)
+    """Peers by id, in join order (at most two)."""
+
+    def other(self, peer_id: str) -> _Session | None:
+        for pid, session in self.peers.items():
+            if pid != peer_id:
+                return session
+        return None
+
+
+@dataclass
+class SignalingState:
+    """Mutable server state, stored in the application under :data:`STATE_KEY`."""
+
+    config: ServerConfig
+    rooms: dict[str, _Room] = field(default_factory=dict)
+    sessions: set[_Session] = field(default_factory=set)
+    relayed: int = 0
+    """Messages forwarded between peers since start."""
+    errors: int = 0
+    """Error messages sent since start."""
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_label(self) -> str:
+        return f"c{next(self._ids)}"
+
+    @property
+    def peer_count(self) -> int:
+        return sum(len(room.peers) for room in self.rooms.values())
+
+
+STATE_KEY: Final = web.AppKey("signaling_state", SignalingState)
+
+
+class _Session:
+    """One WebSocket connection: receive loop, join, relay and clean-up."""
+
+    def __init__(self, state: SignalingState, ws: web.WebSocketResponse, label: str) -> None:
+        self._state = state
+        self._config = state.config
+        self.ws = ws
+        self.label = label
+        self.room: _Room | None = None
+        self.peer_id: str | None = None
+        self._errors = 0
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        logger.log(level, "Session(%s) " + msg, self.label, *args)
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        """Send one JSON message; returns False when the connection is already gone."""
+        if self.ws.closed:
+            return False
+        try:
+            await self.ws.send_str(json.dumps(message, separators=(",", ":")))
+        except ConnectionError as exc:
+            self._log(logging.DEBUG, "send failed: %s", exc)
+            return False
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=reason.encode("utf-8")[:120])
+
+    async def run(self) -> None:
+        """Receive loop; returns when the connection ends (never raises for bad input)."""
+        while not self.ws.closed:
+            joined = self.room is not None
+            timeout = self._config.idle_timeout_s if joined else self._config.join_timeout_s
+            try:
+                msg = await self.ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                code = "idle_timeout" if joined else "join_timeout"
+                await self._error(p.ProtocolError(code, f"no message within {timeout:g} s"))
+                break
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    await self._on_text(msg.data)
+                except p.ProtocolError as exc:
+                    await self._error(exc)
+            elif msg.type == WSMsgType.BINARY:
+                await self._error(p.ProtocolError("unsupported_frame", "send JSON as text frames"))
+            elif msg.type == WSMsgType.ERROR:
+                error = msg.data
+                if isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG:
+                    self._log(logging.WARNING, "frame over the hard limit, closed with 1009")
+                else:
+                    self._log(logging.INFO, "connection error: %s", error)
+                break
+            else:  # CLOSE, CLOSING, CLOSED
+                break
+
+    async def _error(self, exc: p.ProtocolError) -> None:
+        """Report a protocol error and close when its spec (or the error budget) says so."""
+        self._errors += 1
+        self._state.errors += 1
+        spec = p.ERRORS[exc.code]
+        self._log(logging.INFO, "error %s: %s", exc.code, exc.message)
+        await self.send({"type": p.ERROR, "code": exc.code, "message": exc.message})
+        if spec.close_code is not None:
+            await self.close(spec.close_code, exc.code)
+        elif self.room is None:
+            await self.close(p.CLOSE_POLICY_VIOLATION, exc.code)
+        elif self._errors >= self._config.max_errors:
+            message = f"{self._errors} protocol errors on this connection"
+            await self.send({"type": p.ERROR, "code": "too_many_errors", "message": message})
+            await self.close(p.CLOSE_POLICY_VIOLATION, "too_many_errors")
+
+    async def _on_text(self, data: str) -> None:
+        size = len(data.encode("utf-8"))
+        if size > self._config.max_message_bytes:
+            raise p.ProtocolError(
+                "message_too_large",
+                f"message is {size} bytes; the limit is {self._config.max_message_bytes}",
+            )
+        try:
+            msg = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise p.ProtocolError("bad_json", "message is not valid JSON") from exc
+        if not isinstance(msg, dict):
+            raise p.ProtocolError("bad_json", "message must be a JSON object")
+        if "type" not in msg:
+            raise p.ProtocolError("missing_field", "every message needs a 'type' field")
+        mtype = msg["type"]
+        if not isinstance(mtype, str):
+            raise p.ProtocolError("bad_field", "'type' must be a string")
+        if mtype not in p.CLIENT_TYPES:
+            raise p.ProtocolError(
+                "unknown_type", f"unknown type {mtype[:32]!r}; allowed: {', '.join(p.CLIENT_TYPES)}"
+            )
+        if mtype == p.JOIN:
+            await self._on_join(msg)
+            return
+        if self.room is None or self.peer_id is None:
+            raise p.ProtocolError("not_joined", f"send 'join' before '{mtype}'")
+        if mtype == p.PING:
+            await self.send({"type": p.PONG})
+        elif mtype == p.BYE:
+            self._log(logging.INFO, "bye from %s", self.peer_id)
+            await self.leave("bye")
+            await self.close(p.CLOSE_NORMAL, "bye")
+        else:
+            await self._relay(msg)
+
+    async def _on_join(self, msg: dict[str, Any]) -> None:
+        if self.room is not None:
+            raise p.ProtocolError("already_joined", f"already in room {self.room.name!r}")
+        room_name = p.require_name(msg, "room")
+        peer_id = p.require_name(msg, "peer_id")
+        secret = self._config.secret
+        if secret is not None:
+            token = msg.get("token")
+            if token is None:
+                raise p.ProtocolError("auth_required", "this server requires a 'token' in 'join'")
+            try:
+                verify_join_token(secret, token, room_name, peer_id)
+            except TokenError as exc:
+                raise p.ProtocolError(exc.code, exc.message) from exc
+        # From here to the end of the registration there is no await: no other session
+        # can interleave, so the room limits below cannot be raced.
+        room = self._state.rooms.get(room_name)
+        if room is None:
+            if len(self._state.rooms) >= self._config.max_rooms:
+                raise p.ProtocolError("server_full", "too many rooms open; try again later")
+            room = _Room(room_name)
+            self._state.rooms[room_name] = room
+        elif peer_id in room.peers:
+            raise p.ProtocolError("peer_id_taken", f"peer id {peer_id!r} is already in this room")
+        elif len(room.peers) >= 2:
+            raise p.ProtocolError("room_full", "this room already has two peers")
+        room.peers[peer_id] = self
+        self.room, self.peer_id = room, peer_id
+        peers = list(room.peers)
+        other = room.other(peer_id)
+        role = p.ROLE_ANSWERER if other is None else p.ROLE_OFFERER
+        self._log(
+            logging.INFO, "%s joined room %s as %s (%d/2)", peer_id, room_name, role, len(peers)
+        )
+        await self.send(
+            {"type": p.JOINED, "room": room_name, "peer_id": peer_id, "peers": peers, "role": role}
+        )
+        if other is not None:
+            await other.send(
+                {"type": p.PEER_JOINED, "peer_id": peer_id, "peers": peers, "role": p.ROLE_ANSWERER}
+            )
+
+    async def _relay(self, msg: dict[str, Any]) -> None:
+        assert self.room is not None and self.peer_id is not None
+        out = p.relay_payload(msg)
+        other = self.room.other(self.peer_id)
+        if other is None:
+            raise p.ProtocolError("no_peer", f"no other peer in the room; '{out['type']}' dropped")
+        out["from"] = self.peer_id
+        if await other.send(out):
+            self._state.relayed += 1
+            self._log(
+                logging.DEBUG, "relayed %s %s -> %s", out["type"], self.peer_id, other.peer_id
+            )
+
+    async def leave(self, reason: str) -> None:
+        """Remove this peer from its room (idempotent) and tell the other peer."""
+        room, peer_id = self.room, self.peer_id
+        if room is None or peer_id is None:
+            return
+        self.room = None
+        room.peers.pop(peer_id, None)
+        other = room.other(peer_id)
+        if not room.peers and self._state.rooms.get(room.name) is room:
+            del self._state.rooms[room.name]
+        self._log(logging.INFO, "%s left room %s (%s)", peer_id, room.name, reason)
+        if other is not None:
+            await other.send({"type": p.PEER_LEFT, "peer_id": peer_id, "reason": reason})
+
+
+async def _handle_ws(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    config = state.config
+    if len(state.sessions) >= config.max_connections:
+        logger.warning(
+            "Signaling refused %s: %d connections open", request.remote, len(state.sessions)
+        )
+        return web.json_response(
+            {
+                "type": p.ERROR,
+                "code": "server_full",
+                "message": "too many connections; try again later",
+            },
+            status=503,
+        )
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat_s,
+        max_msg_size=_FRAME_LIMIT_FACTOR * config.max_message_bytes,
+    )
+    await ws.prepare(request)
+    session = _Session(state, ws, state.next_label())
+    state.sessions.add(session)
+    session._log(logging.DEBUG, "connected from %s", request.remote)
+    try:
+        await session.run()
+    finally:
+        state.sessions.discard(session)
+        await session.leave("disconnected")
+        await session.close(p.CLOSE_NORMAL, "")
+        session._log(logging.DEBUG, "closed with %s", ws.close_code)
+    return ws
+
+
+async def _handle_health(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    return web.json_response(
+        {
+            "status": "ok",
+            "protocol": p.PROTOCOL_VERSION,
+            "auth": "disabled" if state.config.secret is None else "hmac-sha256",
+            "rooms": len(state.rooms),
+            "peers": state.peer_count,
+            "connections": len(state.sessions),
+            "relayed": state.relayed,
+            "errors": state.errors,
+        }
+    )
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    state = app[STATE_KEY]
+    sessions = list(state.sessions)
+    if sessions:
+        logger.info("Signaling closing %d connections for shutdown", len(sessions))
+    await asyncio.gather(*(s.close(p.CLOSE_GOING_AWAY, "server shutdown") for s in sessions))
+
+
+def create_app(
+    secret: bytes | None,
+    *,
+    insecure_no_auth: bool = False,
+    max_message_bytes: int = p.DEFAULT_MAX_MESSAGE_BYTES,
+    max_rooms: int = 1000,
+    max_connections: int = 2000,
+    join_timeout_s: float = 10.0,
+    idle_timeout_s: float = 300.0,
+    heartbeat_s: float = 20.0,
+    max_errors: int = 10,
+) -> web.Application:
+    """Build the signaling application.
+
+    Args:
+        secret: Shared HMAC secret (at least 16 bytes) that join tokens must be signed
+            with, or None together with ``insecure_no_auth=True``.
+        insecure_no_auth: Run an open server that accepts joins without a token.
+        max_message_bytes: Largest accepted client message in bytes.
+        max_rooms: Rooms that may exist at once.
+        max_connections: Open WebSockets at once.
+        join_timeout_s: Seconds a new connection has to join.
+        idle_timeout_s: Seconds a joined connection may stay silent.
+        heartbeat_s: WebSocket ping interval in seconds.
+        max_errors: Protocol errors tolerated per joined connection.
+
+    Returns:
+        An ``aiohttp.web.Application`` serving ``/ws`` and ``/health``; its state is
+        ``app[STATE_KEY]``.
+
+    Raises:
+        ValueError: On a missing or short secret (without ``insecure_no_auth``) or a
+            limit out of range.
+    """
+    config = ServerConfig(
+        secret=secret,
+        insecure_no_auth=insecure_no_auth,
+        max_message_bytes=max_message_bytes,
+        max_rooms=max_rooms,
+        max_connections=max_connections,
+        join_timeout_s=join_timeout_s,
+        idle_timeout_s=idle_timeout_s,
+        heartbeat_s=heartbeat_s,
+        max_errors=max_errors,
+    )
+    app = web.Application()
+    app[STATE_KEY] = SignalingState(config)
+    app.router.add_get(WS_PATH, _handle_ws)
+    app.router.add_get(HEALTH_PATH, _handle_health)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+@dataclass
+class RunningServer:
+    """A started server, returned by :func:`start_server`."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+    """Bound TCP port (the real one when 0 was asked for)."""
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{WS_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        """Close every connection and stop listening."""
+        await self.runner.cleanup()
+
+
+async def start_server(
+    app: web.Application, host: str = DEFAULT_HOST, port: int = 0
+) -> RunningServer:
+    """Start ``app`` on the running event loop without blocking.
+
+    Args:
+        app: Application from :func:`create_app`.
+        host: Address to bind.
+        port: TCP port; 0 picks a free one (see ``RunningServer.port``).
+
+    Returns:
+        The running server; call ``await server.close()`` to stop it.
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1] if runner.addresses else port
+    return RunningServer(runner=runner, host=host, port=bound_port)
+
+
+def run_server(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    secret: bytes | None = None,
+    insecure_no_auth: bool = False,
+    **limits: Any,
+) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM), blocking the calling thread.
+
+    Args:
+        host: Address to bind; the default is loopback only.
+        port: TCP port.
+        secret: Shared HMAC secret; None reads ``$VOIP_CODEC_SIGNALING_SECRET``.
+        insecure_no_auth: Run without authentication (only when no secret is set).
+        **limits: Other keyword arguments of :func:`create_app`.
+
+    Raises:
+        ValueError: When no secret is available and ``insecure_no_auth`` is False.
+    """
+    if secret is None and not insecure_no_auth:
+        secret = secret_from_env()
+    app = create_app(secret, insecure_no_auth=insecure_no_auth, **limits)
+    if secret is None:
+        logger.warning("Signaling running WITHOUT authentication on %s:%d", host, port)
+    logger.info("Signaling listening on ws://%s:%d%s", host, port, WS_PATH)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--secret-file",
+        help=f"file holding the shared token secret (default: ${SECRET_ENV}); "
+        "kept off the command line so it does not show in process lists",
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="accept joins without tokens (trusted networks and local tests only)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=p.DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest client message",
+    )
+    parser.add_argument("--max-rooms", type=int, default=1000, help="rooms open at once")
+    parser.add_argument("--max-connections", type=int, default=2000, help="WebSockets open at once")
+    parser.add_argument("--join-timeout", type=float, default=10.0, help="seconds to send 'join'")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=300.0, help="seconds a joined peer may be silent"
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, default=20.0, help="WebSocket ping interval in seconds"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` sub-command to a parent CLI.
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        The new sub-parser; its ``func`` default is :func:`run`.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="run the WebSocket signaling server", description=__doc__.splitlines()[0]
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def resolve_secret(args: argparse.Namespace) -> bytes | None:
+    """Pick the secret from ``--secret-file`` or the environment.
+
+    Args:
+        args: Parsed arguments from :func:`add_parser` or :func:`main`.
+
+    Returns:
+        The secret, or None when ``--insecure-no-auth`` is set.
+
+    Raises:
+        ValueError: When no secret is found without ``--insecure-no-auth``, or both are given.
+    """
+    secret: bytes | None = None
+    if args.secret_file:
+        with open(args.secret_file, "rb") as f:
+            secret = f.read().strip()
+    else:
+        secret = secret_from_env()
+    if args.insecure_no_auth:
+        if args.secret_file:
+            raise ValueError("--secret-file and --insecure-no-auth exclude each other")
+        return None
+    if secret is None:
+        raise ValueError(
+            f"no secret: set ${SECRET_ENV}, pass --secret-file, or use --insecure-no-auth"
+        )
+    return secret
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the server from parsed arguments (the ``serve`` sub-command body).
+
+    Args:
+        args: Namespace from :func:`add_parser` or :func:`main`.
+
+    Returns:
+        Exit status: 0 after a clean shutdown, 2 on a configuration error.
+    """
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        secret = resolve_secret(args)
+        run_server(
+            args.host,
+            args.port,
+            secret=secret,
+            insecure_no_auth=args.insecure_no_auth,
+            max_message_bytes=args.max_message_bytes,
+            max_rooms=args.max_rooms,
+            max_connections=args.max_connections,
+            join_timeout_s=args.join_timeout,
+            idle_timeout_s=args.idle_timeout,
+            heartbeat_s=args.heartbeat,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: ``python -m signaling.server``.
+
+    Args:
+        argv: Arguments without the program name; None reads ``sys.argv``.
+
+    Returns:
+        Process exit status.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m signaling.server", description=__doc__.splitlines()[0]
+    )
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
