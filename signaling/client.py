@@ -150,10 +150,15 @@ class SignalingClient:
                 self._session.ws_connect(self.url, max_msg_size=4 * self._max_message_bytes),
                 self._timeout_s,
             )
-        except asyncio.TimeoutError as exc:
-            raise TimeoutError(
-                f"no WebSocket handshake from {self.url} within {self._timeout_s:g} s"
-            ) from exc
+        except BaseException as exc:
+            if self._own_session:
+                await self._session.close()
+                self._session = None
+            if isinstance(exc, asyncio.TimeoutError):
+                raise TimeoutError(
+                    f"no WebSocket handshake from {self.url} within {self._timeout_s:g} s"
+                ) from exc
+            raise
         self._log(logging.DEBUG, "connected to %s", self.url)
 
     async def join(self, timeout_s: float | None = None) -> str:
@@ -181,6 +186,7 @@ class SignalingClient:
             reply = await self._recv_raw(timeout_s)
             if reply.get("type") == p.JOINED:
                 break
+            self._track(reply)
             self._pending.append(reply)
         role = str(reply.get("role"))
         if role not in (p.ROLE_OFFERER, p.ROLE_ANSWERER):

@@ -329,16 +329,18 @@ async def _handle_ws(request: web.Request) -> web.StreamResponse:
         heartbeat=config.heartbeat_s,
         max_msg_size=_FRAME_LIMIT_FACTOR * config.max_message_bytes,
     )
-    await ws.prepare(request)
     session = _Session(state, ws, state.next_label())
+    # Registered before the first await so concurrent upgrades cannot pass the limit.
     state.sessions.add(session)
-    session._log(logging.DEBUG, "connected from %s", request.remote)
     try:
+        await ws.prepare(request)
+        session._log(logging.DEBUG, "connected from %s", request.remote)
         await session.run()
     finally:
         state.sessions.discard(session)
         await session.leave("disconnected")
-        await session.close(p.CLOSE_NORMAL, "")
+        if ws.prepared:
+            await session.close(p.CLOSE_NORMAL, "")
         session._log(logging.DEBUG, "closed with %s", ws.close_code)
     return ws
 

@@ -499,6 +499,30 @@ def test_timeouts_and_room_limit() -> None:
     run_async(scenario)
 
 
+def test_connection_limit_answers_503() -> None:
+    async def scenario() -> None:
+        async with serving(max_connections=1) as server, raw_ws(server):
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                    await session.ws_connect(server.ws_url)
+                assert info.value.status == 503
+
+    run_async(scenario)
+
+
+def test_client_connect_refused_raises() -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            url = server.ws_url
+        client = SignalingClient(url, "r", "a", secret=SECRET, timeout_s=STEP_TIMEOUT_S)
+        with pytest.raises(aiohttp.ClientError):
+            await client.connect()
+        assert client.closed
+        await client.close()
+
+    run_async(scenario)
+
+
 def test_open_server_accepts_joins_without_token() -> None:
     async def scenario() -> None:
         async with serving(None) as server:
