@@ -578,3 +578,9 @@ def test_signaling_imports_without_heavy_dependencies() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_docs_list_every_error_code() -> None:
+    text = (REPO_ROOT / "docs" / "signaling.md").read_text(encoding="utf-8")
+    missing = [code for code in protocol.ERRORS if f"| `{code}` |" not in text]
+    assert not missing, f"docs/signaling.md error table lacks {missing}"
