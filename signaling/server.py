@@ -34,6 +34,7 @@ logger = logging.getLogger("signaling.server")
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8765
 WS_PATH: Final = "/ws"
+_DESCRIPTION: Final = "WebSocket signaling relay for voip-codec calls (two peers per room)."
 HEALTH_PATH: Final = "/health"
 
 _FRAME_LIMIT_FACTOR: Final = 2
@@ -541,7 +542,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         The new sub-parser; its ``func`` default is :func:`run`.
     """
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "serve", help="run the WebSocket signaling server", description=__doc__.splitlines()[0]
+        "serve", help="run the WebSocket signaling server", description=_DESCRIPTION
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)
@@ -618,9 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         Process exit status.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m signaling.server", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m signaling.server", description=_DESCRIPTION)
     _add_arguments(parser)
     return run(parser.parse_args(argv))
 
