@@ -138,7 +138,8 @@ def test_state_is_explicit_and_small(tiny_model: FocalCodec, sig: torch.Tensor) 
     assert st.model is not None
     # K/V cache holds window - block = 60 frames per layer, no more
     assert all(k.shape[2] == 60 for k in st.model.encoder.keys)
-    assert st.model.encoder.frames == len(sig) // 320
+    assert int(st.model.encoder.frames[0]) == len(sig) // 320
+    assert int(st.model.encoder.cached[0]) == 60
     # no module buffers carry stream state: only the quantizer's constant bit weights
     assert [n for n, _ in tiny_model.named_buffers()] == ["quantizer.weights"]
 
@@ -170,3 +171,47 @@ def test_causality(tiny_model: FocalCodec, sig: torch.Tensor) -> None:
     b = tiny_model.sig_to_toks(tampered[None])
     assert torch.equal(a[:, :80], b[:, :80])
     assert not torch.equal(a[:, 80:], b[:, 80:])
+
+
+def test_stream_batch_join_and_leave_match_single_streams(tiny_model: FocalCodec) -> None:
+    from voip_codec.codec.batch import StreamBatch
+
+    sigs = {name: speechlike(1280 * 10, seed=10 + i) for i, name in enumerate("abc")}
+    alone = {k: run_stream(tiny_model, v, 1280) for k, v in sigs.items()}
+    batch = StreamBatch(tiny_model)
+    got_t: dict[str, list] = {k: [] for k in sigs}
+    got_a: dict[str, list] = {k: [] for k in sigs}
+    # a joins at tick 0, b at tick 3, c at tick 5; b leaves after tick 7
+    for tick in range(10):
+        active = [k for k, start in (("a", 0), ("b", 3), ("c", 5)) if tick >= start]
+        if tick > 7:
+            active.remove("b")
+            batch.leave("b")
+        pcm = {}
+        for k in active:
+            start = {"a": 0, "b": 3, "c": 5}[k]
+            i = tick - start
+            pcm[k] = sigs[k][i * 1280:(i + 1) * 1280]
+        toks, _ = batch.step(pcm=pcm)
+        _, audio = batch.step(tokens=toks)
+        for k in active:
+            got_t[k].append(toks[k])
+            got_a[k].append(audio[k])
+    assert batch.encoding == ["a", "c"]
+    for k in sigs:
+        t = np.concatenate(got_t[k])
+        ref_t = alone[k][0][0, :len(t)].numpy()
+        assert (t == ref_t).all(), k
+        a = np.concatenate(got_a[k])
+        np.testing.assert_allclose(a, alone[k][1][0, :len(a)].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_stream_batch_rejects_missing_streams(tiny_model: FocalCodec) -> None:
+    from voip_codec.codec.batch import StreamBatch
+
+    batch = StreamBatch(tiny_model)
+    batch.step(pcm={"a": np.zeros(1280, dtype=np.float32)})
+    with pytest.raises(ValueError, match="supplied nothing"):
+        batch.step(pcm={"b": np.zeros(1280, dtype=np.float32)})
+    with pytest.raises(ValueError, match="shape"):
+        batch.step(pcm={"a": np.zeros(100, dtype=np.float32)})

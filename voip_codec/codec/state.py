@@ -79,6 +79,10 @@ class StreamState:
         """The state of one stream of a batch (batch dimension kept, size 1)."""
         return self._map(lambda t: t[index:index + 1].clone())
 
+    def index(self: S, rows: Tensor) -> S:
+        """The states of the streams at ``rows`` (a 1-D index tensor), as a new batch."""
+        return self._map(lambda t: t.index_select(0, rows.to(t.device)))
+
     @classmethod
     def stack(cls: type[S], states: Sequence[S]) -> S:
         """Join single-stream states into one batch (all must be at the same stream position)."""

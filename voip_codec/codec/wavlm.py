@@ -31,18 +31,22 @@ _QUERY_BLOCK = 256  # queries per attention step on long (offline) inputs; bound
 
 @dataclass
 class WavLMState(StreamState):
-    """Streaming state of the encoder (one entry per stream in the batch dimension)."""
+    """Streaming state of the encoder (one row per stream in the batch dimension)."""
 
-    frames: int
-    """Frames produced so far; the absolute position of the next frame."""
+    frames: Tensor
+    """``(B,)`` int64: frames produced so far per stream (absolute position of the next frame)."""
     conv_contexts: list[Tensor]
     """Per front-end block, the last ``kernel - 1`` input frames, ``(B, kernel - 1, C_in)``."""
     pos_context: Tensor
     """Last ``conv_pos - 1`` frames into the positional convolution, ``(B, 127, dim)``."""
     keys: list[Tensor]
-    """Per layer, cached keys of the most recent frames, ``(B, heads, n, head_dim)``."""
+    """Per layer, the key cache ``(B, heads, window - block, head_dim)``, right-aligned: the
+    most recent frame is last; only the last ``cached[b]`` rows of stream ``b`` are valid."""
     values: list[Tensor]
-    """Per layer, cached values, same shape as ``keys``."""
+    """Per layer, the value cache, laid out like ``keys``."""
+    cached: Tensor
+    """``(B,)`` int64: valid rows in the caches per stream (saturates at ``window - block``).
+    Fixed-size caches with a validity count let streams of different ages share one batch."""
 
 
 def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
@@ -175,27 +179,47 @@ class WavLM(nn.Module):
         x, pos_context = self.encoder.positional_embedding(
             x, None if state is None else state.pos_context
         )
-        start = 0 if state is None else state.frames
+        B, T = x.shape[0], x.shape[1]
+        if state is None:
+            frames = torch.zeros(B, dtype=torch.long, device=x.device)
+            cached = torch.zeros(B, dtype=torch.long, device=x.device)
+        else:
+            frames, cached = state.frames, state.cached
+        phase = int(frames[0]) % self.block
+        if bool((frames % self.block != phase).any()):
+            raise ValueError("streams batched together must be at the same position within a "
+                             f"{self.block}-frame block")
         keys: list[Tensor] = []
         values: list[Tensor] = []
-        rel_table: Tensor | None = None
         for i, layer in enumerate(self.encoder.layers):
             cache = None if state is None else (state.keys[i], state.values[i])
             a = layer.attention_norm(x)
-            attn, k_all, v_all, rel_table = self._attention(layer.attention, a, cache, start,
-                                                            rel_table)
+            attn, k_new, v_new = self._attention(layer.attention, a, cache, cached, phase)
             x = x + attn
             x = x + layer.feed_forward(layer.feed_forward_norm(x))
-            keep = min(self.cache_frames, k_all.shape[2])
-            keys.append(k_all[:, :, k_all.shape[2] - keep:])
-            values.append(v_all[:, :, v_all.shape[2] - keep:])
-        new_state = WavLMState(start + x.shape[1], conv_contexts, pos_context, keys, values)
+            keys.append(k_new)
+            values.append(v_new)
+        new_cached = torch.clamp(cached + T, max=self.cache_frames)
+        new_state = WavLMState(frames + T, conv_contexts, pos_context, keys, values, new_cached)
         return x, new_state
 
+    def _roll_cache(self, cache: Tensor | None, new: Tensor) -> Tensor:
+        """Append ``new`` (B, H, T, D) to a right-aligned cache and keep the last rows."""
+        full = new if cache is None else torch.cat([cache, new], dim=2)
+        n = self.cache_frames
+        if full.shape[2] >= n:
+            return full[:, :, full.shape[2] - n:]
+        return F.pad(full, (0, 0, n - full.shape[2], 0))
+
     def _attention(
-        self, attn: _Attention, a: Tensor, cache: tuple[Tensor, Tensor] | None, start: int,
-        rel_table: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self, attn: _Attention, a: Tensor, cache: tuple[Tensor, Tensor] | None, cached: Tensor,
+        phase: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Block-chunked sliding-window attention of T new frames over cache + new frames.
+
+        Positions are relative to the first new frame (0..T-1); cache row j of Nc holds
+        position j - Nc. ``phase`` is the position of the first new frame within its block.
+        """
         B, T, C = a.shape
         H, D = attn.heads, attn.head_dim
         q, k, v = attn.qkv_proj(a).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)
@@ -204,37 +228,44 @@ class WavLM(nn.Module):
         g = torch.sigmoid(g)
         gate = g[..., 0] * (g[..., 1] * attn.gru_rel_pos_const.view(1, 1, H) - 1.0) + 2.0
         gate = gate.transpose(1, 2)  # (B, H, T)
-        if cache is not None and cache[0].shape[2] > 0:
+        if cache is not None:
             k_all = torch.cat([cache[0], k], dim=2)
             v_all = torch.cat([cache[1], v], dim=2)
+            n_cache = cache[0].shape[2]
         else:
-            k_all, v_all = k, v
-        k_start = start - (k_all.shape[2] - T)
-        total = start + T
-        if rel_table is None:
-            rel_table = self.encoder.relative_embedding.weight  # (buckets, H)
+            k_all, v_all, n_cache = k, v, 0
+        device = a.device
+        # key validity per stream: cache rows older than `cached[b]` are padding
+        slot = torch.arange(-n_cache, T, device=device)
+        valid = slot[None, :] >= -cached[:, None]  # (B, Nc + T)
+        all_valid = bool(valid.all())
+        rel_table = self.encoder.relative_embedding.weight  # (buckets, H)
         outs = []
         for s in range(0, T, _QUERY_BLOCK):
             e = min(s + _QUERY_BLOCK, T)
-            q_pos = torch.arange(start + s, start + e, device=a.device)
-            q_end = torch.clamp((q_pos // self.block + 1) * self.block, max=total)
-            lo = max(int(q_end[0]) - self.window, k_start)
+            q_pos = torch.arange(s, e, device=device)
+            q_end = torch.clamp(((q_pos + phase) // self.block + 1) * self.block - phase, max=T)
+            lo = max(int(q_end[0]) - self.window, -n_cache)
             hi = int(q_end[-1])
-            k_pos = torch.arange(lo, hi, device=a.device)
-            rel = k_pos[None, :] - q_pos[:, None]
-            buckets = relative_position_bucket(rel, self.config.num_buckets,
-                                               self.config.max_distance)
+            k_pos = torch.arange(lo, hi, device=device)
+            buckets = relative_position_bucket(k_pos[None, :] - q_pos[:, None],
+                                               self.config.num_buckets, self.config.max_distance)
             rel_bias = F.embedding(buckets, rel_table).permute(2, 0, 1)  # (H, Tq, Tk)
-            bias = gate[:, :, s:e, None] * rel_bias.unsqueeze(0)
+            bias = gate[:, :, s:e, None] * rel_bias.unsqueeze(0).to(gate.dtype)
             allowed = (k_pos[None, :] < q_end[:, None]) & (
                 k_pos[None, :] >= q_end[:, None] - self.window)
-            if not bool(allowed.all()):
+            if not all_valid:
+                allowed = allowed[None] & valid[:, None, lo + n_cache:hi + n_cache]
+                bias = bias.masked_fill(~allowed[:, None], float("-inf"))
+            elif not bool(allowed.all()):
                 bias = bias.masked_fill(~allowed, float("-inf"))
             out = F.scaled_dot_product_attention(
-                q[:, :, s:e], k_all[:, :, lo - k_start:hi - k_start],
-                v_all[:, :, lo - k_start:hi - k_start], attn_mask=bias,
+                q[:, :, s:e], k_all[:, :, lo + n_cache:hi + n_cache],
+                v_all[:, :, lo + n_cache:hi + n_cache], attn_mask=bias,
             )
             outs.append(out)
         out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         out = out.transpose(1, 2).reshape(B, T, C)
-        return attn.out_proj(out), k_all, v_all, rel_table
+        cache_k = None if cache is None else cache[0]
+        cache_v = None if cache is None else cache[1]
+        return attn.out_proj(out), self._roll_cache(cache_k, k), self._roll_cache(cache_v, v)
