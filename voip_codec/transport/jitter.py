@@ -1,0 +1,412 @@
+"""Jitter buffer: packets in, exactly one frame (or None) out per frame tick.
+
+The buffer is driven by explicit times (``now`` in seconds, any monotonic clock), so it can be
+tested without sleeping. Packets go in with :meth:`JitterBuffer.push` (raw bytes; bad packets are
+logged, counted and dropped) and the playout clock calls :meth:`JitterBuffer.tick` once per frame
+period; each tick returns one :class:`PlayoutFrame` whose ``payload`` goes to
+``FrameDecoder.decode`` (``None`` means "conceal one frame").
+
+Frames are keyed by their frame index (32-bit on the wire, unwrapped here to an unbounded
+integer), so reordering, duplicates (same sequence number seen before), late frames (their tick
+has passed) and wrap-around of both counters are handled by index arithmetic. A frame missing
+from its own packet is taken from the redundant copies in the next packets (``REDUNDANT``).
+
+Playout delay (NetEQ-like):
+
+* Each new frame ``f`` arriving at ``t`` gives a transit sample ``x = t - f * T`` (``T`` the
+  frame duration). Over the last ``history`` frames, ``ref = min(x)`` is the fastest transit and
+  ``x - ref`` the frame's *relative delay*; the *target delay* is the ``percentile``-th
+  percentile of relative delays, clamped to ``[min_delay_ms, max_delay_ms]`` (until
+  ``warmup_frames`` samples exist, ``initial_delay_ms`` is used). When packets carry K
+  redundant copies, the time those copies need to arrive (``ceil(K / n_new)`` packet intervals)
+  is added (during warm-up: the larger of the two), so that a frame lost in transit can still be
+  recovered before its tick.
+* The *current delay* of the frame due at a tick is ``now - (ref + f * T)``. Playout starts when
+  the first frame's current delay reaches the target; from then on one frame is played per tick.
+* Delay changes are applied only where they cannot be heard as a click:
+
+  - **grow** (stretch): when the due frame is missing and the current delay is below the target,
+    the tick returns None without advancing (``STRETCH``): the decoder is concealing anyway, and
+    the frame gets one more frame period to arrive;
+  - **shrink** (skip): when the current delay exceeds the target by at least one frame, a due
+    frame is dropped without being played only if it is missing while the previous tick was
+    already concealed (the output is faded; the next good frame ramps back in) or if its packet
+    was flagged ``SILENCE`` by the sender;
+  - frames more than ``max_delay_ms`` (plus one bundle) ahead of playout force a resync (the
+    buffer jumps forward; counted in ``resyncs``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..packet import (
+    FLAG_SILENCE,
+    FLAG_START,
+    MAX_NEW_FRAMES,
+    AudioPacket,
+    PacketError,
+    parse_packet,
+)
+
+__all__ = ["FrameSource", "JitterBuffer", "JitterConfig", "JitterStats", "PlayoutFrame", "unwrap"]
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(value: int, reference: int, bits: int) -> int:
+    """Extend a wrapped ``bits``-bit counter to the unbounded integer closest to ``reference``.
+
+    Args:
+        value: the counter as carried on the wire, ``0 <= value < 2**bits``.
+        reference: an unbounded counter value known to be near ``value``.
+        bits: counter width (16 for sequence numbers, 32 for frame indices).
+
+    Returns:
+        ``e`` with ``e % 2**bits == value`` and ``-2**(bits-1) <= e - reference < 2**(bits-1)``.
+    """
+    span = 1 << bits
+    half = span >> 1
+    return reference + ((value - reference + half) % span) - half
+
+
+class FrameSource(enum.Enum):
+    """What a tick handed to the decoder."""
+
+    BUFFERING = "buffering"
+    """Playout has not started yet (payload None; output silence, no decoder call needed)."""
+    PRIMARY = "primary"
+    """The frame from its own packet."""
+    REDUNDANT = "redundant"
+    """The frame recovered from a redundant copy in a later packet."""
+    CONCEALED = "concealed"
+    """The due frame never arrived in time: payload None, decoder conceals it."""
+    STRETCH = "stretch"
+    """Inserted frame to grow the delay while the due frame is missing (payload None)."""
+
+
+@dataclass(frozen=True)
+class PlayoutFrame:
+    """Result of one tick."""
+
+    payload: bytes | None
+    """The frame's payload, or None (decoder must conceal, or output silence while buffering)."""
+    source: FrameSource
+    """Where the payload came from."""
+    index: int | None
+    """Unwrapped frame index played or concealed (None while buffering or stretching)."""
+    skipped: int = 0
+    """Frames dropped just before this one to shrink the delay."""
+
+
+@dataclass(frozen=True)
+class JitterConfig:
+    """Jitter buffer settings."""
+
+    frame_ms: float = 80.0
+    """Frame duration in milliseconds (the tick period)."""
+    initial_delay_ms: float = 160.0
+    """Playout delay used until ``warmup_frames`` delay samples exist."""
+    min_delay_ms: float = 80.0
+    """Lower bound of the target delay."""
+    max_delay_ms: float = 800.0
+    """Upper bound of the target delay."""
+    percentile: float = 95.0
+    """Percentile of recent relative delays the target covers (NetEQ uses 97)."""
+    history: int = 250
+    """Number of recent frames (20 s at 80 ms) for the delay statistics."""
+    warmup_frames: int = 10
+    """Delay samples needed before the measured percentile replaces ``initial_delay_ms``."""
+    wait_for_redundancy: bool = True
+    """Add the time redundant copies need to arrive (``ceil(K / n_new)`` packet intervals, from
+    the latest packet) to the target, so that frames lost in transit can be recovered."""
+    codec_id: int | None = None
+    """If set, packets of any other codec id are dropped (counted as invalid)."""
+    frame_bytes: int | None = None
+    """If set, packets with another payload size are dropped (counted as invalid)."""
+
+    def __post_init__(self) -> None:
+        if self.frame_ms <= 0:
+            raise ValueError(f"frame_ms must be > 0, got {self.frame_ms}")
+        if not 0 <= self.min_delay_ms <= self.max_delay_ms:
+            raise ValueError(f"need 0 <= min_delay_ms <= max_delay_ms, got {self.min_delay_ms} "
+                             f"and {self.max_delay_ms}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if self.history < 1 or self.warmup_frames < 1:
+            raise ValueError("history and warmup_frames must be >= 1")
+
+
+@dataclass
+class JitterStats:
+    """Counters and gauges of a jitter buffer."""
+
+    packets_received: int = 0
+    """Valid audio packets accepted (duplicates excluded)."""
+    frames_received: int = 0
+    """New frames accepted into the buffer in time."""
+    invalid: int = 0
+    """Datagrams dropped as unparsable or for another codec."""
+    duplicate: int = 0
+    """Packets whose sequence number had been seen already."""
+    late: int = 0
+    """New frames that arrived after their tick had passed."""
+    played: int = 0
+    """Ticks that handed a real payload to the decoder (primary or redundant)."""
+    recovered_from_redundancy: int = 0
+    """Played frames that came from a redundant copy only."""
+    concealed: int = 0
+    """Ticks after playout start that returned None (lost frames plus stretches)."""
+    lost: int = 0
+    """Frames given up on (concealed or skipped while missing)."""
+    stretched: int = 0
+    """Ticks inserted to grow the delay."""
+    skipped: int = 0
+    """Frames dropped to shrink the delay."""
+    resyncs: int = 0
+    """Forced jumps after the sender got far ahead."""
+    jitter_ms: float = 0.0
+    """Smoothed inter-arrival jitter (RFC 3550 style), milliseconds."""
+    target_delay_ms: float = 0.0
+    """Current target playout delay, milliseconds."""
+    current_delay_ms: float = 0.0
+    """Playout delay of the last frame due, milliseconds."""
+    delay_samples_ms: list[float] = field(default_factory=list, repr=False)
+    """Current delay at every tick after start (for plots and tests)."""
+
+
+@dataclass
+class _Slot:
+    payload: bytes
+    redundant: bool
+    silence: bool
+
+
+class JitterBuffer:
+    """Reorders packets by frame index and hands out one frame per tick.
+
+    Args:
+        config: settings (defaults: 80 ms frames, 160 ms initial delay, 80..800 ms bounds).
+        name: prefix for log messages.
+    """
+
+    def __init__(self, config: JitterConfig | None = None, name: str = "jitter") -> None:
+        self.config = config if config is not None else JitterConfig()
+        self.name = name
+        self.stats = JitterStats()
+        self._period = self.config.frame_ms / 1000.0
+        self._slots: dict[int, _Slot] = {}
+        self._transits: deque[float] = deque(maxlen=self.config.history)
+        self._next: int | None = None  # unwrapped index of the frame due next (after start)
+        self._frame_ref: int | None = None  # unwrapped highest frame index seen
+        self._seq_ref: int | None = None
+        self._seen_seqs: set[int] = set()
+        self._last_transit: float | None = None
+        self._prev_concealed = False
+        self._redundancy_wait = 0.0
+        self.stats.target_delay_ms = self.config.initial_delay_ms
+
+    def _restart(self) -> None:
+        """Forget the stream position (a new stream begins); counters are kept."""
+        self._slots.clear()
+        self._transits.clear()
+        self._next = None
+        self._frame_ref = None
+        self._seq_ref = None
+        self._seen_seqs.clear()
+        self._last_transit = None
+        self._prev_concealed = False
+        self.stats.resyncs += 1
+
+    @property
+    def started(self) -> bool:
+        """Whether playout has started."""
+        return self._next is not None
+
+    @property
+    def next_index(self) -> int | None:
+        """Unwrapped index of the frame due at the next tick (None before start)."""
+        return self._next
+
+    def push(self, data: bytes, now: float) -> AudioPacket | None:
+        """Accept one datagram.
+
+        Args:
+            data: raw packet bytes.
+            now: arrival time in seconds.
+
+        Returns:
+            The parsed packet if it was accepted, else None (bad, foreign, duplicate, or a
+            loss report, which the caller should route elsewhere).
+        """
+        try:
+            packet = parse_packet(data)
+        except PacketError as exc:
+            self.stats.invalid += 1
+            logger.debug("%s: dropping bad packet: %s", self.name, exc)
+            return None
+        if not isinstance(packet, AudioPacket):
+            self.stats.invalid += 1
+            logger.debug("%s: dropping non-audio message %s", self.name, type(packet).__name__)
+            return None
+        return packet if self.push_packet(packet, now) else None
+
+    def push_packet(self, packet: AudioPacket, now: float) -> bool:
+        """Accept one parsed packet; returns False when it was dropped."""
+        cfg = self.config
+        if cfg.codec_id is not None and packet.codec_id != cfg.codec_id:
+            self.stats.invalid += 1
+            logger.debug("%s: dropping packet of codec %d (expected %d)", self.name,
+                         packet.codec_id, cfg.codec_id)
+            return False
+        if cfg.frame_bytes is not None and packet.frame_bytes != cfg.frame_bytes:
+            self.stats.invalid += 1
+            logger.debug("%s: dropping packet with %d-byte frames (expected %d)", self.name,
+                         packet.frame_bytes, cfg.frame_bytes)
+            return False
+        seq = packet.seq if self._seq_ref is None else unwrap(packet.seq, self._seq_ref, 16)
+        if seq in self._seen_seqs:
+            self.stats.duplicate += 1
+            return False
+        if packet.flags & FLAG_START and self._next is not None:
+            gap = unwrap(packet.frame_index, self._next, 32) - self._next
+            if not -self._max_frames() <= gap <= self._max_frames():
+                logger.info("%s: sender restarted (frame %d), resetting", self.name,
+                            packet.frame_index)
+                self._restart()
+                seq = packet.seq
+        self._seen_seqs.add(seq)
+        self._seq_ref = seq if self._seq_ref is None else max(self._seq_ref, seq)
+        if len(self._seen_seqs) > 8192:
+            floor = self._seq_ref - 4096
+            self._seen_seqs = {s for s in self._seen_seqs if s >= floor}
+        self.stats.packets_received += 1
+
+        ref = self._frame_ref if self._frame_ref is not None else packet.frame_index
+        first = unwrap(packet.frame_index, ref, 32)
+        n_new = len(packet.frames)
+        last = first + n_new - 1
+        self._frame_ref = last if self._frame_ref is None else max(self._frame_ref, last)
+        self._resync_if_far_ahead(last)
+
+        transit = now - last * self._period
+        if self._last_transit is not None:
+            d = abs(transit - self._last_transit) * 1000.0
+            self.stats.jitter_ms += (d - self.stats.jitter_ms) / 16.0
+        self._last_transit = transit
+        silence = bool(packet.flags & FLAG_SILENCE)
+        for i, payload in enumerate(packet.frames):
+            index = first + i
+            self._transits.append(now - index * self._period)
+            if self._next is not None and index < self._next:
+                self.stats.late += 1
+                continue
+            self.stats.frames_received += 1
+            slot = self._slots.get(index)
+            if slot is None or slot.redundant:
+                self._slots[index] = _Slot(payload, redundant=False, silence=silence)
+        for j, payload in enumerate(packet.redundant):
+            index = first - len(packet.redundant) + j
+            if (self._next is not None and index < self._next) or index in self._slots:
+                continue
+            self._slots[index] = _Slot(payload, redundant=True, silence=False)
+        n_red = len(packet.redundant)
+        self._redundancy_wait = (math.ceil(n_red / n_new) * n_new * self.config.frame_ms
+                                 if n_red else 0.0)
+        self._update_target()
+        return True
+
+    def _max_frames(self) -> int:
+        return int(np.ceil(self.config.max_delay_ms / self.config.frame_ms)) + MAX_NEW_FRAMES
+
+    def _resync_if_far_ahead(self, last: int) -> None:
+        if self._next is None or last - self._next <= self._max_frames():
+            return
+        new_next = last - int(np.ceil(self.stats.target_delay_ms / self.config.frame_ms))
+        logger.info("%s: sender %d frames ahead, resync from %d to %d", self.name,
+                    last - self._next, self._next, new_next)
+        self._slots = {k: v for k, v in self._slots.items() if k >= new_next}
+        self._next = new_next
+        self.stats.resyncs += 1
+
+    def _update_target(self) -> None:
+        cfg = self.config
+        wait = self._redundancy_wait if cfg.wait_for_redundancy else 0.0
+        if len(self._transits) < cfg.warmup_frames:
+            target = max(cfg.initial_delay_ms, wait)
+        else:
+            arr = np.fromiter(self._transits, dtype=np.float64)
+            rel = (arr - arr.min()) * 1000.0
+            target = float(np.percentile(rel, cfg.percentile)) + wait
+        self.stats.target_delay_ms = min(max(target, cfg.min_delay_ms), cfg.max_delay_ms)
+
+    def _current_delay(self, index: int, now: float) -> float:
+        """Delay in seconds of frame ``index`` if played at ``now``."""
+        ref = min(self._transits)
+        return now - (ref + index * self._period)
+
+    def tick(self, now: float) -> PlayoutFrame:
+        """Hand out the frame for this tick; call once per frame period.
+
+        Args:
+            now: tick time in seconds (same clock as :meth:`push`).
+
+        Returns:
+            One :class:`PlayoutFrame`; ``payload`` None means conceal (or silence while
+            ``source`` is ``BUFFERING``).
+        """
+        target = self.stats.target_delay_ms / 1000.0
+        period = self._period
+        eps = 1e-9
+        if self._next is None:
+            if not self._slots:
+                return PlayoutFrame(None, FrameSource.BUFFERING, None)
+            start = min(self._slots)
+            if self._current_delay(start, now) + eps < target:
+                return PlayoutFrame(None, FrameSource.BUFFERING, None)
+            self._next = start
+        index = self._next
+        delay = self._current_delay(index, now)
+        skipped = 0
+        # Shrink: drop due frames while the delay is a frame too long and dropping is inaudible.
+        while delay - period + eps >= target:
+            slot = self._slots.get(index)
+            droppable = ((slot is None and self._prev_concealed) or
+                         (slot is not None and slot.silence))
+            if not droppable or (index + 1) not in self._slots:
+                break
+            if slot is None:
+                self.stats.lost += 1
+            else:
+                del self._slots[index]
+            index += 1
+            skipped += 1
+            delay -= period
+        self.stats.skipped += skipped
+        self._next = index
+        self.stats.current_delay_ms = delay * 1000.0
+        self.stats.delay_samples_ms.append(self.stats.current_delay_ms)
+        slot = self._slots.pop(index, None)
+        if slot is not None:
+            self._next = index + 1
+            self._prev_concealed = False
+            self.stats.played += 1
+            if slot.redundant:
+                self.stats.recovered_from_redundancy += 1
+                return PlayoutFrame(slot.payload, FrameSource.REDUNDANT, index, skipped)
+            return PlayoutFrame(slot.payload, FrameSource.PRIMARY, index, skipped)
+        self._prev_concealed = True
+        self.stats.concealed += 1
+        max_delay = self.config.max_delay_ms / 1000.0
+        if delay + eps < target and delay + period <= max_delay + eps:
+            self.stats.stretched += 1
+            return PlayoutFrame(None, FrameSource.STRETCH, None, skipped)
+        self._next = index + 1
+        self.stats.lost += 1
+        return PlayoutFrame(None, FrameSource.CONCEALED, index, skipped)

@@ -1,0 +1,92 @@
+"""Sender side of the wire format: frames -> audio packets (bundling and redundancy)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..packet import FLAG_SILENCE, FLAG_START, MAX_NEW_FRAMES, MAX_REDUNDANCY, AudioPacket
+
+__all__ = ["Packetizer"]
+
+
+class Packetizer:
+    """Groups encoded frames into packets of ``frames_per_packet`` new frames plus up to
+    ``redundancy`` copies of the frames sent just before them.
+
+    Args:
+        codec_id: codec id written into every packet.
+        frames_per_packet: new frames per packet, 1..16 (more = fewer packets, more delay).
+        redundancy: K, redundant copies per packet, 0..3; may be changed between packets.
+        first_seq: sequence number of the first packet (0..65535).
+        first_frame_index: frame index of the first frame (0..2**32-1).
+    """
+
+    def __init__(self, codec_id: int, frames_per_packet: int = 1, redundancy: int = 0,
+                 first_seq: int = 0, first_frame_index: int = 0) -> None:
+        if not 1 <= frames_per_packet <= MAX_NEW_FRAMES:
+            raise ValueError(f"frames_per_packet must be in 1..{MAX_NEW_FRAMES}, "
+                             f"got {frames_per_packet}")
+        self.codec_id = codec_id
+        self.frames_per_packet = frames_per_packet
+        self.redundancy = redundancy
+        self.seq = first_seq & 0xFFFF
+        self.frame_index = first_frame_index & 0xFFFFFFFF
+        self._pending: list[bytes] = []
+        self._pending_silence = True
+        self._sent: deque[bytes] = deque(maxlen=MAX_REDUNDANCY)
+        self._first_packet = True
+        self.packets = 0
+        """Packets emitted so far."""
+        self.bytes = 0
+        """Bytes emitted so far."""
+        self.last_redundancy = 0
+        """K actually used in the last packet (less than ``redundancy`` at stream start)."""
+
+    @property
+    def redundancy(self) -> int:
+        """K, redundant copies per packet (0..3)."""
+        return self._redundancy
+
+    @redundancy.setter
+    def redundancy(self, k: int) -> None:
+        if not 0 <= k <= MAX_REDUNDANCY:
+            raise ValueError(f"redundancy must be in 0..{MAX_REDUNDANCY}, got {k}")
+        self._redundancy = k
+
+    def push(self, payload: bytes, silence: bool = False) -> bytes | None:
+        """Add one encoded frame.
+
+        Args:
+            payload: the frame's bytes (same size for every frame).
+            silence: the sender's voice activity detector found no speech in this frame.
+
+        Returns:
+            A packet when ``frames_per_packet`` frames are pending, else None.
+        """
+        self._pending.append(bytes(payload))
+        self._pending_silence = self._pending_silence and silence
+        if len(self._pending) >= self.frames_per_packet:
+            return self.flush()
+        return None
+
+    def flush(self) -> bytes | None:
+        """Emit the pending frames now (end of stream); None if nothing is pending."""
+        if not self._pending:
+            return None
+        k = min(self._redundancy, len(self._sent))
+        redundant = tuple(self._sent)[len(self._sent) - k:] if k else ()
+        flags = (FLAG_START if self._first_packet else 0) | (
+            FLAG_SILENCE if self._pending_silence else 0)
+        packet = AudioPacket(codec_id=self.codec_id, seq=self.seq, frame_index=self.frame_index,
+                             frames=tuple(self._pending), redundant=redundant, flags=flags)
+        data = packet.to_bytes()
+        self.last_redundancy = k
+        self._sent.extend(self._pending)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.frame_index = (self.frame_index + len(self._pending)) & 0xFFFFFFFF
+        self._pending = []
+        self._pending_silence = True
+        self._first_packet = False
+        self.packets += 1
+        self.bytes += len(data)
+        return data
