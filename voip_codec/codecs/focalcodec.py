@@ -16,9 +16,15 @@ import torch
 
 from ..bitpack import pack_tokens, unpack_tokens
 from ..codec.model import DecoderState, EncoderState, FocalCodec
-from .base import CodecInfo, FrameEncoder, check_payload, check_pcm_frame
+from .base import Codec, CodecInfo, FrameDecoder, FrameEncoder, check_payload, check_pcm_frame
 
-__all__ = ["FocalCodecFrameDecoder", "FocalCodecFrameEncoder", "focalcodec_info"]
+__all__ = [
+    "FocalCodecCodec",
+    "FocalCodecFrameDecoder",
+    "FocalCodecFrameEncoder",
+    "focalcodec_info",
+    "load_focalcodec_codec",
+]
 
 
 def focalcodec_info(model: FocalCodec, name: str, codec_id: int) -> CodecInfo:
@@ -80,3 +86,38 @@ class FocalCodecFrameDecoder:
     def reset(self) -> None:
         """Start a new stream."""
         self.state = None
+
+
+class FocalCodecCodec(Codec):
+    """A FocalCodec-Stream model as an 80 ms frame codec (16 kHz in, 24 kHz out).
+
+    Args:
+        model: the loaded model (shared, read-only, by all streams of this codec).
+        name: registry name, e.g. ``"focalcodec-65k"``.
+        codec_id: id carried in packet headers.
+    """
+
+    def __init__(self, model: FocalCodec, name: str, codec_id: int) -> None:
+        self.model = model
+        self.info = focalcodec_info(model, name, codec_id)
+
+    def new_encoder(self) -> FocalCodecFrameEncoder:
+        """A fresh encoder stream."""
+        return FocalCodecFrameEncoder(self.model, self.info)
+
+    def new_decoder(self) -> FrameDecoder:
+        """A fresh decoder stream with token-domain repeat-and-fade concealment."""
+        from ..transport.plc import ConcealingDecoder
+
+        return ConcealingDecoder(self.new_payload_decoder())
+
+    def new_payload_decoder(self) -> FocalCodecFrameDecoder:
+        """A fresh raw decoder without concealment."""
+        return FocalCodecFrameDecoder(self.model, self.info)
+
+
+def load_focalcodec_codec(source: str, name: str, codec_id: int) -> FocalCodecCodec:
+    """Load a checkpoint (see :func:`~voip_codec.codec.loading.from_pretrained`) as a codec."""
+    from ..codec.loading import from_pretrained
+
+    return FocalCodecCodec(from_pretrained(source), name, codec_id)

@@ -147,4 +147,23 @@ def _register_builtins() -> None:
         register_codec(name, cid, lambda m=mode, c=cid: Codec2Codec(m, codec_id=c))
 
 
+def _focalcodec_factory(source: str, name: str) -> CodecFactory:
+    def build() -> Codec:
+        # imported lazily: torch and the weights load only when the codec is first used
+        from .focalcodec import load_focalcodec_codec
+
+        return load_focalcodec_codec(source, name, RESERVED_CODEC_IDS[name])
+
+    return build
+
+
+def _register_focalcodec() -> None:
+    register_codec("focalcodec-default", RESERVED_CODEC_IDS["focalcodec-default"],
+                   _focalcodec_factory("default", "focalcodec-default"))
+    for size in ("65k", "4k", "2k"):
+        name = f"focalcodec-{size}"
+        register_codec(name, RESERVED_CODEC_IDS[name], _focalcodec_factory(name, name))
+
+
 _register_builtins()
+_register_focalcodec()
