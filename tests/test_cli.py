@@ -84,3 +84,9 @@ def test_wrong_model_and_truncated_token_file(tmp_path: Path, model_dir: Path) -
     proc = run_cli("decode", str(tmp_path / "cut.fct"), str(tmp_path / "o.wav"), "--model",
                    str(model_dir))
     assert proc.returncode == 1 and "truncated" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_is_wired_and_requires_a_secret() -> None:
+    proc = run_cli("serve", "--port", "0")
+    assert proc.returncode == 2
+    assert "secret" in proc.stderr.lower() and "Traceback" not in proc.stderr

@@ -1,6 +1,6 @@
 """The ``voip-codec`` command line.
 
-Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``bench speed``. Errors in user
+Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``serve``, ``bench speed``. Errors in user
 input (missing or unreadable files, a token file made by another model, a truncated file, missing
 weights) print one line ``voip-codec: error: ...`` and exit with status 1 (2 for bad usage);
 never a traceback.
@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_conformance)
+
+    from signaling.server import add_parser as add_serve_parser
+
+    add_serve_parser(sub)  # `voip-codec serve`: the signaling server (no torch needed)
 
     bench = sub.add_parser("bench", help="benchmarks (print figures)")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
