@@ -45,3 +45,8 @@ def speech_clips(split: str = "eval") -> list[Path]:
             pytest.fail(message)
         pytest.skip(message)
     return clips
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the project root; fails in CI / skips elsewhere when missing."""
+    return shared_path()

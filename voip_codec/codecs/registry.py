@@ -29,6 +29,7 @@ __all__ = [
     "codec_name_for_id",
     "get_codec",
     "register_codec",
+    "unregister_codec",
 ]
 
 CodecFactory = Callable[[], Codec]
@@ -93,6 +94,17 @@ def register_codec(name: str, codec_id: int, factory: CodecFactory, *,
         if entry.codec_id == codec_id and other != name:
             raise ValueError(f"codec id {codec_id} is already used by {other!r}")
     _REGISTRY[name] = _Entry(codec_id, factory)
+
+
+def unregister_codec(name: str) -> None:
+    """Remove a registered codec (e.g. before re-registering it differently, or in tests).
+
+    Raises:
+        ValueError: the name is not registered.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"codec {name!r} is not registered")
+    del _REGISTRY[name]
 
 
 def get_codec(name: str) -> Codec:
