@@ -1,6 +1,7 @@
 """The ``voip-codec`` command line.
 
-Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``serve``, ``bench speed``. Errors in user
+Sub-commands: ``encode``, ``decode``, ``info``, ``codecs``, ``conformance``, ``serve``,
+``demo``, ``simulate``, ``call``, ``bench speed``. Errors in user
 input (missing or unreadable files, a token file made by another model, a truncated file, missing
 weights) print one line ``voip-codec: error: ...`` and exit with status 1 (2 for bad usage);
 never a traceback.
@@ -128,6 +129,25 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return conformance_main(argv + (["--json"] if args.json else []))
 
 
+def cmd_codecs(args: argparse.Namespace) -> int:
+    """List registered codecs with their rates."""
+    from .codecs.registry import RESERVED_CODEC_IDS, available_codecs, get_codec
+
+    for name in available_codecs():
+        if name in RESERVED_CODEC_IDS:
+            try:
+                info = get_codec(name).info
+            except Exception as exc:  # noqa: BLE001 - report why a model is unavailable
+                print(f"{name:20s} unavailable: {str(exc).split('.')[0]}")
+                continue
+        else:
+            info = get_codec(name).info
+        print(f"{name:20s} id {info.codec_id:3d}  {info.bitrate / 1000:6.2f} kbps  "
+              f"{info.frame_ms:.0f} ms frames  {info.input_sample_rate} -> "
+              f"{info.output_sample_rate} Hz")
+    return 0
+
+
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     """``voip-codec bench speed``."""
     from .bench.model_speed import run
@@ -182,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_conformance)
 
     from signaling.server import add_parser as add_serve_parser
+
+    from .webrtc.commands import add_call_parser, add_demo_parser, add_simulate_parser
+
+    add_demo_parser(sub)
+    add_simulate_parser(sub)
+    add_call_parser(sub)
+
+    p = sub.add_parser("codecs", help="list the codecs")
+    p.set_defaults(func=cmd_codecs)
 
     add_serve_parser(sub)  # `voip-codec serve`: the signaling server (no torch needed)
 

@@ -1,0 +1,325 @@
+"""Peers, the loopback demo and two-process calls.
+
+A :class:`CallPeer` owns one ``RTCPeerConnection`` (``RTCConfiguration(iceServers=[])``: no STUN
+on closed networks) and one data channel created with ``ordered=False, maxRetransmits=0`` whose
+label names the codec (``voip-codec/<codec name>``). Outgoing audio goes through
+:class:`~voip_codec.webrtc.sender.CodecSender`; incoming packets feed
+:class:`~voip_codec.webrtc.receiver.CodecReceiverTrack`. The same channel carries loss reports
+back, so the sender adapts its redundancy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ..codecs.base import Codec
+from ..transport.jitter import JitterConfig
+from .receiver import CodecReceiverTrack
+from .sender import CodecSender
+
+__all__ = ["CallError", "CallOptions", "CallPeer", "DemoResult", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+LABEL_PREFIX = "voip-codec/"
+
+
+class CallError(RuntimeError):
+    """The call could not be set up (codec mismatch, timeout, signaling failure)."""
+
+
+@dataclass
+class CallOptions:
+    """Transport settings of one peer."""
+
+    frames_per_packet: int = 1
+    """New 80 ms frames per packet (more = fewer packets on the wire, more delay)."""
+    redundancy: int = 1
+    """Initial K: redundant copies of the previous frames in each packet (0..3)."""
+    adaptive: bool = True
+    """Adapt K from the receiver's loss reports."""
+    dtx: bool = False
+    """Send nothing during silence (one keep-alive frame per second)."""
+    jitter: JitterConfig = field(default_factory=JitterConfig)
+    """Receiver jitter buffer settings."""
+
+
+class CallPeer:
+    """One side of a call.
+
+    Args:
+        codec: the frame codec (both peers must use the same one).
+        options: transport settings.
+        source: audio track to send, or None to only receive.
+        name: used in log messages.
+    """
+
+    def __init__(self, codec: Codec, options: CallOptions | None = None,
+                 source: MediaStreamTrack | None = None, name: str = "peer") -> None:
+        self.codec = codec
+        self.options = options or CallOptions()
+        self.source = source
+        self.name = name
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.channel: Any = None
+        self.sender: CodecSender | None = None
+        self.track = CodecReceiverTrack(codec, jitter=self.options.jitter,
+                                        send_report=self._send)
+        self.opened = asyncio.Event()
+        self.error: str | None = None
+        self.pc.on("datachannel", self._on_datachannel)
+
+    def _send(self, data: bytes) -> None:
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(data)
+
+    def _attach(self, channel: Any) -> None:
+        self.channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._on_open()
+        else:
+            channel.on("open", self._on_open)
+
+    def _on_datachannel(self, channel: Any) -> None:
+        label = str(channel.label)
+        expected = LABEL_PREFIX + self.codec.info.name
+        if label != expected:
+            self.error = (f"the other peer sends codec {label.removeprefix(LABEL_PREFIX)!r} "
+                          f"but this peer uses {self.codec.info.name!r}")
+            logger.error("%s: %s", self.name, self.error)
+            channel.close()
+            self.opened.set()
+            return
+        self._attach(channel)
+
+    def _on_open(self) -> None:
+        logger.info("%s: data channel open", self.name)
+        if self.source is not None and self.sender is None:
+            o = self.options
+            self.sender = CodecSender(self.source, self.codec, self._send,
+                                      frames_per_packet=o.frames_per_packet,
+                                      redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx)
+            self.sender.start()
+        self.opened.set()
+
+    def _on_message(self, data: bytes | str) -> None:
+        if isinstance(data, bytes) and len(data) >= 4 and data[3] == 2:
+            if self.sender is not None:
+                self.sender.on_message(data)
+            return
+        self.track.on_message(data)
+
+    async def create_offer(self) -> str:
+        """Create the data channel and return the offer SDP (ICE candidates included)."""
+        channel = self.pc.createDataChannel(LABEL_PREFIX + self.codec.info.name, ordered=False,
+                                            maxRetransmits=0)
+        self._attach(channel)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply the other peer's offer and return the answer SDP."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the other peer's answer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def wait_open(self, timeout_s: float = 15.0) -> None:
+        """Wait until the data channel is open.
+
+        Raises:
+            CallError: timeout or codec mismatch.
+        """
+        try:
+            await asyncio.wait_for(self.opened.wait(), timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise CallError(f"{self.name}: data channel did not open within {timeout_s} s "
+                            "(ICE failed? on a closed network both peers need reachable "
+                            "host candidates)") from exc
+        if self.error:
+            raise CallError(self.error)
+
+    async def close(self) -> None:
+        """Stop sending and receiving and close the connection."""
+        if self.sender is not None:
+            await self.sender.stop()
+        self.track.stop()
+        await self.pc.close()
+
+
+async def collect(track: MediaStreamTrack, stop: asyncio.Event) -> np.ndarray:
+    """Read a track's frames until ``stop`` is set (or the track ends); mono float32."""
+    parts = []
+    while not stop.is_set():
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            break
+        data = frame.to_ndarray()
+        if data.dtype == np.int16:
+            data = data.astype(np.float32) / 32768.0
+        parts.append(data.reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+async def _recv_type(client: Any, wanted: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CallError(f"no {wanted!r} from the other peer within {timeout_s} s")
+        msg = await client.recv(timeout_s=left)
+        if msg.get("type") == wanted:
+            return dict(msg)
+        if msg.get("type") == "error":
+            raise CallError(f"signaling error: {msg.get('code')}: {msg.get('message')}")
+
+
+def loss_model(loss: float, burst: float = 1.0) -> Any:
+    """Bernoulli loss for ``burst <= 1``, else Gilbert-Elliott with that mean burst length."""
+    from ..transport.netsim import BernoulliLoss, GilbertElliottLoss, NoLoss
+
+    if not 0.0 <= loss < 1.0:
+        raise ValueError(f"loss must be in [0, 1), got {loss}")
+    if loss == 0.0:
+        return NoLoss()
+    return BernoulliLoss(loss) if burst <= 1.0 else GilbertElliottLoss(loss, burst)
+
+
+@dataclass
+class DemoResult:
+    """What the loopback demo measured."""
+
+    output: str
+    input_seconds: float
+    output_seconds: float
+    codec: str
+    codec_kbps: float
+    sender: dict[str, Any]
+    receiver: dict[str, Any]
+    wire: dict[str, Any]
+    network: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def _signaling_server() -> AsyncIterator[tuple[str, bytes]]:
+    from signaling.server import create_app, start_server
+
+    secret = os.urandom(32)
+    server = await start_server(create_app(secret), "127.0.0.1", 0)
+    try:
+        yield server.ws_url, secret
+    finally:
+        await server.close()
+
+
+async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec, *,
+                   options: CallOptions | None = None, loss: float = 0.0, burst: float = 1.0,
+                   delay_ms: float = 20.0, jitter_ms: float = 0.0, rate_kbps: float | None = None,
+                   seed: int = 0, timeout_s: float = 120.0) -> DemoResult:
+    """A complete call on this machine: signaling server, two aiortc peers, impairment relay.
+
+    Alice plays ``input_path`` into the call; Bob's received track is recorded to
+    ``output_path`` (48 kHz mono WAV, trimmed to the input's duration from the first frame on).
+    Impairments apply to Alice -> Bob after the data channel opens.
+    """
+    from aiortc.contrib.media import MediaPlayer
+
+    from ..audio import read_audio, write_audio
+    from ..transport.netsim import NetworkConditions
+    from .loopback import loopback_candidates
+    from .relay import ImpairmentRelay
+
+    from signaling.client import SignalingClient
+
+    pcm, _ = read_audio(input_path, codec.info.input_sample_rate)
+    input_seconds = len(pcm) / codec.info.input_sample_rate
+    forward = NetworkConditions(loss=loss_model(loss, burst), delay_ms=delay_ms,
+                                jitter_ms=jitter_ms,
+                                rate_bps=None if rate_kbps is None else rate_kbps * 1000)
+    relay = ImpairmentRelay(forward, NetworkConditions(delay_ms=delay_ms), seed=seed)
+    options = options or CallOptions()
+    with loopback_candidates():
+        async with _signaling_server() as (url, secret):
+            await relay.start()
+            player = MediaPlayer(str(input_path))
+            alice = CallPeer(codec, options, source=player.audio, name="alice")
+            bob = CallPeer(codec, options, source=None, name="bob")
+            ca = SignalingClient(url, "demo", "alice", secret=secret)
+            cb = SignalingClient(url, "demo", "bob", secret=secret)
+            try:
+                await ca.connect()
+                await ca.join()
+                await cb.connect()
+                await cb.join()  # second to join: the offerer
+                offer = await bob.create_offer()
+                await cb.send({"type": "offer", "sdp": relay.rewrite(offer, "b")})
+                msg = await _recv_type(ca, "offer", 15)
+                answer = await alice.accept_offer(msg["sdp"])
+                await ca.send({"type": "answer", "sdp": relay.rewrite(answer, "a")})
+                msg = await _recv_type(cb, "answer", 15)
+                await bob.accept_answer(msg["sdp"])
+                await asyncio.gather(alice.wait_open(), bob.wait_open())
+                relay.impair(True)
+                stop = asyncio.Event()
+                recording = asyncio.ensure_future(collect(bob.track, stop))
+                assert alice.sender is not None
+                await asyncio.wait_for(alice.sender.finished.wait(), timeout_s)
+                # let the last packets cross the link and drain the jitter buffer: stop once
+                # every sent frame has been played (decoded or concealed), or after the
+                # longest possible playout delay
+                sent = alice.sender.stats.frames
+                drain_end = time.monotonic() + (options.jitter.max_delay_ms + 2 * delay_ms
+                                                + 4 * jitter_ms) / 1000 + 0.5
+                while time.monotonic() < drain_end and bob.track.last_index_played < sent - 1:
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
+                stop.set()
+                audio = await recording
+            finally:
+                for client in (ca, cb):
+                    with contextlib.suppress(Exception):
+                        await client.close()
+                await alice.close()
+                await bob.close()
+                relay.close()
+    rate = bob.track.rate
+    start = bob.track.frame0_sample or 0
+    n_out = int(round(input_seconds * rate))
+    out = audio[start:start + n_out]
+    if out.shape[0] < n_out:
+        out = np.pad(out, (0, n_out - out.shape[0]))
+    write_audio(output_path, out, rate)
+    now = time.monotonic()
+    sender = alice.sender.stats.__dict__ if alice.sender is not None else {}
+    sent_seconds = max(1e-9, sender.get("frames", 0) * codec.info.frame_ms / 1000)
+    wire = {
+        "forward_wire_kbps": round(relay.stats["ab"].wire_kbps(now), 2),
+        "reverse_wire_kbps": round(relay.stats["ba"].wire_kbps(now), 2),
+        "forward_datagrams": relay.stats["ab"].datagrams_in,
+        "forward_dropped": relay.stats["ab"].dropped,
+        "reverse_datagrams": relay.stats["ba"].datagrams_in,
+        "packet_kbps": round(8 * sender.get("payload_bytes", 0) / sent_seconds / 1000, 3),
+    }
+    return DemoResult(
+        output=str(output_path), input_seconds=round(input_seconds, 3),
+        output_seconds=round(len(out) / rate, 3), codec=codec.info.name,
+        codec_kbps=codec.info.bitrate / 1000, sender=dict(sender), receiver=bob.track.stats(),
+        wire=wire, network={"loss": loss, "burst": burst, "delay_ms": delay_ms,
+                            "jitter_ms": jitter_ms, "rate_kbps": rate_kbps, "seed": seed})

@@ -1,0 +1,252 @@
+"""``voip-codec demo``, ``voip-codec simulate`` and ``voip-codec call``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SAMPLE_SPEECH = ASSETS / "sample_speech.flac"
+
+
+def default_codec_name() -> str:
+    """The bundled FocalCodec model when it is installed, else Codec2 700C."""
+    if (ASSETS / "default_model" / "config.json").is_file():
+        return "focalcodec-default"
+    return "codec2-700c"
+
+
+def _network_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loss", type=float, default=0.0, help="loss rate 0..1 (default 0)")
+    p.add_argument("--burst", type=float, default=1.0,
+                   help="mean loss burst in packets; 1 = random (Bernoulli), >1 = "
+                        "Gilbert-Elliott bursts (default 1)")
+    p.add_argument("--delay", type=float, default=40.0, help="one-way delay, ms (default 40)")
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="jitter scale, ms (half-normal extra delay; default 0)")
+    p.add_argument("--rate", type=float, default=None, help="rate cap, kbit/s (default none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the network model")
+
+
+def _transport_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codec", default=None,
+                   help="codec name (default: the bundled FocalCodec model if installed, else "
+                        "codec2-700c); see `voip-codec codecs`")
+    p.add_argument("--frames-per-packet", type=int, default=1, help="80 ms frames per packet")
+    p.add_argument("--redundancy", type=int, default=1, help="initial K, 0..3 (default 1)")
+    p.add_argument("--no-adaptive", action="store_true", help="keep K fixed")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _get_codec(name: str | None):  # type: ignore[no-untyped-def]
+    from ..codecs.registry import get_codec
+
+    return get_codec(name or default_codec_name())
+
+
+def _print_demo(r: Any) -> None:
+    s, rx, w = r.sender, r.receiver, r.wire
+    print(f"codec            {r.codec} ({r.codec_kbps:.2f} kbps payload)")
+    print(f"network          loss {r.network['loss']:.0%} burst {r.network['burst']} "
+          f"delay {r.network['delay_ms']} ms jitter {r.network['jitter_ms']} ms "
+          f"rate {r.network['rate_kbps'] or 'unlimited'}")
+    print(f"audio            {r.input_seconds:.2f} s in -> {r.output_seconds:.2f} s out "
+          f"({r.output})")
+    print(f"sender           {s.get('frames')} frames, {s.get('packets')} packets, "
+          f"K now {s.get('redundancy')}, {s.get('reports')} loss reports")
+    print(f"receiver         {rx['frames_received']} frames received, "
+          f"{rx['recovered_from_redundancy']} recovered from redundancy, {rx['concealed']} "
+          f"concealed, {rx['late']} late, {rx['duplicate']} duplicate")
+    print(f"playout          delay {rx['playout_delay_ms']} ms (target "
+          f"{rx['target_delay_ms']} ms), jitter {rx['jitter_ms']} ms")
+    print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
+          f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
+          f"(DTLS+SCTP+UDP+IP, SACKs and ICE consent included)")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """``voip-codec demo``."""
+    from ..transport.jitter import JitterConfig
+    from .call import CallOptions, run_demo
+
+    codec = _get_codec(args.codec)
+    options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
+                          adaptive=not args.no_adaptive, dtx=args.dtx, jitter=JitterConfig())
+    if not args.json:
+        print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
+              f"two peers, impairment relay; input {args.input}", file=sys.stderr)
+    result = asyncio.run(run_demo(
+        args.input, args.output, codec, options=options, loss=args.loss, burst=args.burst,
+        delay_ms=args.delay, jitter_ms=args.jitter, rate_kbps=args.rate, seed=args.seed))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        _print_demo(result)
+    return 0
+
+
+def add_demo_parser(sub: Any) -> None:
+    """Register ``demo``."""
+    p = sub.add_parser("demo", help="a complete loopback call: signaling server, two aiortc "
+                                    "peers, impairment relay, speech in, recording out")
+    p.add_argument("--input", default=str(SAMPLE_SPEECH),
+                   help="speech to send (default: the bundled LibriSpeech sample)")
+    p.add_argument("--output", default="demo-output.wav", help="recording of the received "
+                                                              "audio (48 kHz WAV)")
+    p.add_argument("--dtx", action="store_true", help="discontinuous transmission in silence")
+    _transport_args(p)
+    _network_args(p)
+    p.set_defaults(func=run_demo_command)
+
+
+def run_simulate_command(args: argparse.Namespace) -> int:
+    """``voip-codec simulate``: the packet/jitter/concealment path in memory, seeded."""
+    from ..audio import read_audio, write_audio
+    from ..transport.netsim import NetworkConditions
+    from ..transport.pipeline import simulate
+    from ..transport.redundancy import RedundancyController
+    from .call import loss_model
+
+    codec = _get_codec(args.codec)
+    pcm, _ = read_audio(args.input, codec.info.input_sample_rate)
+    net = NetworkConditions(loss=loss_model(args.loss, args.burst), delay_ms=args.delay,
+                            jitter_ms=args.jitter,
+                            rate_bps=None if args.rate is None else args.rate * 1000)
+    adaptive = None if args.no_adaptive else RedundancyController(initial=args.redundancy)
+    res = simulate(pcm, codec, network=net, seed=args.seed,
+                   frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
+                   adaptive=adaptive)
+    write_audio(args.output, res.audio, res.sample_rate)
+    j = res.jitter
+    summary = {
+        "codec": codec.info.name, "input": str(args.input), "output": str(args.output),
+        "input_seconds": round(len(pcm) / codec.info.input_sample_rate, 3),
+        "output_seconds": round(len(res.audio) / res.sample_rate, 3),
+        "frames": res.frames, "concealed": res.concealed_frames,
+        "concealed_fraction": round(res.concealed_fraction, 4),
+        "recovered_from_redundancy": j.recovered_from_redundancy, "late": j.late,
+        "duplicate": j.duplicate, "playout_delay_ms": round(j.current_delay_ms, 1),
+        "packets_sent": res.packets_sent, "packet_kbps": round(res.bitrate_bps / 1000, 3),
+        "codec_kbps": codec.info.bitrate / 1000,
+        "network": {"loss": args.loss, "burst": args.burst, "delay_ms": args.delay,
+                    "jitter_ms": args.jitter, "rate_kbps": args.rate, "seed": args.seed,
+                    "lost_packets": res.network.lost},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:26s} {value}")
+    return 0
+
+
+def add_simulate_parser(sub: Any) -> None:
+    """Register ``simulate``."""
+    p = sub.add_parser("simulate", help="run a file through the codec, packets, a seeded "
+                                        "network model, the jitter buffer and concealment")
+    p.add_argument("--input", required=True, help="speech file (any format)")
+    p.add_argument("--output", required=True, help="decoded audio file")
+    _transport_args(p)
+    _network_args(p)
+    p.set_defaults(func=run_simulate_command)
+
+
+async def _call(args: argparse.Namespace) -> dict[str, Any]:
+    from aiortc.contrib.media import MediaPlayer, MediaRecorder
+
+    from signaling.client import SignalingClient
+
+    from .call import CallOptions, CallPeer, _recv_type, collect
+    from .devices import microphone_track, play_to_speaker
+    from .loopback import loopback_candidates
+
+    codec = _get_codec(args.codec)
+    source = None
+    if args.input == "mic":
+        source = microphone_track()
+    elif args.input:
+        source = MediaPlayer(args.input).audio
+    options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
+                          adaptive=not args.no_adaptive)
+    secret = os.environ.get("VOIP_CODEC_SIGNALING_SECRET")
+    ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
+    with ctx:
+        peer = CallPeer(codec, options, source=source, name=args.peer)
+        client = SignalingClient(args.server, args.room, args.peer,
+                                 secret=secret.encode() if secret else None)
+        await client.connect()
+        role = await client.join()
+        if role == "offerer":
+            await client.send({"type": "offer", "sdp": await peer.create_offer()})
+            await peer.accept_answer((await _recv_type(client, "answer", 60))["sdp"])
+        else:
+            offer = await _recv_type(client, "offer", args.wait)
+            await client.send({"type": "answer", "sdp": await peer.accept_offer(offer["sdp"])})
+        await peer.wait_open()
+        recorder = None
+        stop = asyncio.Event()
+        tasks = []
+        if args.output == "speaker":
+            tasks.append(asyncio.ensure_future(play_to_speaker(peer.track, stop)))
+        elif args.output:
+            recorder = MediaRecorder(args.output)
+            recorder.addTrack(peer.track)
+            await recorder.start()
+        else:
+            tasks.append(asyncio.ensure_future(collect(peer.track, stop)))
+        try:
+            if peer.sender is not None and args.duration is None:
+                await peer.sender.finished.wait()
+                await asyncio.sleep(1.5)
+            else:
+                await asyncio.sleep(args.duration or 30.0)
+        finally:
+            stop.set()
+            if recorder is not None:
+                await recorder.stop()
+            for t in tasks:
+                with contextlib.suppress(Exception):
+                    await t
+            stats = {"role": role, "codec": codec.info.name, "receiver": peer.track.stats(),
+                     "sender": dataclasses.asdict(peer.sender.stats) if peer.sender else None}
+            await client.close()
+            await peer.close()
+    return stats
+
+
+def run_call_command(args: argparse.Namespace) -> int:
+    """``voip-codec call``."""
+    logging.basicConfig(level=logging.WARNING)
+    stats = asyncio.run(_call(args))
+    print(json.dumps(stats, indent=2) if args.json else stats)
+    return 0
+
+
+def add_call_parser(sub: Any) -> None:
+    """Register ``call``."""
+    p = sub.add_parser("call", help="join a room on a signaling server and call the other peer")
+    p.add_argument("--room", required=True)
+    p.add_argument("--server", required=True, help="signaling WebSocket URL, e.g. "
+                                                   "ws://127.0.0.1:8765/ws")
+    p.add_argument("--peer", default="peer-" + os.urandom(3).hex(), help="this peer's id")
+    p.add_argument("--input", default=None, help="audio file to send, 'mic', or nothing to "
+                                                 "only listen")
+    p.add_argument("--output", default=None, help="file to record to, 'speaker', or nothing")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds to stay in the call (default: until the input ends, or 30 s)")
+    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the other "
+                                                             "peer's offer")
+    p.add_argument("--loopback", action="store_true",
+                   help="gather 127.0.0.1 ICE candidates only (both peers on this machine)")
+    _transport_args(p)
+    p.set_defaults(func=run_call_command)
