@@ -1,0 +1,376 @@
+"""Train the small default FocalCodec-Stream model (one command, resumable, seeded).
+
+    nice -n 10 .venv/bin/python -m training.train --out runs/default --seed 0
+
+Kill it at any time and rerun the same command: it continues from ``<out>/checkpoint.pt``.
+The schedule is fixed in steps (``--steps-a/b/c``) so that a run is deterministic for a seed;
+size it from the steps/s printed in the first minute. Outputs in ``<out>``: ``log.jsonl`` (one
+line per logged step), ``loss.png``, ``checkpoint.pt`` and ``final/`` (``config.json`` +
+``model.safetensors`` via ``save_pretrained``).
+
+Stages (see docs/training.md for the reasoning):
+
+* **A** - autoencoder with continuous latents: encoder -> compressor -> L2-normalised latents
+  (no quantisation) -> decompressor -> vocoder, trained with spectral losses at 24 kHz plus a
+  feature loss pulling the decompressor output towards the (detached) encoder features.
+* **B** - quantiser stage as in the FocalCodec recipe: encoder and vocoder frozen; compressor ->
+  BSQ (straight-through) -> decompressor trained to reproduce the frozen encoder's features
+  (normalised MSE) plus the BSQ entropy term.
+* **C** - joint fine-tuning end to end through the BSQ: spectral losses + feature MSE + entropy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voip_codec.codec.config import (BSQConfig, FocalCodecConfig, FocalDecoderConfig,
+                                     FocalEncoderConfig, WaveNeXtConfig, WavLMConfig)
+from voip_codec.codec.loading import save_pretrained
+from voip_codec.codec.model import FocalCodec
+
+from .data import CropSampler, load_split
+from .losses import SpectralLoss, bsq_entropy, code_stats, ste_codes
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT.parent / "shared" / "speech"
+
+
+def default_config(codebook_size: int = 65536) -> FocalCodecConfig:
+    """The shipped small model: same module types as the official causal model, smaller."""
+    bits = codebook_size.bit_length() - 1
+    dim = 192
+    return FocalCodecConfig(
+        encoder=WavLMConfig(hidden_dims=(48, 64, 64, 96, 96, 128, 128), num_layers=2, dim=dim,
+                            ffn_dim=384, num_heads=4, causal=True, window_size=64,
+                            lookahead_size=3),
+        compressor=FocalEncoderConfig(input_dim=dim, output_dim=bits, hidden_dims=(224, 160, 128),
+                                      causal=True, window_size=64),
+        quantizer=BSQConfig(codebook_size=codebook_size),
+        decompressor=FocalDecoderConfig(input_dim=bits, output_dim=dim,
+                                        hidden_dims=(128, 160, 224), causal=True, window_size=64,
+                                        last_window_size=64, lookahead_size=3),
+        decoder=WaveNeXtConfig(input_dim=dim, num_layers=5, dim=256, ffn_dim=640, kernel_size=7,
+                               hop_length=480, causal=True),
+    )
+
+
+def _lr(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _norm_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    target = target.detach()
+    return F.mse_loss(pred, target) / (target.var() + 1e-6)
+
+
+STAGES = ("A", "B", "C")
+
+
+def trainable(model: FocalCodec, stage: str) -> list[torch.nn.Parameter]:
+    mods = {
+        "A": [model.encoder, model.compressor, model.decompressor, model.decoder],
+        "B": [model.compressor, model.decompressor],
+        "C": [model.encoder, model.compressor, model.decompressor, model.decoder],
+    }[stage]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = []
+    for m in mods:
+        for p in m.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch.Tensor,
+                stage: str, args: argparse.Namespace) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    if stage == "B":
+        with torch.no_grad():
+            feats = model.encoder(x)[0]
+    else:
+        feats = model.encoder(x)[0]
+    raw = model.compressor(feats)[0]
+    u = F.normalize(raw, p=2.0, dim=-1, eps=1e-12)
+    if stage == "A":
+        # continuous latents for part of the batch, straight-through BSQ codes for the rest
+        # (like quantiser dropout), so the sign pattern must carry information from the start
+        quant = (torch.rand(u.shape[0], 1, 1) < args.a_quant_frac).to(u.dtype)
+        codes = quant * ste_codes(u) + (1 - quant) * u
+    else:
+        codes = ste_codes(u)
+    qfeats = model.decompressor(codes)[0]
+    logs: dict[str, float] = {}
+    feat = _norm_mse(qfeats, feats)
+    h_s, h_cb = bsq_entropy(u, beta=args.bsq_beta, beta_codebook=args.bsq_beta_codebook)
+    aux = args.entropy_weight * (h_s - args.codebook_gamma * h_cb)
+    logs.update(feat=float(feat.detach()), h_sample=float(h_s.detach()),
+                h_codebook=float(h_cb.detach()))
+    if stage == "B":
+        loss = feat + aux
+    else:
+        wave = model.decoder(qfeats)[0]
+        n = min(wave.shape[-1], y.shape[-1])
+        sl = spec(wave[:, :n], y[:, :n])
+        rec = sl["mel"] + args.mag_weight * sl["mag"] + sl["sc"]
+        logs.update({k: float(v.detach()) for k, v in sl.items()})
+        loss = rec + args.feat_weight * feat
+        if stage == "C" or args.entropy_in_a:
+            loss = loss + aux
+    logs["loss"] = float(loss.detach())
+    return loss, logs, u
+
+
+def plot(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key, ax in (("mel", axes[0]), ("sc", axes[0]), ("feat", axes[1]), ("loss", axes[0])):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), label=key, lw=0.8)
+    pts = [(r["step"], r["unique_codes"]) for r in rows]
+    axes[2].plot(*zip(*pts), lw=0.8, label="unique codes / batch")
+    for ax, title in zip(axes, ("spectral losses", "feature MSE (normalised)", "code usage")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend()
+    axes[0].set_yscale("log")
+    axes[1].set_yscale("log")
+    starts = {}
+    for r in rows:
+        starts.setdefault(r["stage"], r["step"])
+    for ax in axes:
+        for s, st in starts.items():
+            ax.axvline(st, color="grey", ls=":", lw=0.8)
+            ax.text(st, ax.get_ylim()[1], s, va="top")
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def save_checkpoint(path: Path, model: FocalCodec, opt: torch.optim.Optimizer, stage: str,
+                    stage_step: int, global_step: int, rng: np.random.Generator,
+                    elapsed: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "model": model.state_dict(), "opt": opt.state_dict(), "stage": stage,
+        "stage_step": stage_step, "global_step": global_step,
+        "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        "elapsed": elapsed,
+    }, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def quick_dev(model: FocalCodec, n_clips: int = 6) -> dict[str, float]:
+    """Offline STOI on a few dev clips (a cheap progress check; the report uses evaluate.py)."""
+    import soundfile as sf
+    import soxr
+    from pystoi import stoi
+
+    clips = sorted((SPEECH / "dev").rglob("*.flac"))[:: max(1, 58 // n_clips)][:n_clips]
+    scores, codes = [], set()
+    for c in clips:
+        x, _ = sf.read(str(c), dtype="float32")
+        x = x[: 16000 * 6]
+        toks = model.encode_step(torch.from_numpy(x)[None])[0]
+        codes.update(toks.flatten().tolist())
+        y = model.decode_step(toks)[0][0].numpy()
+        y16 = soxr.resample(y, 24000, 16000)[: len(x)]
+        scores.append(stoi(x[: len(y16)], y16, 16000, extended=False))
+    return {"dev_stoi": float(np.mean(scores)), "dev_codes": len(codes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/default"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--steps-a", type=int, default=1300)
+    ap.add_argument("--steps-b", type=int, default=600)
+    ap.add_argument("--steps-c", type=int, default=2700)
+    ap.add_argument("--lr-a", type=float, default=8e-4)
+    ap.add_argument("--lr-b", type=float, default=8e-4)
+    ap.add_argument("--lr-c", type=float, default=4e-4)
+    ap.add_argument("--entropy-weight", type=float, default=0.1)
+    ap.add_argument("--codebook-gamma", type=float, default=1.0)
+    ap.add_argument("--bsq-beta", type=float, default=100.0)
+    ap.add_argument("--bsq-beta-codebook", type=float, default=25.0)
+    ap.add_argument("--a-quant-frac", type=float, default=0.5,
+                    help="fraction of stage-A examples decoded from quantised codes")
+    ap.add_argument("--feat-weight", type=float, default=1.0)
+    ap.add_argument("--mag-weight", type=float, default=0.5)
+    ap.add_argument("--no-entropy-in-a", dest="entropy_in_a", action="store_false",
+                    help="stage A without the BSQ entropy term (by default it is applied to the "
+                         "continuous latents too, so they are spread over the sphere before "
+                         "quantisation starts)")
+    ap.add_argument("--ckpt-minutes", type=float, default=4.0)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--print-every", type=int, default=25)
+    ap.add_argument("--bench", type=int, default=0,
+                    help="only time this many steps of each stage, then exit (no outputs)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    steps = {"A": args.steps_a, "B": args.steps_b, "C": args.steps_c}
+    total_steps = sum(steps.values())
+    peak = {"A": args.lr_a, "B": args.lr_b, "C": args.lr_c}
+
+    t0 = time.time()
+    audio, offsets = load_split(SPEECH, "train", ROOT / "runs" / "cache" / "train16k.npy")
+    print(f"train audio: {len(offsets) - 1} clips, {len(audio) / 16000 / 60:.1f} min "
+          f"(loaded in {time.time() - t0:.1f} s)", flush=True)
+    sampler = CropSampler(audio, offsets, seconds=args.seconds)
+    rng = np.random.default_rng(args.seed)
+
+    model = FocalCodec(default_config())
+    spec = SpectralLoss()
+    print(f"model: {model.num_parameters() / 1e6:.2f} M parameters "
+          f"(encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f}, "
+          f"compressor {sum(p.numel() for p in model.compressor.parameters()) / 1e6:.2f}, "
+          f"decompressor {sum(p.numel() for p in model.decompressor.parameters()) / 1e6:.2f}, "
+          f"decoder {sum(p.numel() for p in model.decoder.parameters()) / 1e6:.2f})", flush=True)
+
+    if args.bench:
+        for stage in STAGES:
+            params = trainable(model, stage)
+            opt = torch.optim.AdamW(params, lr=1e-4)
+            model.train()
+            ts = []
+            for _ in range(args.bench):
+                x, y = sampler.batch(rng, args.batch)
+                t = time.time()
+                loss, logs, _ = step_losses(model, spec, torch.from_numpy(x), torch.from_numpy(y),
+                                            stage, args)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                ts.append(time.time() - t)
+            print(f"stage {stage}: {np.median(ts):.3f} s/step (median of {len(ts)})", flush=True)
+        return 0
+
+    ckpt_path = out / "checkpoint.pt"
+    log_path = out / "log.jsonl"
+    stage_i, stage_step, global_step, elapsed_before = 0, 0, 0, 0.0
+    opt_state = None
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        stage_i, stage_step, global_step = STAGES.index(ck["stage"]), ck["stage_step"], ck["global_step"]
+        rng.bit_generator.state = ck["np_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        opt_state = ck["opt"]
+        elapsed_before = ck["elapsed"]
+        print(f"resumed from {ckpt_path}: stage {ck['stage']} step {stage_step}, global {global_step}",
+              flush=True)
+        # drop log lines written after the checkpoint (they will be recomputed identically)
+        if log_path.exists():
+            keep = [ln for ln in log_path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["step"] < global_step]
+            log_path.write_text("".join(k + "\n" for k in keep))
+    elif log_path.exists():
+        log_path.unlink()
+
+    run_start = time.time()
+    last_ckpt = time.time()
+    while stage_i < len(STAGES):
+        stage = STAGES[stage_i]
+        params = trainable(model, stage)
+        opt = torch.optim.AdamW(params, lr=peak[stage], betas=(0.9, 0.98), weight_decay=0.01)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+            opt_state = None
+        model.train()
+        if stage == "B":
+            model.encoder.eval()
+            model.decoder.eval()
+        print(f"=== stage {stage}: steps {stage_step}..{steps[stage]}, lr {peak[stage]:g}", flush=True)
+        window_t, window_n = time.time(), 0
+        while stage_step < steps[stage]:
+            lr = _lr(stage_step, steps[stage], peak[stage], warmup=min(200, steps[stage] // 10))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = sampler.batch(rng, args.batch)
+            loss, logs, u = step_losses(model, spec, torch.from_numpy(x), torch.from_numpy(y),
+                                        stage, args)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            uniq, usage = code_stats(u)
+            stage_step += 1
+            global_step += 1
+            window_n += 1
+            if global_step % args.log_every == 0 or stage_step == 1:
+                rec = {"step": global_step, "stage": stage, "stage_step": stage_step, "lr": lr,
+                       "gnorm": float(gnorm), "unique_codes": uniq,
+                       "bit_usage": [round(float(v), 3) for v in usage],
+                       "time": round(elapsed_before + time.time() - run_start, 1), **logs}
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if global_step % args.print_every == 0 or stage_step == 1:
+                sps = window_n / max(1e-6, time.time() - window_t)
+                remaining = total_steps - global_step
+                eta = remaining / max(sps, 1e-6) / 60  # rough: stages differ in speed
+                usage_str = "".join(str(min(9, int(v * 10))) for v in usage.tolist())
+                parts = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
+                print(f"[{stage} {stage_step}/{steps[stage]} | {global_step}/{total_steps}] {parts} "
+                      f"codes={uniq}/{u.shape[0] * u.shape[1]} bits1={usage_str} "
+                      f"{sps:.2f} it/s eta~{eta:.1f} min", flush=True)
+                window_t, window_n = time.time(), 0
+            if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                save_checkpoint(ckpt_path, model, opt, stage, stage_step, global_step, rng,
+                                elapsed_before + time.time() - run_start)
+                plot(log_path, out / "loss.png")
+                last_ckpt = time.time()
+        model.eval()
+        dev = quick_dev(model)
+        print(f"=== end of stage {stage}: dev (offline, 6 clips) {dev}", flush=True)
+        with (out / "stages.jsonl").open("a") as f:
+            f.write(json.dumps({"stage": stage, "global_step": global_step, **dev}) + "\n")
+        save_pretrained(model, out / f"stage_{stage}")
+        stage_i += 1
+        stage_step = 0
+        if stage_i < len(STAGES):
+            save_checkpoint(ckpt_path, model, opt, STAGES[stage_i], 0, global_step, rng,
+                            elapsed_before + time.time() - run_start)
+            # a fresh optimiser starts at the next stage
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ck["opt"] = None
+            torch.save(ck, ckpt_path)
+        last_ckpt = time.time()
+
+    model.eval()
+    save_pretrained(model, out / "final")
+    plot(log_path, out / "loss.png")
+    total = elapsed_before + time.time() - run_start
+    print(f"done: {global_step} steps in {total / 60:.1f} min; model in {out / 'final'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
