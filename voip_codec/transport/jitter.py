@@ -209,6 +209,7 @@ class JitterBuffer:
         self._seen_seqs: set[int] = set()
         self._last_transit: float | None = None
         self._prev_concealed = False
+        self._origin: int | None = None  # unwrapped index that transit times are relative to
         self._redundancy_wait = 0.0
         self.stats.target_delay_ms = self.config.initial_delay_ms
 
@@ -222,6 +223,7 @@ class JitterBuffer:
         self._seen_seqs.clear()
         self._last_transit = None
         self._prev_concealed = False
+        self._origin = None
         self.stats.resyncs += 1
 
     @property
@@ -295,7 +297,9 @@ class JitterBuffer:
         self._frame_ref = last if self._frame_ref is None else max(self._frame_ref, last)
         self._resync_if_far_ahead(last)
 
-        transit = now - last * self._period
+        if self._origin is None:
+            self._origin = first
+        transit = now - (last - self._origin) * self._period
         if self._last_transit is not None:
             d = abs(transit - self._last_transit) * 1000.0
             self.stats.jitter_ms += (d - self.stats.jitter_ms) / 16.0
@@ -303,7 +307,7 @@ class JitterBuffer:
         silence = bool(packet.flags & FLAG_SILENCE)
         for i, payload in enumerate(packet.frames):
             index = first + i
-            self._transits.append(now - index * self._period)
+            self._transits.append(now - (index - self._origin) * self._period)
             if self._next is not None and index < self._next:
                 self.stats.late += 1
                 continue
@@ -349,7 +353,8 @@ class JitterBuffer:
     def _current_delay(self, index: int, now: float) -> float:
         """Delay in seconds of frame ``index`` if played at ``now``."""
         ref = min(self._transits)
-        return now - (ref + index * self._period)
+        origin = self._origin if self._origin is not None else index
+        return now - (ref + (index - origin) * self._period)
 
     def tick(self, now: float) -> PlayoutFrame:
         """Hand out the frame for this tick; call once per frame period.
