@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# File-to-file call between two processes on this machine (see README.md).
+set -euo pipefail
+INPUT="${1:-$(python3 -c 'import voip_codec.webrtc.commands as c; print(c.SAMPLE_SPEECH)')}"
+CODEC="${2:-codec2-700c}"
+VC="${VOIP_CODEC:-voip-codec}"
+export VOIP_CODEC_SIGNALING_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+PORT="${PORT:-8765}"
+
+"$VC" serve --host 127.0.0.1 --port "$PORT" & SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+sleep 1
+URL="ws://127.0.0.1:$PORT/ws"
+"$VC" call --room demo --peer listener --server "$URL" --loopback --codec "$CODEC" \
+    --output received.wav --duration 15 --json & LISTENER=$!
+sleep 1
+"$VC" call --room demo --peer talker --server "$URL" --loopback --codec "$CODEC" \
+    --input "$INPUT" --json
+wait $LISTENER
+echo "received audio: received.wav"
