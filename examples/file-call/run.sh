@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # File-to-file call between two processes on this machine (see README.md).
 set -euo pipefail
-INPUT="${1:-$(python3 -c 'import voip_codec.webrtc.commands as c; print(c.SAMPLE_SPEECH)')}"
+INPUT="${1:-voip_codec/assets/sample_speech.flac}"
 CODEC="${2:-codec2-700c}"
 VC="${VOIP_CODEC:-voip-codec}"
-export VOIP_CODEC_SIGNALING_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+export VOIP_CODEC_SIGNALING_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 PORT="${PORT:-8765}"
 
 "$VC" serve --host 127.0.0.1 --port "$PORT" & SERVER=$!
