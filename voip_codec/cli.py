@@ -222,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench_speed)
+    p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")
+    from .bench.call_bench import add_arguments as add_call_arguments
+    from .bench.call_bench import run as run_call_bench
+
+    add_call_arguments(p)
+    p.set_defaults(func=run_call_bench)
     return parser
 
 
