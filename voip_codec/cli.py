@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench_speed)
+    from .bench_loss import add_parser as add_loss_parser
+
+    add_loss_parser(bsub)  # `voip-codec bench loss`
     p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")
     from .bench.call_bench import add_arguments as add_call_arguments
     from .bench.call_bench import run as run_call_bench
