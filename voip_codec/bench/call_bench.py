@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ..codecs.base import Codec
 from ..transport.jitter import JitterConfig
 from ..transport.netsim import NetworkConditions
-from ..webrtc.call import CallOptions, CallPeer, collect, run_demo
+from ..webrtc.call import CallOptions, CallPeer, run_demo
 from ..webrtc.commands import SAMPLE_SPEECH, default_codec_name
 from ..webrtc.loopback import loopback_candidates
 from ..webrtc.relay import ImpairmentRelay

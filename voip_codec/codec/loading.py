@@ -194,7 +194,7 @@ def _remap_legacy(state: dict[str, Tensor], model_keys: list[str]) -> dict[str, 
         old = sorted(k for k in out if k.startswith(prefix))
         new = sorted(k for k in model_keys if k.startswith(prefix))
         if old != new and len(old) == len(new):
-            moved = {n: out.pop(o) for o, n in zip(old, new)}
+            moved = {n: out.pop(o) for o, n in zip(old, new, strict=True)}
             out.update(moved)
     model_set = set(model_keys)
     return {k: v for k, v in out.items() if k in model_set or not k.startswith("quantizer.")}

@@ -89,7 +89,7 @@ class _FeatureExtractor(nn.Module):
         dims = (1, *config.hidden_dims)
         self.layers = nn.ModuleList(
             _ConvBlock(dims[i], dims[i + 1], k, s)
-            for i, (k, s) in enumerate(zip(config.kernel_sizes, config.strides))
+            for i, (k, s) in enumerate(zip(config.kernel_sizes, config.strides, strict=True))
         )
 
 

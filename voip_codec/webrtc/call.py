@@ -241,12 +241,12 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
     """
     from aiortc.contrib.media import MediaPlayer
 
+    from signaling.client import SignalingClient
+
     from ..audio import read_audio, write_audio
     from ..transport.netsim import NetworkConditions
     from .loopback import loopback_candidates
     from .relay import ImpairmentRelay
-
-    from signaling.client import SignalingClient
 
     pcm, _ = read_audio(input_path, codec.info.input_sample_rate)
     input_seconds = len(pcm) / codec.info.input_sample_rate
