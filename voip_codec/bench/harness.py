@@ -154,15 +154,32 @@ def _mean(values: Sequence[float | None]) -> float | None:
 # delay
 
 
+@dataclass
+class Decoded:
+    """One clip decoded by one codec, resampled to 16 kHz (not delay-compensated)."""
+
+    audio: np.ndarray
+    """float32 ``(m,)`` at 16 kHz."""
+    payload_bits: int
+    """Payload sent for the clip, bits."""
+    seconds: float
+    """Coded duration, seconds."""
+
+
+def _decode(transcoder: Transcoder, clip: Clip) -> Decoded:
+    out = transcoder.transcode(clip.pcm)
+    return Decoded(to_metric_rate(out.audio, out.sample_rate), out.payload_bits, out.seconds)
+
+
 def codec_delay(transcoder: Transcoder, clips: Sequence[Clip], cache: ResultCache,
-                decoded: dict[str, np.ndarray] | None = None, probe_clips: int = 3) -> int:
+                decoded: dict[str, Decoded] | None = None, probe_clips: int = 3) -> int:
     """The codec's fixed delay in samples at 16 kHz, estimated once on the first clips.
 
     Args:
         transcoder: the codec.
         clips: evaluation clips; the first ``probe_clips`` are used.
         cache: result cache (the delay is stored per codec fingerprint and probe clips).
-        decoded: optional memo ``clip digest -> decoded audio at 16 kHz``, filled here.
+        decoded: optional memo ``clip digest -> Decoded``, filled with the probes' decodes.
         probe_clips: clips used for the estimate.
 
     Returns:
@@ -178,9 +195,8 @@ def codec_delay(transcoder: Transcoder, clips: Sequence[Clip], cache: ResultCach
     degs = []
     for clip in probes:
         if clip.digest not in memo:
-            out = transcoder.transcode(clip.pcm)
-            memo[clip.digest] = to_metric_rate(out.audio, out.sample_rate)
-        degs.append(memo[clip.digest])
+            memo[clip.digest] = _decode(transcoder, clip)
+        degs.append(memo[clip.digest].audio)
     max_ms = MAX_STOI_DELAY_MS if transcoder.align_method == "stoi" else MAX_DELAY_MS
     delay = estimate_delay([c.pcm for c in probes], degs, int(max_ms * METRIC_RATE / 1000),
                            transcoder.align_method)
@@ -222,7 +238,7 @@ class CodecQuality:
 
 def _quality_one(transcoder: Transcoder, clips: Sequence[Clip], metrics: MetricSet,
                  cache: ResultCache, progress: Any) -> CodecQuality:
-    decoded: dict[str, np.ndarray] = {}
+    decoded: dict[str, Decoded] = {}
     bits_total, seconds_total = 0, 0.0
     delay = codec_delay(transcoder, clips, cache, decoded)
     fp = transcoder.fingerprint()
@@ -233,13 +249,9 @@ def _quality_one(transcoder: Transcoder, clips: Sequence[Clip], metrics: MetricS
         values: dict[str, float | None] = dict(entry.get("metrics", {}))
         todo = [m for m in metrics.available if m not in values]
         if todo or "payload_bits" not in entry:
-            if clip.digest in decoded and "payload_bits" in entry:
-                deg = decoded[clip.digest]
-            else:
-                out = transcoder.transcode(clip.pcm)
-                deg = to_metric_rate(out.audio, out.sample_rate)
-                entry["payload_bits"], entry["seconds"] = out.payload_bits, out.seconds
-            ref, deg = align(clip.pcm, deg, delay)
+            dec = decoded.pop(clip.digest, None) or _decode(transcoder, clip)
+            entry["payload_bits"], entry["seconds"] = dec.payload_bits, dec.seconds
+            ref, deg = align(clip.pcm, dec.audio, delay)
             for name in todo:
                 values[name] = metrics.score(name, ref, deg)
             entry["metrics"] = values
@@ -257,14 +269,14 @@ def _quality_one(transcoder: Transcoder, clips: Sequence[Clip], metrics: MetricS
         missing_metrics=dict(metrics.missing), per_clip=per_clip)
 
 
-def run_quality(codecs: Sequence[str], clips: Sequence[Clip],
+def run_quality(codecs: Sequence[str | Transcoder], clips: Sequence[Clip],
                 metrics: Sequence[str] = QUALITY_METRICS, cache: ResultCache | None = None,
                 progress: bool = True) -> list[CodecQuality]:
     """Score every codec on every clip (no network).
 
     Args:
         codecs: codec names or checkpoint paths (see
-            :func:`~voip_codec.bench.peers.resolve_codec`).
+            :func:`~voip_codec.bench.peers.resolve_codec`), or transcoder objects.
         clips: clips from :func:`load_clips`.
         metrics: metric names (keys of :data:`~voip_codec.bench.metrics.METRICS`).
         cache: result cache (default: disabled).
@@ -281,7 +293,7 @@ def run_quality(codecs: Sequence[str], clips: Sequence[Clip],
         raise ValueError("run_quality needs at least one clip")
     metric_set = MetricSet(metrics)
     store = cache if cache is not None else ResultCache(None)
-    resolved = [resolve_codec(c) for c in codecs]
+    resolved = [resolve_codec(c) if isinstance(c, str) else c for c in codecs]
     results = []
     runnable = sum(not isinstance(r, MissingCodec) for r in resolved)
     with _progress(runnable * len(clips), "quality", progress) as bar:

@@ -1,0 +1,174 @@
+"""Metric plumbing of the evaluation harness (``voip_codec.bench``) on short clips.
+
+Covers delay alignment, resampling of narrowband outputs, the identity codec, reporting of
+missing metric packages and missing codecs, and the result cache. Uses 3 s of one eval clip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._shared import speech_clips
+
+pytest.importorskip("pystoi")
+pytest.importorskip("pesq")
+
+from voip_codec.audio import resample  # noqa: E402
+from voip_codec.bench import metrics as metrics_mod  # noqa: E402
+from voip_codec.bench.cache import ResultCache, file_digest  # noqa: E402
+from voip_codec.bench.harness import Clip, run_quality  # noqa: E402
+from voip_codec.bench.metrics import (  # noqa: E402
+    METRIC_RATE,
+    MetricSet,
+    MetricUnavailableError,
+    align,
+    estimate_delay,
+    to_metric_rate,
+    word_error_rate,
+)
+from voip_codec.bench.peers import (  # noqa: E402
+    CodecStream,
+    MissingCodec,
+    Transcoded,
+    Transcoder,
+    resolve_codec,
+)
+from voip_codec.bench.report import render_markdown  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clip() -> Clip:
+    """The first 3 s of the first eval clip."""
+    path = speech_clips("eval")[0]
+    from voip_codec.audio import read_audio
+
+    pcm, _ = read_audio(path, METRIC_RATE)
+    return Clip(path, file_digest(path) + "-3s", pcm[:3 * METRIC_RATE])
+
+
+class NarrowbandTranscoder(Transcoder):
+    """A stand-in 8 kHz codec: 16 kHz -> 8 kHz output, delayed by ``delay`` output samples."""
+
+    name = "narrowband-test"
+    label = "8 kHz band-limit (test)"
+    frame_ms = 20.0
+
+    def __init__(self, delay: int = 40) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    def fingerprint(self) -> str:
+        return f"narrowband-test-{self.delay}"
+
+    def transcode(self, pcm: np.ndarray) -> Transcoded:
+        self.calls += 1
+        narrow = resample(pcm, METRIC_RATE, 8000)
+        out = np.concatenate([np.zeros(self.delay, np.float32), narrow])
+        return Transcoded(out, 8000, 64000 * pcm.shape[0] // METRIC_RATE,
+                          pcm.shape[0] / METRIC_RATE)
+
+    def open_stream(self) -> CodecStream:
+        raise NotImplementedError
+
+
+def test_delayed_copy_is_realigned(clip: Clip) -> None:
+    delay = 37 * METRIC_RATE // 1000
+    delayed = np.concatenate([np.zeros(delay, np.float32), clip.pcm])
+    assert estimate_delay([clip.pcm], [delayed], 4800, "xcorr") == delay
+    ref, deg = align(clip.pcm, delayed, delay)
+    assert ref.shape == deg.shape == clip.pcm.shape
+    ms = MetricSet(["stoi"])
+    assert ms.score("stoi", ref, deg) > 0.999
+    unaligned = ms.score("stoi", *align(clip.pcm, delayed, 0))
+    assert unaligned < 0.9
+
+
+def test_stoi_alignment_finds_delay_on_grid(clip: Clip) -> None:
+    delay = 64
+    delayed = np.concatenate([np.zeros(delay, np.float32), clip.pcm])
+    assert estimate_delay([clip.pcm], [delayed], 256, "stoi", step=32) == delay
+
+
+def test_narrowband_output_is_scored_at_16k(clip: Clip) -> None:
+    codec = NarrowbandTranscoder(delay=40)
+    up = to_metric_rate(codec.transcode(clip.pcm).audio, 8000)
+    assert up.shape[0] == clip.pcm.shape[0] + 80
+    [row] = run_quality([codec], [clip], ["stoi", "pesq"], progress=False)
+    assert row.status == "ok"
+    assert row.delay_ms == pytest.approx(5.0, abs=0.2)  # 40 samples at 8 kHz
+    assert row.metrics["stoi"] is not None and row.metrics["stoi"] > 0.9
+    # band-limiting to 4 kHz costs WB-PESQ (notes: ~3.7) but is far from a broken signal
+    assert row.metrics["pesq"] is not None and 2.5 < row.metrics["pesq"] < 4.4
+    assert row.kbps == pytest.approx(64.0)
+
+
+def test_identity_codec_scores_as_identity(clip: Clip) -> None:
+    [row] = run_quality(["pcm16"], [clip], ["stoi", "pesq"], progress=False)
+    assert row.status == "ok"
+    assert row.delay_ms == 0.0
+    assert row.metrics["stoi"] > 0.99
+    assert row.metrics["pesq"] > 4.4
+    assert row.kbps == pytest.approx(256.0)
+
+
+def test_missing_metric_is_reported(monkeypatch: pytest.MonkeyPatch, clip: Clip) -> None:
+    real = metrics_mod.importlib.util.find_spec
+
+    def fake_find_spec(name: str, *args: object) -> object:
+        return None if name == "pesq" else real(name, *args)
+
+    monkeypatch.setattr(metrics_mod.importlib.util, "find_spec", fake_find_spec)
+    ms = MetricSet(["stoi", "pesq"])
+    assert ms.available == ["stoi"]
+    assert ms.missing == {"pesq": "missing (pip install pesq)"}
+    with pytest.raises(MetricUnavailableError, match="pip install pesq"):
+        ms.score("pesq", clip.pcm, clip.pcm)
+    [row] = run_quality(["pcm16"], [clip], ["stoi", "pesq"], progress=False)
+    assert "pesq" not in row.metrics
+    assert row.missing_metrics == {"pesq": "missing (pip install pesq)"}
+    from dataclasses import asdict
+
+    text = render_markdown({"quality": [asdict(row)]}, plots=False)
+    assert "| WB-PESQ |" in text and "missing (pip install pesq)" in text
+
+
+def test_unknown_metric_lists_known_ones() -> None:
+    with pytest.raises(ValueError, match="choose from stoi, pesq"):
+        MetricSet(["stoi", "mos"])
+
+
+def test_missing_codec_is_reported_not_raised(tmp_path: Path, clip: Clip) -> None:
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    item = resolve_codec(f"mine={empty}")
+    assert isinstance(item, MissingCodec) and item.name == "mine"
+    [row] = run_quality([f"mine={empty}"], [clip], ["stoi"], progress=False)
+    assert row.status == "missing" and row.reason
+    with pytest.raises(ValueError, match="unknown codec"):
+        resolve_codec("no-such-codec")
+
+
+def test_cache_hit_on_second_run(tmp_path: Path, clip: Clip) -> None:
+    codec = NarrowbandTranscoder(delay=16)
+    first_cache = ResultCache(tmp_path)
+    [first] = run_quality([codec], [clip], ["stoi"], first_cache, progress=False)
+    assert first_cache.hits == 0 and codec.calls == 1  # the delay probe's decode is reused
+    second_cache = ResultCache(tmp_path)
+    [second] = run_quality([codec], [clip], ["stoi"], second_cache, progress=False)
+    assert codec.calls == 1, "a cached run must not transcode again"
+    assert second_cache.misses == 0 and second_cache.hits == 2  # delay + one clip
+    assert second.metrics == first.metrics and second.kbps == first.kbps
+    # a new metric only computes that metric
+    third_cache = ResultCache(tmp_path)
+    [third] = run_quality([codec], [clip], ["stoi", "pesq"], third_cache, progress=False)
+    assert third.metrics["stoi"] == first.metrics["stoi"] and third.metrics["pesq"] is not None
+
+
+def test_word_error_rate() -> None:
+    assert word_error_rate("a b c d", "a b c d") == 0.0
+    assert word_error_rate("a b c d", "a x c") == pytest.approx(0.5)
+    assert word_error_rate("", "") == 0.0
+    assert word_error_rate("", "a") == 1.0
