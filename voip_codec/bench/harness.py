@@ -242,10 +242,10 @@ def _quality_one(transcoder: Transcoder, clips: Sequence[Clip], metrics: MetricS
     bits_total, seconds_total = 0, 0.0
     delay = codec_delay(transcoder, clips, cache, decoded)
     fp = transcoder.fingerprint()
-    per_clip = []
+    per_clip: list[dict[str, Any]] = []
     for clip in clips:
         parts = {"kind": "quality", "codec": fp, "clip": clip.digest, "delay": delay}
-        entry = cache.get(parts) or {}
+        entry: dict[str, Any] = cache.get(parts) or {}
         values: dict[str, float | None] = dict(entry.get("metrics", {}))
         todo = [m for m in metrics.available if m not in values]
         if todo or "payload_bits" not in entry:

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,6 +196,7 @@ class FrameCodecTranscoder(Transcoder):
 
     def __init__(self, codec: Codec, label: str | None = None) -> None:
         self.codec = codec
+        self._codec: Codec = codec
         self.name = codec.info.name
         self.label = label or codec.info.name
         self.frame_ms = codec.info.frame_ms
@@ -204,7 +206,7 @@ class FrameCodecTranscoder(Transcoder):
 
     def fingerprint(self) -> str:
         """Codec contract fields, model weights digest (FocalCodec) and library versions."""
-        info = self.codec.info
+        info = self._codec.info
         parts = [type(self.codec).__name__, info.name, str(info.codec_id), str(info.frame_ms),
                  str(info.bits_per_frame), str(info.input_sample_rate),
                  str(info.output_sample_rate)]
@@ -219,13 +221,13 @@ class FrameCodecTranscoder(Transcoder):
 
     def transcode(self, pcm: np.ndarray) -> Transcoded:
         """See :meth:`Transcoder.transcode` (payload bits = frames x ``bits_per_frame``)."""
-        info = self.codec.info
+        info = self._codec.info
         x = np.asarray(pcm, dtype=np.float32)
         n_in = info.input_frame_samples
         frames = max(1, -(-x.shape[0] // n_in))
         padded = np.zeros(frames * n_in, dtype=np.float32)
         padded[:x.shape[0]] = x
-        encoder, decoder = self.codec.new_encoder(), self.codec.new_decoder()
+        encoder, decoder = self._codec.new_encoder(), self._codec.new_decoder()
         out = [decoder.decode(encoder.encode(padded[i * n_in:(i + 1) * n_in]))
                for i in range(frames)]
         return Transcoded(np.concatenate(out).astype(np.float32), info.output_sample_rate,
@@ -233,7 +235,7 @@ class FrameCodecTranscoder(Transcoder):
 
     def open_stream(self) -> CodecStream:
         """A fresh encoder/decoder pair of the codec."""
-        return _FrameCodecStream(self.codec)
+        return _FrameCodecStream(self._codec)
 
 
 class _AvStream(CodecStream):
@@ -246,14 +248,14 @@ class _AvStream(CodecStream):
         self.peer = peer
         self.frame_samples = round(INPUT_RATE * peer.frame_ms / 1000)
         self._codec_samples = round(peer.sample_rate * peer.frame_ms / 1000)
-        enc = av.CodecContext.create(peer.encoder, "w")
+        enc: Any = av.CodecContext.create(peer.encoder, "w")
         enc.sample_rate = peer.sample_rate
         enc.layout = "mono"
         enc.format = "s16"
         enc.bit_rate = peer.bit_rate
         enc.options = dict(peer.options)
         enc.open()
-        dec = av.CodecContext.create(peer.decoder, "r")
+        dec: Any = av.CodecContext.create(peer.decoder, "r")
         dec.sample_rate = peer.sample_rate
         dec.layout = "mono"
         dec.open()
@@ -322,7 +324,7 @@ class AvTranscoder(Transcoder):
         self.peer = AV_PEERS[name]
         for codec_name, mode in ((self.peer.encoder, "w"), (self.peer.decoder, "r")):
             try:
-                av.codec.Codec(codec_name, mode)
+                av.codec.Codec(codec_name, mode)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - PyAV raises several types for "unknown"
                 raise ValueError(f"this PyAV/FFmpeg build has no "
                                  f"{'encoder' if mode == 'w' else 'decoder'} "
