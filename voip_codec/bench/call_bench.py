@@ -121,11 +121,14 @@ async def measure_latency(codec: Codec, bursts: int = 12, delay_ms: float = 0.0,
 
 async def measure_bitrates(codec: Codec) -> list[dict[str, Any]]:
     """Packet and wire kbit/s for 1, 2, 3 frames per packet and K = 0..3 (fixed)."""
+    import tempfile
+
     rows = []
+    scratch = tempfile.mkdtemp(prefix="voip-codec-bench-")
     for fpp in (1, 2, 3):
         for k in range(4):
             options = CallOptions(frames_per_packet=fpp, redundancy=k, adaptive=False)
-            r = await run_demo(SAMPLE_SPEECH, "/dev/null", codec, options=options,
+            r = await run_demo(SAMPLE_SPEECH, f"{scratch}/out.wav", codec, options=options,
                                delay_ms=5.0)
             rows.append({"frames_per_packet": fpp, "redundancy": k,
                          "codec_kbps": round(codec.info.bitrate / 1000, 3),
