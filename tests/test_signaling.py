@@ -374,19 +374,26 @@ def test_health_endpoint() -> None:
 # --------------------------------------------------------------------------- errors
 
 
+# Tokens are minted inside the test (not at collection time), so a slow run cannot let the
+# short-lived valid-but-wrong tokens expire before they are used.
 @pytest.mark.parametrize(
-    ("token", "code"),
+    ("make_token", "code"),
     [
-        pytest.param(None, "auth_required", id="missing"),
-        pytest.param(make_join_token(SECRET, "r", "a", 60, now=0.0), "token_expired", id="expired"),
-        pytest.param(make_join_token(SECRET, "other", "a", 60), "wrong_room", id="wrong-room"),
-        pytest.param(make_join_token(SECRET, "r", "b", 60), "wrong_peer", id="wrong-peer"),
-        pytest.param(make_join_token(b"x" * 32, "r", "a", 60), "invalid_token", id="other-secret"),
-        pytest.param("v1.e30.AAAA", "invalid_token", id="tampered"),
-        pytest.param(["not", "a", "string"], "invalid_token", id="not-a-string"),
+        pytest.param(lambda: None, "auth_required", id="missing"),
+        pytest.param(lambda: make_join_token(SECRET, "r", "a", 60, now=0.0), "token_expired",
+                     id="expired"),
+        pytest.param(lambda: make_join_token(SECRET, "other", "a", 60), "wrong_room",
+                     id="wrong-room"),
+        pytest.param(lambda: make_join_token(SECRET, "r", "b", 60), "wrong_peer", id="wrong-peer"),
+        pytest.param(lambda: make_join_token(b"x" * 32, "r", "a", 60), "invalid_token",
+                     id="other-secret"),
+        pytest.param(lambda: "v1.e30.AAAA", "invalid_token", id="tampered"),
+        pytest.param(lambda: ["not", "a", "string"], "invalid_token", id="not-a-string"),
     ],
 )
-def test_bad_join_tokens_rejected(token: Any, code: str) -> None:
+def test_bad_join_tokens_rejected(make_token: Any, code: str) -> None:
+    token = make_token()
+
     async def scenario() -> None:
         async with serving() as server, raw_ws(server) as ws:
             msg = {"type": "join", "room": "r", "peer_id": "a"}
