@@ -222,9 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench_speed)
+    from .bench.harness import add_quality_parser, add_report_parser
     from .bench_loss import add_parser as add_loss_parser
 
-    add_loss_parser(bsub)  # `voip-codec bench loss`
+    add_loss_parser(bsub)  # `voip-codec bench loss`: STOI under loss per redundancy setting
+    add_quality_parser(bsub)  # `voip-codec bench quality`: codecs side by side
+    add_report_parser(bsub)  # `voip-codec bench report`: quality + loss + speed, Markdown/PNG
     p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")
     from .bench.call_bench import add_arguments as add_call_arguments
     from .bench.call_bench import run as run_call_bench
