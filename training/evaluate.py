@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-codec2", action="store_true")
     ap.add_argument("--no-mos", action="store_true")
+    ap.add_argument("--skip-model", action="store_true",
+                    help="only the Codec2 and original-signal scores (they are cached)")
+    ap.add_argument("--cache", type=Path, default=Path("runs/eval_cache"),
+                    help="per-clip scores of Codec2 and of the original are cached here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -126,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from voip_codec.codec.loading import from_pretrained
 
-    model = from_pretrained(args.model)
+    model = None if args.skip_model else from_pretrained(args.model)
     clips = sorted((SPEECH / args.split).rglob("*.flac"))
     if args.limit:
         clips = clips[: args.limit]
     mos_model = None if args.no_mos else load_distillmos()
 
-    systems = ["model"] + ([] if args.no_codec2 else ["codec2_700C", "codec2_1200"])
+    systems = ([] if args.skip_model else ["model"]) + (
+        [] if args.no_codec2 else ["codec2_700C", "codec2_1200"])
+    cache_file = args.cache / f"{args.split}_{'mos' if mos_model is not None else 'nomos'}.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     audio = {}
     for c in clips:
         x, sr = sf.read(str(c), dtype="float32")
@@ -140,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         audio[c] = x
 
     # Codec2 fixed delay: maximise mean STOI over a few clips
-    c2_lag = {}
-    if not args.no_codec2:
+    c2_lag = cache.get("_lag", {})
+    if not args.no_codec2 and not c2_lag:
         probe = clips[:: max(1, len(clips) // 4)][:4]
         for mode in (700, 1200):
             key = "700C" if mode == 700 else "1200"
@@ -158,14 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         x = audio[c]
         total_audio += len(x) / 16000
         outs = {}
-        t = time.perf_counter()
-        y, ntok = run_model_streaming(model, x)
-        stream_time += time.perf_counter() - t
-        tokens += ntok
-        outs["model"] = align(x, y, 320)
+        if model is not None:
+            t = time.perf_counter()
+            y, ntok = run_model_streaming(model, x)
+            stream_time += time.perf_counter() - t
+            tokens += ntok
+            outs["model"] = align(x, y, 320)
         if not args.no_codec2:
             for key, mode in (("700C", 700), ("1200", 1200)):
-                outs[f"codec2_{key}"] = shift(run_codec2(mode, x), -c2_lag[key], len(x))
+                name = f"codec2_{key}"
+                if f"{name}/{c.name}" in cache:
+                    rows[name].append(cache[f"{name}/{c.name}"])
+                    continue
+                outs[name] = shift(run_codec2(mode, x), -c2_lag[key], len(x))
         for s, y in outs.items():
             r = {"clip": str(c.relative_to(SPEECH)), "stoi": float(stoi(x, y, 16000))}
             try:
@@ -176,23 +188,32 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.no_grad():
                     r["mos"] = float(mos_model(torch.from_numpy(y)[None]).reshape(-1)[0])
             rows[s].append(r)
+            if s != "model":
+                cache[f"{s}/{c.name}"] = r
         if mos_model is not None:
-            with torch.no_grad():
-                ref_mos.append(float(mos_model(torch.from_numpy(x)[None]).reshape(-1)[0]))
+            if f"ref/{c.name}" not in cache:
+                with torch.no_grad():
+                    cache[f"ref/{c.name}"] = float(
+                        mos_model(torch.from_numpy(x)[None]).reshape(-1)[0])
+            ref_mos.append(cache[f"ref/{c.name}"])
         if i % 10 == 0:
             print(f"{i + 1}/{len(clips)} {c.name}: " + " ".join(
                 f"{s}: stoi {rows[s][-1]['stoi']:.3f}" for s in systems), flush=True)
+
+    cache["_lag"] = c2_lag
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps(cache))
 
     def mean(s: str, k: str) -> float:
         v = [r[k] for r in rows[s] if k in r and not np.isnan(r[k])]
         return float(np.mean(v)) if v else float("nan")
 
-    bitrate = model.bitrate
+    bitrate = model.bitrate if model is not None else float("nan")
     summary = {
         "split": args.split, "clips": len(clips), "minutes": total_audio / 60,
         "model": str(args.model), "model_bitrate_bps": bitrate,
-        "model_unique_tokens_per_s": tokens / total_audio,
-        "stream_rtf_with_metrics_process": stream_time / total_audio,
+        "model_tokens_per_s": tokens / total_audio,
+        "model_stream_rtf_in_eval_process": stream_time / total_audio,
         "reference_distillmos": float(np.mean(ref_mos)) if ref_mos else None,
         "systems": {s: {k: mean(s, k) for k in ("stoi", "pesq", "mos")} for s in systems},
         "codec2_delay_samples": c2_lag,
