@@ -71,13 +71,9 @@ class WavLMConfig:
 
 
 @dataclass(frozen=True)
-class FocalEncoderConfig:
-    """Focal-modulation compressor (features -> latents)."""
+class _FocalStackConfig:
+    """Arguments shared by the focal compressor and decompressor (same defaults in both)."""
 
-    input_dim: int = 1024
-    output_dim: int = 12
-    hidden_dims: tuple[int, ...] = (1024, 1024, 1024)
-    downscale_factors: tuple[int, ...] = (1, 1, 1)
     focal_window: int = 14
     focal_level: int = 2
     focal_factor: int = 4
@@ -89,6 +85,16 @@ class FocalEncoderConfig:
     normalize_modulator: bool = False
     causal: bool = False
     window_size: int = 512
+
+
+@dataclass(frozen=True)
+class FocalEncoderConfig(_FocalStackConfig):
+    """Focal-modulation compressor (features -> latents)."""
+
+    input_dim: int = 1024
+    output_dim: int = 12
+    hidden_dims: tuple[int, ...] = (1024, 1024, 1024)
+    downscale_factors: tuple[int, ...] = (1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -99,24 +105,13 @@ class BSQConfig:
 
 
 @dataclass(frozen=True)
-class FocalDecoderConfig:
+class FocalDecoderConfig(_FocalStackConfig):
     """Focal-modulation decompressor with chunk refiner (codes -> features)."""
 
     input_dim: int = 12
     output_dim: int = 1024
     hidden_dims: tuple[int, ...] = (1024, 1024, 1024)
     upscale_factors: tuple[int, ...] = (1, 1, 1)
-    focal_window: int = 14
-    focal_level: int = 2
-    focal_factor: int = 4
-    dropout: float = 0.0
-    use_post_norm: bool = False
-    use_layerscale: bool = False
-    layerscale_init: float = 1e-4
-    tanhscale_init: float = 0.5
-    normalize_modulator: bool = False
-    causal: bool = False
-    window_size: int = 512
     last_window_size: int = 512
     lookahead_size: int = 3
 
