@@ -150,6 +150,10 @@ def cmd_codecs(args: argparse.Namespace) -> int:
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     """``voip-codec bench speed``."""
+    if getattr(args, "codecs", None):
+        from .bench.harness import run_codec_speed
+
+        return run_codec_speed(args)
     from .bench.model_speed import run
 
     return run(args)
@@ -221,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.model_speed import add_arguments
 
     add_arguments(p)
+    from .bench.harness import add_codec_speed_arguments
+
+    add_codec_speed_arguments(p)  # --codecs: per-codec speed instead of the model bench
     p.set_defaults(func=cmd_bench_speed)
     from .bench.harness import add_quality_parser, add_report_parser
     from .bench_loss import add_parser as add_loss_parser
