@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = {"model": f"{bitrate / 1000:.2f}", "codec2_700C": "0.70", "codec2_1200": "1.20"}
     names = {"model": f"this model ({args.model}), streaming 80 ms",
              "codec2_700C": "Codec2 700C", "codec2_1200": "Codec2 1200"}
-    lines = [f"| system | kbps | STOI | WB-PESQ | DistillMOS |", "|---|---|---|---|---|"]
+    lines = ["| system | kbps | STOI | WB-PESQ | DistillMOS |", "|---|---|---|---|---|"]
     for s in systems:
         m = summary["systems"][s]
         lines.append(f"| {names[s]} | {rates[s]} | {m['stoi']:.3f} | {m['pesq']:.2f} | "

@@ -94,7 +94,7 @@ class SpectralLoss(torch.nn.Module):
                  n_mels: tuple[int, ...] = (32, 64, 80, 100)) -> None:
         super().__init__()
         self.ffts = ffts
-        for n_fft, m in zip(ffts, n_mels):
+        for n_fft, m in zip(ffts, n_mels, strict=True):
             self.register_buffer(f"mel{n_fft}", _mel_filters(sr, n_fft, m, 0.0, sr / 2))
             self.register_buffer(f"win{n_fft}", torch.hann_window(n_fft))
 

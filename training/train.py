@@ -33,8 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voip_codec.codec.config import (BSQConfig, FocalCodecConfig, FocalDecoderConfig,
-                                     FocalEncoderConfig, WaveNeXtConfig, WavLMConfig)
+from voip_codec.codec.config import (
+    BSQConfig,
+    FocalCodecConfig,
+    FocalDecoderConfig,
+    FocalEncoderConfig,
+    WaveNeXtConfig,
+    WavLMConfig,
+)
 from voip_codec.codec.loading import save_pretrained
 from voip_codec.codec.model import FocalCodec
 
@@ -146,10 +152,10 @@ def plot(log_path: Path, png: Path) -> None:
     for key, ax in (("mel", axes[0]), ("sc", axes[0]), ("feat", axes[1]), ("loss", axes[0])):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
-            ax.plot(*zip(*pts), label=key, lw=0.8)
+            ax.plot(*zip(*pts, strict=True), label=key, lw=0.8)
     pts = [(r["step"], r["unique_codes"]) for r in rows]
-    axes[2].plot(*zip(*pts), lw=0.8, label="unique codes / batch")
-    for ax, title in zip(axes, ("spectral losses", "feature MSE (normalised)", "code usage")):
+    axes[2].plot(*zip(*pts, strict=True), lw=0.8, label="unique codes / batch")
+    for ax, title in zip(axes, ("spectral losses", "feature MSE (normalised)", "code usage"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
