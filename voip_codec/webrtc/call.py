@@ -25,6 +25,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..codecs.base import Codec
+from ..packet import is_loss_report
 from ..transport.jitter import JitterConfig
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
@@ -116,7 +117,7 @@ class CallPeer:
         self.opened.set()
 
     def _on_message(self, data: bytes | str) -> None:
-        if isinstance(data, bytes) and len(data) >= 4 and data[3] == 2:
+        if is_loss_report(data):
             if self.sender is not None:
                 self.sender.on_message(data)
             return

@@ -24,7 +24,7 @@ import soxr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..codecs.base import Codec
-from ..packet import LossReport, PacketError, parse_packet
+from ..packet import is_loss_report
 from ..transport.jitter import FrameSource, JitterBuffer, JitterConfig
 from ..transport.redundancy import LossStatistics
 
@@ -91,12 +91,8 @@ class CodecReceiverTrack(MediaStreamTrack):
         if isinstance(data, str):
             self.buffer.stats.invalid += 1
             return
-        if len(data) >= 4 and data[3] == 2:  # a loss report travelling the other way
-            try:
-                if isinstance(parse_packet(data), LossReport):
-                    return
-            except PacketError:
-                pass
+        if is_loss_report(data):  # a report travelling the other way: not for the player
+            return
         packet = self.buffer.push(data, self._clock())
         if packet is not None:
             self.loss.on_packet(packet.seq)
