@@ -11,7 +11,7 @@ a real-time gateway does every 80 ms.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 import numpy as np
 import torch
@@ -101,54 +101,53 @@ class StreamBatch:
         audio_out = {} if tokens is None else self._step_decode(dict(tokens))
         return toks_out, audio_out
 
-    def _check(self, rows: _Rows, given: dict[Hashable, object], what: str) -> None:
-        missing = [i for i in rows.ids if i not in given]
+    def _advance(
+        self, rows: _Rows, inputs: dict[Hashable, np.ndarray | torch.Tensor], what: str,
+        length: int, dtype: torch.dtype,
+        step: Callable[[torch.Tensor, StreamState | None], tuple[torch.Tensor, StreamState]],
+    ) -> dict[Hashable, np.ndarray]:
+        """Validate one tick's inputs, step the batched rows, then run and append joiners.
+
+        A joining stream's first call runs alone (its first-call padding depends on its own
+        input); afterwards its state becomes a new row of the batch.
+        """
+        missing = [i for i in rows.ids if i not in inputs]
         if missing:
             raise ValueError(f"{what}: active streams {missing} supplied nothing this tick")
+        items = {}
+        for sid, x in inputs.items():
+            t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+            if t.shape != (length,):
+                raise ValueError(f"{what}[{sid!r}] must have shape ({length},), got "
+                                 f"{tuple(t.shape)}")
+            items[sid] = t.to(dtype)
+        out: dict[Hashable, np.ndarray] = {}
+        if rows.ids:
+            result, rows.state = step(torch.stack([items[i] for i in rows.ids]), rows.state)
+            out.update({sid: result[r].numpy() for r, sid in enumerate(rows.ids)})
+        for sid in [s for s in items if s not in out]:
+            result, state = step(items[sid][None], None)
+            out[sid] = result[0].numpy()
+            rows.append(sid, state)
+        return out
 
     def _step_encode(self, pcm: dict[Hashable, np.ndarray | torch.Tensor]
                      ) -> dict[Hashable, np.ndarray]:
-        self._check(self._enc, pcm, "pcm")
-        n = self.model.chunk_size
-        chunks = {}
-        for sid, x in pcm.items():
-            t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-            if t.shape != (n,):
-                raise ValueError(f"pcm[{sid!r}] must have shape ({n},), got {tuple(t.shape)}")
-            chunks[sid] = t.float()
-        out: dict[Hashable, np.ndarray] = {}
-        if self._enc.ids:
-            batch = torch.stack([chunks[i] for i in self._enc.ids])
-            state = self._enc.state
-            assert isinstance(state, EncoderState)
-            toks, self._enc.state = self.model.encode_step(batch, state)
-            out.update({sid: toks[r].numpy() for r, sid in enumerate(self._enc.ids)})
-        for sid in [s for s in chunks if s not in out]:
-            toks, st = self.model.encode_step(chunks[sid][None], None)
-            out[sid] = toks[0].numpy()
-            self._enc.append(sid, st)
-        return out
+        def encode(x: torch.Tensor, state: StreamState | None
+                   ) -> tuple[torch.Tensor, StreamState]:
+            assert state is None or isinstance(state, EncoderState)
+            return self.model.encode_step(x, state)
+
+        return self._advance(self._enc, pcm, "pcm", self.model.chunk_size, torch.float32,
+                             encode)
 
     def _step_decode(self, tokens: dict[Hashable, np.ndarray | torch.Tensor]
                      ) -> dict[Hashable, np.ndarray]:
-        self._check(self._dec, tokens, "tokens")
-        block = self.model.chunk_frames
-        blocks = {}
-        for sid, x in tokens.items():
-            t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).long()
-            if t.shape != (block,):
-                raise ValueError(f"tokens[{sid!r}] must have shape ({block},), got "
-                                 f"{tuple(t.shape)}")
-            blocks[sid] = t
-        out: dict[Hashable, np.ndarray] = {}
-        if self._dec.ids:
-            batch = torch.stack([blocks[i] for i in self._dec.ids])
-            state = self._dec.state
-            assert isinstance(state, DecoderState)
-            wave, self._dec.state = self.model.decode_step(batch, state)
-            out.update({sid: wave[r].float().numpy() for r, sid in enumerate(self._dec.ids)})
-        for sid in [s for s in blocks if s not in out]:
-            wave, st = self.model.decode_step(blocks[sid][None], None)
-            out[sid] = wave[0].float().numpy()
-            self._dec.append(sid, st)
-        return out
+        def decode(x: torch.Tensor, state: StreamState | None
+                   ) -> tuple[torch.Tensor, StreamState]:
+            assert state is None or isinstance(state, DecoderState)
+            wave, new_state = self.model.decode_step(x, state)
+            return wave.float(), new_state
+
+        return self._advance(self._dec, tokens, "tokens", self.model.chunk_frames, torch.long,
+                             decode)
