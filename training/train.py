@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--print-every", type=int, default=25)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from the weights of a save_pretrained folder (e.g. a previous "
+                         "run's final/) instead of random ones; ignored when resuming")
     ap.add_argument("--bench", type=int, default=0,
                     help="only time this many steps of each stage, then exit (no outputs)")
     args = ap.parse_args(argv)
@@ -300,8 +303,17 @@ def main(argv: list[str] | None = None) -> int:
             keep = [ln for ln in log_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["step"] < global_step]
             log_path.write_text("".join(k + "\n" for k in keep))
-    elif log_path.exists():
-        log_path.unlink()
+    else:
+        if log_path.exists():
+            log_path.unlink()
+        if args.init is not None:
+            from voip_codec.codec.loading import from_pretrained
+
+            model.load_state_dict(from_pretrained(args.init).state_dict())
+            print(f"initialised from {args.init}", flush=True)
+    # stages given 0 steps are skipped entirely (a continuation run may train only stage C)
+    while stage_i < len(STAGES) and steps[STAGES[stage_i]] == 0:
+        stage_i += 1
 
     run_start = time.time()
     last_ckpt = time.time()
@@ -362,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps({"stage": stage, "global_step": global_step, **dev}) + "\n")
         save_pretrained(model, out / f"stage_{stage}")
         stage_i += 1
+        while stage_i < len(STAGES) and steps[STAGES[stage_i]] == 0:
+            stage_i += 1
         stage_step = 0
         if stage_i < len(STAGES):
             save_checkpoint(ckpt_path, model, opt, STAGES[stage_i], 0, global_step, rng,
