@@ -199,3 +199,16 @@ def test_config_validation() -> None:
         JitterConfig(min_delay_ms=300, max_delay_ms=200)
     with pytest.raises(ValueError, match="percentile"):
         JitterConfig(percentile=0)
+
+
+def test_delay_history_is_bounded_in_long_calls() -> None:
+    # an hour-long call must not grow the stats without bound
+    from voip_codec.transport.jitter import DELAY_HISTORY
+
+    jb = JitterBuffer(JitterConfig())
+    n = 3 * DELAY_HISTORY
+    arrivals = [((i + 1) * T + 0.02, packet(i)) for i in range(n)]
+    run(jb, arrivals, n)
+    samples = jb.stats.delay_samples_ms
+    assert DELAY_HISTORY <= len(samples) <= 2 * DELAY_HISTORY
+    assert jb.stats.played > 2 * DELAY_HISTORY  # ...while the call itself went on

@@ -55,7 +55,10 @@ from ..packet import (
     parse_packet,
 )
 
-__all__ = ["FrameSource", "JitterBuffer", "JitterConfig", "JitterStats", "PlayoutFrame", "unwrap"]
+__all__ = ["DELAY_HISTORY", "FrameSource", "JitterBuffer", "JitterConfig", "JitterStats", "PlayoutFrame", "unwrap"]
+
+DELAY_HISTORY = 4096
+"""Ticks of playout-delay history kept in :attr:`JitterStats.delay_samples_ms` (at least)."""
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +181,9 @@ class JitterStats:
     current_delay_ms: float = 0.0
     """Playout delay of the last frame due, milliseconds."""
     delay_samples_ms: list[float] = field(default_factory=list, repr=False)
-    """Current delay at every tick after start (for plots and tests)."""
+    """Current delay at the most recent ticks after start (for plots and tests): the last
+    ``DELAY_HISTORY`` ticks at least (about 5.5 min at 80 ms), at most twice that, so a long call
+    does not grow it without bound."""
 
 
 @dataclass
@@ -396,7 +401,10 @@ class JitterBuffer:
         self.stats.skipped += skipped
         self._next = index
         self.stats.current_delay_ms = delay * 1000.0
-        self.stats.delay_samples_ms.append(self.stats.current_delay_ms)
+        samples = self.stats.delay_samples_ms
+        samples.append(self.stats.current_delay_ms)
+        if len(samples) > 2 * DELAY_HISTORY:
+            del samples[:-DELAY_HISTORY]
         slot = self._slots.pop(index, None)
         if slot is not None:
             self._next = index + 1
