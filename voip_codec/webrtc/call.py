@@ -30,7 +30,7 @@ from ..transport.jitter import JitterConfig
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
 
-__all__ = ["CallError", "CallOptions", "CallPeer", "DemoResult", "run_demo"]
+__all__ = ["CallError", "CallOptions", "CallPeer", "DemoResult", "recv_message", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,12 @@ async def collect(track: MediaStreamTrack, stop: asyncio.Event) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-async def _recv_type(client: Any, wanted: str, timeout_s: float) -> dict[str, Any]:
+async def recv_message(client: Any, wanted: str, timeout_s: float) -> dict[str, Any]:
+    """Wait for the next signaling message of type ``wanted`` (others are skipped).
+
+    Raises:
+        CallError: on a signaling ``error`` message or when none arrives within ``timeout_s``.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         left = deadline - time.monotonic()
@@ -271,10 +276,10 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
                 await cb.join()  # second to join: the offerer
                 offer = await bob.create_offer()
                 await cb.send({"type": "offer", "sdp": relay.rewrite(offer, "b")})
-                msg = await _recv_type(ca, "offer", 15)
+                msg = await recv_message(ca, "offer", 15)
                 answer = await alice.accept_offer(msg["sdp"])
                 await ca.send({"type": "answer", "sdp": relay.rewrite(answer, "a")})
-                msg = await _recv_type(cb, "answer", 15)
+                msg = await recv_message(cb, "answer", 15)
                 await bob.accept_answer(msg["sdp"])
                 await asyncio.gather(alice.wait_open(), bob.wait_open())
                 relay.impair(True)

@@ -166,7 +166,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
 
     from signaling.client import SignalingClient
 
-    from .call import CallOptions, CallPeer, _recv_type, collect
+    from .call import CallOptions, CallPeer, collect, recv_message
     from .devices import microphone_track, play_to_speaker
     from .loopback import loopback_candidates
 
@@ -188,9 +188,9 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
         role = await client.join()
         if role == "offerer":
             await client.send({"type": "offer", "sdp": await peer.create_offer()})
-            await peer.accept_answer((await _recv_type(client, "answer", 60))["sdp"])
+            await peer.accept_answer((await recv_message(client, "answer", 60))["sdp"])
         else:
-            offer = await _recv_type(client, "offer", args.wait)
+            offer = await recv_message(client, "offer", args.wait)
             await client.send({"type": "answer", "sdp": await peer.accept_offer(offer["sdp"])})
         await peer.wait_open()
         recorder = None
