@@ -212,3 +212,38 @@ def test_delay_history_is_bounded_in_long_calls() -> None:
     samples = jb.stats.delay_samples_ms
     assert DELAY_HISTORY <= len(samples) <= 2 * DELAY_HISTORY
     assert jb.stats.played > 2 * DELAY_HISTORY  # ...while the call itself went on
+
+
+def test_end_of_stream_stops_playout_without_concealment() -> None:
+    from voip_codec.packet import FLAG_END
+
+    jb = JitterBuffer(JitterConfig(initial_delay_ms=160))
+    arrivals = [((i + 1) * T + 0.02, packet(i, flags=FLAG_END if i == 9 else 0))
+                for i in range(10)]
+    out = run(jb, arrivals, 40)
+    played = [f.index for f in out if f.source is FrameSource.PRIMARY]
+    assert played == list(range(10))  # every frame up to the end is played...
+    assert jb.ended
+    # ...then the buffer reports the end instead of concealing the silence after the hang-up
+    tail = out[out.index(next(f for f in out if f.index == 9)) + 1:]
+    assert tail and all(f.source is FrameSource.ENDED and f.payload is None for f in tail)
+    assert jb.stats.concealed == 0 and jb.stats.lost == 0
+
+
+def test_end_flag_waits_for_missing_frames_and_restart_resumes() -> None:
+    from voip_codec.packet import FLAG_END, FLAG_START
+
+    jb = JitterBuffer(JitterConfig(initial_delay_ms=160))
+    # frame 7 is lost: it is concealed, the end still comes after frame 9
+    arrivals = [((i + 1) * T + 0.02, packet(i, flags=FLAG_END if i == 9 else 0))
+                for i in range(10) if i != 7]
+    out = run(jb, arrivals, 30)
+    assert [f.index for f in out if f.source is FrameSource.CONCEALED] == [7]
+    assert jb.ended and jb.stats.concealed == 1
+    # a new stream (START) after the end plays again
+    t0 = 31 * T
+    again = [(t0 + (i + 1) * T + 0.02, packet(i, seq=100 + i, flags=FLAG_START if i == 0 else 0))
+             for i in range(5)]
+    out2 = run(jb, again, 15, offset=t0)
+    assert not jb.ended
+    assert [f.index for f in out2 if f.source is FrameSource.PRIMARY] == list(range(5))

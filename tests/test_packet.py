@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voip_codec.packet import (
+    FLAG_END,
     FLAG_SILENCE,
     FLAG_START,
     AudioPacket,
@@ -106,7 +107,7 @@ def test_packet_error_is_value_error() -> None:
     ({"seq": 65536}, "sequence number"),
     ({"frame_index": -1}, "frame index"),
     ({"codec_id": 256}, "codec id"),
-    ({"flags": 0x04}, "unknown flag"),
+    ({"flags": 0x08}, "unknown flag"),
 ])
 def test_audio_packet_validation(kwargs: dict, message: str) -> None:
     base = {"codec_id": 1, "seq": 0, "frame_index": 0, "frames": (b"a",)}
@@ -131,7 +132,8 @@ audio_packets = st.builds(
         flags=flags),
     st.integers(0, 255), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF),
     st.integers(1, 40), st.integers(1, 16), st.integers(0, 3),
-    st.sampled_from([0, FLAG_START, FLAG_SILENCE, FLAG_START | FLAG_SILENCE]), st.data())
+    st.sampled_from([0, FLAG_START, FLAG_SILENCE, FLAG_END, FLAG_START | FLAG_SILENCE,
+                     FLAG_SILENCE | FLAG_END]), st.data())
 
 reports = st.builds(
     lambda *a: LossReport(*a[:4], loss_rate=a[4] / 0xFFFF, mean_burst=a[5] / 256,

@@ -12,6 +12,9 @@ from pystoi import stoi
 
 from voip_codec.audio import read_audio
 from voip_codec.codecs.registry import get_codec
+from voip_codec.packet import FLAG_END, parse_packet
+from voip_codec.transport.jitter import JitterConfig
+from voip_codec.transport.packetizer import Packetizer
 from voip_codec.webrtc.call import run_demo
 from voip_codec.webrtc.commands import SAMPLE_SPEECH
 from voip_codec.webrtc.receiver import CodecReceiverTrack
@@ -69,6 +72,8 @@ def test_call_through_impaired_link(tmp_path: Path, loss: float, burst: float,
     assert result.wire["forward_wire_kbps"] > 0 and result.wire["reverse_wire_kbps"] > 0
     assert result.wire["packet_kbps"] > 0
     assert rx["frames_received"] > 0.5 * result.sender["frames"]
+    if not loss:  # the end-of-stream packet arrived: playout stopped instead of concealing
+        assert rx["ended"] is True
     if loss:
         assert result.wire["forward_dropped"] > 0
         assert rx["recovered_from_redundancy"] + rx["concealed"] > 0
@@ -114,3 +119,30 @@ def test_relay_refuses_sdp_without_loopback_candidates() -> None:
             relay.close()
 
     asyncio.run(main())
+
+
+def test_receiver_stops_concealing_after_end_of_stream() -> None:
+    """A listener that stays after the talker hung up hears silence, not counted concealment."""
+    codec = get_codec(CODEC)
+    enc = codec.new_encoder()
+    n = codec.info.input_frame_samples
+    pcm, _ = read_audio(SAMPLE_SPEECH, 16000)
+    packetizer = Packetizer(codec.info.codec_id, frames_per_packet=2)
+    packets = [packetizer.push(enc.encode(pcm[i * n:(i + 1) * n])) for i in range(7)]
+    packets = [p for p in packets if p is not None] + [packetizer.flush(end=True)]
+    assert len(packets) == 4 and parse_packet(packets[-1]).flags & FLAG_END
+
+    async def main() -> dict:
+        track = CodecReceiverTrack(codec, jitter=JitterConfig(initial_delay_ms=80))
+        for data in packets:
+            track.on_message(data)
+        for _ in range(60):  # 1.2 s of output: the 7 frames (560 ms), then the hang-up
+            await track.recv()
+        stats = track.stats()
+        track.stop()
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats["ended"] is True
+    assert stats["concealed"] == 0
+    assert stats["frames_played"] == 7

@@ -20,7 +20,9 @@ offset  size  field
 4       1     codec id (0..255, see :mod:`voip_codec.codecs.registry`)
 5       1     flags: bit 0 ``START`` (first packet of a stream), bit 1 ``SILENCE`` (the new
               frames are silence, so the receiver may drop them to shrink its delay),
-              bits 2..7 reserved and must be 0
+              bit 2 ``END`` (last packet of the stream: no frame follows its last new
+              frame, so the receiver stops playing instead of concealing), bits 3..7
+              reserved and must be 0
 6       2     sequence number (uint16, +1 per packet, wraps 65535 -> 0)
 8       4     frame index of the first *new* frame (uint32 frame counter, wraps)
 12      2     ``frame_bytes``: size of every frame payload in bytes (1..65535)
@@ -61,6 +63,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AUDIO_HEADER_SIZE",
+    "FLAG_END",
     "FLAG_SILENCE",
     "FLAG_START",
     "LOSS_REPORT_SIZE",
@@ -85,7 +88,8 @@ TYPE_LOSS_REPORT = 2
 
 FLAG_START = 0x01
 FLAG_SILENCE = 0x02
-_KNOWN_FLAGS = FLAG_START | FLAG_SILENCE
+FLAG_END = 0x04
+_KNOWN_FLAGS = FLAG_START | FLAG_SILENCE | FLAG_END
 
 MAX_NEW_FRAMES = 16
 MAX_REDUNDANCY = 3
@@ -129,7 +133,7 @@ class AudioPacket:
     redundant: tuple[bytes, ...] = ()
     """Copies of the frames just before ``frame_index``, oldest first (0..3 of them)."""
     flags: int = 0
-    """Bit set of ``FLAG_START`` / ``FLAG_SILENCE``."""
+    """Bit set of ``FLAG_START`` / ``FLAG_SILENCE`` / ``FLAG_END``."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.codec_id <= 0xFF:

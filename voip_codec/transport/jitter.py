@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..packet import (
+    FLAG_END,
     FLAG_SILENCE,
     FLAG_START,
     MAX_NEW_FRAMES,
@@ -92,6 +93,9 @@ class FrameSource(enum.Enum):
     """The due frame never arrived in time: payload None, decoder conceals it."""
     STRETCH = "stretch"
     """Inserted frame to grow the delay while the due frame is missing (payload None)."""
+    ENDED = "ended"
+    """The sender ended the stream (``FLAG_END``) and its last frame has been played (payload
+    None; output silence, no decoder call, not counted as concealment)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,7 @@ class JitterBuffer:
         self._prev_concealed = False
         self._origin: int | None = None  # unwrapped index that transit times are relative to
         self._redundancy_wait = 0.0
+        self._end: int | None = None  # unwrapped index of the stream's last frame (FLAG_END)
         self.stats.target_delay_ms = self.config.initial_delay_ms
 
     def _restart(self) -> None:
@@ -229,7 +234,13 @@ class JitterBuffer:
         self._last_transit = None
         self._prev_concealed = False
         self._origin = None
+        self._end = None
         self.stats.resyncs += 1
+
+    @property
+    def ended(self) -> bool:
+        """Whether the sender ended the stream and every frame up to its end has been played."""
+        return self._end is not None and self._next is not None and self._next > self._end
 
     @property
     def started(self) -> bool:
@@ -283,7 +294,7 @@ class JitterBuffer:
             return False
         if packet.flags & FLAG_START and self._next is not None:
             gap = unwrap(packet.frame_index, self._next, 32) - self._next
-            if not -self._max_frames() <= gap <= self._max_frames():
+            if self.ended or not -self._max_frames() <= gap <= self._max_frames():
                 logger.info("%s: sender restarted (frame %d), resetting", self.name,
                             packet.frame_index)
                 self._restart()
@@ -301,6 +312,10 @@ class JitterBuffer:
         last = first + n_new - 1
         self._frame_ref = last if self._frame_ref is None else max(self._frame_ref, last)
         self._resync_if_far_ahead(last)
+        if packet.flags & FLAG_END:
+            self._end = last
+        elif self._end is not None and last > self._end:
+            self._end = None  # frames after the announced end: the stream goes on after all
 
         if self._origin is None:
             self._origin = first
@@ -371,6 +386,8 @@ class JitterBuffer:
             One :class:`PlayoutFrame`; ``payload`` None means conceal (or silence while
             ``source`` is ``BUFFERING``).
         """
+        if self.ended:
+            return PlayoutFrame(None, FrameSource.ENDED, None)
         target = self.stats.target_delay_ms / 1000.0
         period = self._period
         eps = 1e-9

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..packet import FLAG_SILENCE, FLAG_START, MAX_NEW_FRAMES, MAX_REDUNDANCY, AudioPacket
+from ..packet import FLAG_END, FLAG_SILENCE, FLAG_START, MAX_NEW_FRAMES, MAX_REDUNDANCY, AudioPacket
 
 __all__ = ["Packetizer"]
 
@@ -53,30 +53,37 @@ class Packetizer:
             raise ValueError(f"redundancy must be in 0..{MAX_REDUNDANCY}, got {k}")
         self._redundancy = k
 
-    def push(self, payload: bytes, silence: bool = False) -> bytes | None:
+    def push(self, payload: bytes, silence: bool = False, end: bool = False) -> bytes | None:
         """Add one encoded frame.
 
         Args:
             payload: the frame's bytes (same size for every frame).
             silence: the sender's voice activity detector found no speech in this frame.
+            end: this is the stream's last frame: emit the pending frames now, flagged
+                ``FLAG_END`` (see :meth:`flush`).
 
         Returns:
-            A packet when ``frames_per_packet`` frames are pending, else None.
+            A packet when ``frames_per_packet`` frames are pending or ``end`` is set, else None.
         """
         self._pending.append(bytes(payload))
         self._pending_silence = self._pending_silence and silence
-        if len(self._pending) >= self.frames_per_packet:
-            return self.flush()
+        if end or len(self._pending) >= self.frames_per_packet:
+            return self.flush(end=end)
         return None
 
-    def flush(self) -> bytes | None:
-        """Emit the pending frames now (end of stream); None if nothing is pending."""
+    def flush(self, end: bool = False) -> bytes | None:
+        """Emit the pending frames now; None if nothing is pending.
+
+        Args:
+            end: mark the packet as the stream's last (``FLAG_END``): the receiver then stops
+                playing after its last frame instead of concealing the silence that follows.
+        """
         if not self._pending:
             return None
         k = min(self._redundancy, len(self._sent))
         redundant = tuple(self._sent)[len(self._sent) - k:] if k else ()
         flags = (FLAG_START if self._first_packet else 0) | (
-            FLAG_SILENCE if self._pending_silence else 0)
+            FLAG_SILENCE if self._pending_silence else 0) | (FLAG_END if end else 0)
         packet = AudioPacket(codec_id=self.codec_id, seq=self.seq, frame_index=self.frame_index,
                              frames=tuple(self._pending), redundant=redundant, flags=flags)
         data = packet.to_bytes()

@@ -288,14 +288,18 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
                 assert alice.sender is not None
                 await asyncio.wait_for(alice.sender.finished.wait(), timeout_s)
                 # let the last packets cross the link and drain the jitter buffer: stop once
-                # every sent frame has been played (decoded or concealed), or after the
-                # longest possible playout delay
+                # the receiver has played the end-of-stream packet, or every sent frame has
+                # been played (decoded or concealed) and a little more (the end packet may be
+                # lost), or after the longest possible playout delay
                 sent = alice.sender.stats.frames
                 drain_end = time.monotonic() + (options.jitter.max_delay_ms + 2 * delay_ms
                                                 + 4 * jitter_ms) / 1000 + 0.5
-                while time.monotonic() < drain_end and bob.track.last_index_played < sent - 1:
+                while (time.monotonic() < drain_end and not bob.track.ended
+                       and bob.track.last_index_played < sent - 1):
                     await asyncio.sleep(0.02)
-                await asyncio.sleep(0.1)
+                grace_end = min(drain_end, time.monotonic() + 0.3)
+                while time.monotonic() < grace_end and not bob.track.ended:
+                    await asyncio.sleep(0.02)
                 stop.set()
                 audio = await recording
             finally:

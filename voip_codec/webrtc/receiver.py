@@ -4,8 +4,9 @@ Packets are pushed into the jitter buffer as they arrive. ``recv()`` is paced to
 track itself (like aiortc's own audio sources): every 20 ms it returns one 960-sample frame at
 48 kHz with ``pts`` = running sample count and ``time_base`` = 1/48000. Every 80 ms of output it
 asks the jitter buffer for the next frame and decodes it in a worker thread; a missing frame is
-concealed by the decoder (``decode(None)``), and before the first packet it plays silence, so the
-track never stalls. It can be recorded with aiortc's ``MediaRecorder`` or relayed to a peer.
+concealed by the decoder (``decode(None)``). Before the first packet, and after the sender's
+end-of-stream packet (``FLAG_END``) has been played out, it plays silence without counting it as
+concealment, so the track never stalls. It can be recorded with aiortc's ``MediaRecorder`` or relayed to a peer.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class CodecReceiverTrack(MediaStreamTrack):
     async def _tick(self) -> None:
         played = self.buffer.tick(self._clock())
         self._ticks += 1
-        if played.source is FrameSource.BUFFERING:
+        if played.source in (FrameSource.BUFFERING, FrameSource.ENDED):
             pcm = np.zeros(self.info.output_frame_samples, dtype=np.float32)
         else:
             loop = asyncio.get_running_loop()
@@ -151,6 +152,11 @@ class CodecReceiverTrack(MediaStreamTrack):
                 except Exception as exc:  # noqa: BLE001 - a closed channel must not stop audio
                     logger.debug("receiver: report not sent: %s", exc)
 
+    @property
+    def ended(self) -> bool:
+        """Whether the sender ended its stream (``FLAG_END``) and all of it has been played."""
+        return self.buffer.ended
+
     def stop(self) -> None:
         """End the track; ``recv`` then raises MediaStreamError."""
         super().stop()
@@ -167,4 +173,5 @@ class CodecReceiverTrack(MediaStreamTrack):
             "playout_delay_ms": round(s.current_delay_ms, 1),
             "target_delay_ms": round(s.target_delay_ms, 1), "jitter_ms": round(s.jitter_ms, 1),
             "frames_played": self.frames_played, "decode_ms_max": round(self.decode_ms_max, 2),
+            "ended": self.buffer.ended,
         }

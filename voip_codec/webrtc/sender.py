@@ -134,7 +134,14 @@ class CodecSender:
             for out in self._resampler.resample(None):  # the last, zero-padded partial frame
                 pcm = out.to_ndarray().reshape(-1)[:n].astype(np.float32)
                 await self._frame(loop, np.pad(pcm, (0, n - pcm.shape[0])))
-            data = self.packetizer.flush()
+            data = self.packetizer.flush(end=True)
+            if data is None and self.stats.frames:
+                # nothing pending (the last packet is out, or the last frames were DTX-skipped):
+                # announce the end with one silent frame
+                silence = np.zeros(n, dtype=np.float32)
+                payload = await loop.run_in_executor(self._executor, self._encoder.encode,
+                                                     silence)
+                data = self.packetizer.push(payload, silence=True, end=True)
             if data is not None:
                 self._emit(data)
         finally:
