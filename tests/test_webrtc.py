@@ -146,3 +146,25 @@ def test_receiver_stops_concealing_after_end_of_stream() -> None:
     assert stats["ended"] is True
     assert stats["concealed"] == 0
     assert stats["frames_played"] == 7
+
+
+@pytest.mark.parametrize("value, message", [("-5", "0..800"), ("900", "0..800"),
+                                            ("soon", "not a number")])
+def test_playout_delay_option_rejects_bad_values(value: str, message: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from voip_codec.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--playout-delay", value])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_playout_delay_sets_the_jitter_profile() -> None:
+    from voip_codec.webrtc.commands import jitter_config
+
+    low = jitter_config(40.0)
+    assert (low.initial_delay_ms, low.min_delay_ms) == (40.0, 40.0)
+    default = jitter_config(160.0)
+    assert (default.initial_delay_ms, default.min_delay_ms) == (160.0, 80.0)
+    assert default.max_delay_ms == low.max_delay_ms == 800.0

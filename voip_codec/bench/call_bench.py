@@ -28,7 +28,7 @@ from ..codecs.base import Codec
 from ..transport.jitter import JitterConfig
 from ..transport.netsim import NetworkConditions
 from ..webrtc.call import CallOptions, CallPeer, run_demo
-from ..webrtc.commands import SAMPLE_SPEECH, default_codec_name
+from ..webrtc.commands import SAMPLE_SPEECH, default_codec_name, jitter_config, playout_delay_ms
 from ..webrtc.loopback import loopback_candidates
 from ..webrtc.relay import ImpairmentRelay
 
@@ -142,6 +142,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None, help="codec (default: the demo's default)")
     p.add_argument("--bursts", type=int, default=12, help="latency markers (default 12)")
     p.add_argument("--no-bitrates", action="store_true", help="latency only")
+    p.add_argument("--playout-delay", type=playout_delay_ms, nargs="+", default=[160.0, 40.0],
+                   metavar="MS", help="initial playout delays to measure the latency with "
+                                      "(default: 160 = the default profile, 40 = low delay)")
     p.add_argument("--json", action="store_true")
 
 def run(args: argparse.Namespace) -> int:
@@ -149,16 +152,19 @@ def run(args: argparse.Namespace) -> int:
     from ..codecs.registry import get_codec
 
     codec = get_codec(args.codec or default_codec_name())
-    result: dict[str, Any] = {"latency": asyncio.run(measure_latency(codec, args.bursts))}
+    result: dict[str, Any] = {"latency": [
+        {"playout_delay_ms": d,
+         **asyncio.run(measure_latency(codec, args.bursts, jitter=jitter_config(d)))}
+        for d in args.playout_delay]}
     if not args.no_bitrates:
         result["bitrates"] = asyncio.run(measure_bitrates(codec))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    lat = result["latency"]
-    print(f"mouth-to-ear latency on loopback ({lat['codec']}, {lat['detected']}/"
-          f"{lat['markers']} markers): p50 {lat['latency_ms_p50']} ms, p95 "
-          f"{lat['latency_ms_p95']} ms")
+    for lat in result["latency"]:
+        print(f"mouth-to-ear latency on loopback ({lat['codec']}, playout delay "
+              f"{lat['playout_delay_ms']:g} ms, {lat['detected']}/{lat['markers']} markers): "
+              f"p50 {lat['latency_ms_p50']} ms, p95 {lat['latency_ms_p95']} ms")
     if "bitrates" in result:
         print("frames/packet  K  codec kbps  packet kbps  wire kbps fwd  wire kbps back")
         for r in result["bitrates"]:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..transport.jitter import JitterConfig
+
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -45,7 +47,28 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames-per-packet", type=int, default=1, help="80 ms frames per packet")
     p.add_argument("--redundancy", type=int, default=1, help="initial K, 0..3 (default 1)")
     p.add_argument("--no-adaptive", action="store_true", help="keep K fixed")
+    p.add_argument("--playout-delay", type=playout_delay_ms, default=160.0, metavar="MS",
+                   help="initial receiver playout delay, ms (default 160); it then adapts to the "
+                        "measured jitter between min(80, MS) and 800 ms. 40 is a low-delay "
+                        "profile for clean links")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def playout_delay_ms(text: str) -> float:
+    """argparse type of ``--playout-delay``: milliseconds in 0..800."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not 0.0 <= value <= 800.0:
+        raise argparse.ArgumentTypeError(f"playout delay must be in 0..800 ms, got {text}")
+    return value
+
+
+def jitter_config(playout_delay: float) -> JitterConfig:
+    """Receiver jitter-buffer settings for an initial playout delay in ms (``--playout-delay``)."""
+    return JitterConfig(initial_delay_ms=playout_delay,
+                        min_delay_ms=min(JitterConfig.min_delay_ms, playout_delay))
 
 
 def _get_codec(name: str | None):  # type: ignore[no-untyped-def]
@@ -76,12 +99,12 @@ def _print_demo(r: Any) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """``voip-codec demo``."""
-    from ..transport.jitter import JitterConfig
     from .call import CallOptions, run_demo
 
     codec = _get_codec(args.codec)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
-                          adaptive=not args.no_adaptive, dtx=args.dtx, jitter=JitterConfig())
+                          adaptive=not args.no_adaptive, dtx=args.dtx,
+                          jitter=jitter_config(args.playout_delay))
     if not args.json:
         print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
               f"two peers, impairment relay; input {args.input}", file=sys.stderr)
@@ -125,7 +148,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     adaptive = None if args.no_adaptive else RedundancyController(initial=args.redundancy)
     res = simulate(pcm, codec, network=net, seed=args.seed,
                    frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
-                   adaptive=adaptive)
+                   adaptive=adaptive, jitter=jitter_config(args.playout_delay))
     write_audio(args.output, res.audio, res.sample_rate)
     j = res.jitter
     summary = {
@@ -177,7 +200,8 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     elif args.input:
         source = MediaPlayer(args.input).audio
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
-                          adaptive=not args.no_adaptive)
+                          adaptive=not args.no_adaptive,
+                          jitter=jitter_config(args.playout_delay))
     secret = os.environ.get("VOIP_CODEC_SIGNALING_SECRET")
     ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
     with ctx:
