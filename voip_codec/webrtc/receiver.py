@@ -65,6 +65,7 @@ class CodecReceiverTrack(MediaStreamTrack):
         self.decoder = codec.new_decoder()
         self.rate = sample_rate
         self.samples_per_frame = sample_rate * ptime_ms // 1000
+        self._silence_samples = max(1, info.output_sample_rate * ptime_ms // 1000)
         self._resampler = soxr.ResampleStream(info.output_sample_rate, sample_rate, 1,
                                               dtype="float32")
         self._fifo = np.zeros(0, dtype=np.float32)
@@ -125,10 +126,13 @@ class CodecReceiverTrack(MediaStreamTrack):
 
     async def _tick(self) -> None:
         played = self.buffer.tick(self._clock())
-        self._ticks += 1
         if played.source in (FrameSource.BUFFERING, FrameSource.ENDED):
-            pcm = np.zeros(self.info.output_frame_samples, dtype=np.float32)
+            # one output period of silence, not a whole codec frame: the jitter buffer is asked
+            # again 20 ms later, so playout starts within 20 ms of the first frame being due
+            # instead of waiting for the next 80 ms boundary
+            pcm = np.zeros(self._silence_samples, dtype=np.float32)
         else:
+            self._ticks += 1
             loop = asyncio.get_running_loop()
             start = loop.time()
             pcm = await loop.run_in_executor(self._executor, self.decoder.decode, played.payload)
@@ -140,17 +144,21 @@ class CodecReceiverTrack(MediaStreamTrack):
             self.frames_played += 1
             if played.index is not None:
                 self.last_index_played = max(self.last_index_played, played.index)
+            if self._send_report is not None and self._ticks % self._report_interval == 0:
+                self._report()
         out = self._resampler.resample_chunk(np.asarray(pcm, dtype=np.float32))
         self._fifo = np.concatenate([self._fifo, out])
         self._pushed += out.shape[0]
-        if self._send_report is not None and self._ticks % self._report_interval == 0:
-            report = self.loss.make_report(self.buffer.stats.jitter_ms,
-                                           self.buffer.stats.current_delay_ms)
-            if report is not None:
-                try:
-                    self._send_report(report.to_bytes())
-                except Exception as exc:  # noqa: BLE001 - a closed channel must not stop audio
-                    logger.debug("receiver: report not sent: %s", exc)
+
+    def _report(self) -> None:
+        assert self._send_report is not None
+        report = self.loss.make_report(self.buffer.stats.jitter_ms,
+                                       self.buffer.stats.current_delay_ms)
+        if report is not None:
+            try:
+                self._send_report(report.to_bytes())
+            except Exception as exc:  # noqa: BLE001 - a closed channel must not stop audio
+                logger.debug("receiver: report not sent: %s", exc)
 
     @property
     def ended(self) -> bool:
