@@ -6,8 +6,10 @@ whole clip at once (:meth:`Transcoder.transcode`, for quality) or frame by frame
 
 * :class:`FrameCodecTranscoder`: any codec of the frame contract (registry names such as
   ``codec2-700c``, ``pcm16``, ``focalcodec-default``, or a FocalCodec checkpoint directory);
-* :class:`AvTranscoder`: Opus (libopus) and AMR-NB (libopencore_amrnb) through PyAV's codec
-  contexts, with the bitrate measured from the packets actually produced;
+* :class:`AvTranscoder`: Opus (libopus, VBR) through PyAV's codec contexts, with the bitrate
+  measured from the packets actually produced;
+* :class:`AvFrameCodec`: the fixed-size-payload peers (Opus in hard CBR, AMR-NB) as codecs of the
+  frame contract, so they also run through the packet / jitter / concealment simulation;
 * :class:`IdentityTranscoder`: the original audio (reference row of the quality table).
 
 :func:`resolve_codec` maps a command-line name to a transcoder, or to a :class:`MissingCodec`
@@ -27,11 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs.base import Codec
+from ..codecs.base import (
+    Codec,
+    CodecError,
+    CodecInfo,
+    FrameDecoder,
+    FrameEncoder,
+    check_payload,
+    check_pcm_frame,
+)
 
 __all__ = [
     "AV_PEERS",
     "DEFAULT_CODECS",
+    "AvFrameCodec",
     "AvTranscoder",
     "CodecStream",
     "FrameCodecTranscoder",
@@ -65,6 +76,9 @@ class AvPeer:
     """Encoder options (FFmpeg private options)."""
     label: str = ""
     """Human-readable name for reports."""
+    fixed_payload: bool = False
+    """Every frame encodes to the same number of bytes (hard CBR Opus, AMR-NB): the peer is
+    run as a frame-contract codec (:class:`AvFrameCodec`) and so also in the loss benchmark."""
 
 
 AV_PEERS: dict[str, AvPeer] = {
@@ -74,14 +88,25 @@ AV_PEERS: dict[str, AvPeer] = {
         f"Opus {kbps} kbps, {ms} ms frames (libopus in av)")
     for kbps in (6, 8) for ms in (20, 80)
 }
+AV_PEERS.update({
+    f"opus-{kbps}k-20ms-cbr": AvPeer(
+        "libopus", "libopus", 16000, kbps * 1000, 20.0,
+        (("application", "voip"), ("frame_duration", "20"), ("vbr", "off")),
+        f"Opus {kbps} kbps hard CBR, 20 ms frames (libopus in av)", fixed_payload=True)
+    for kbps in (6, 8)
+})
 AV_PEERS["amrnb-4.75k"] = AvPeer("libopencore_amrnb", "amrnb", 8000, 4750, 20.0, (),
-                                 "AMR-NB 4.75 kbps (libopencore_amrnb in av, 8 kHz)")
+                                 "AMR-NB 4.75 kbps (libopencore_amrnb in av, 8 kHz)",
+                                 fixed_payload=True)
 """Peer codecs available through PyAV, by name."""
+
+AV_CODEC_IDS: dict[str, int] = {name: 200 + i for i, name in enumerate(AV_PEERS)}
+"""Packet-header codec ids of the peers run as frame codecs (experimental range 64..255)."""
 
 DEFAULT_CODECS: tuple[str, ...] = (
     "original", "focalcodec-default", "focalcodec-65k", "focalcodec-4k", "focalcodec-2k",
-    "codec2-700c", "codec2-1200", "codec2-3200", "opus-6k-20ms", "opus-6k-80ms",
-    "opus-8k-20ms", "opus-8k-80ms", "amrnb-4.75k",
+    "focalcodec-conformance", "codec2-700c", "codec2-1200", "codec2-3200", "opus-6k-20ms",
+    "opus-6k-80ms", "opus-8k-20ms", "opus-8k-80ms", "opus-8k-20ms-cbr", "amrnb-4.75k",
 )
 """Codecs of ``bench quality`` / ``bench report`` when none are named."""
 
@@ -217,6 +242,8 @@ class FrameCodecTranscoder(Transcoder):
             from importlib.metadata import version
 
             parts.append(f"pycodec2-{version('pycodec2')}")
+        if isinstance(self.codec, AvFrameCodec):
+            parts.append(self.codec.fingerprint())
         return "|".join(parts)
 
     def transcode(self, pcm: np.ndarray) -> Transcoded:
@@ -238,16 +265,21 @@ class FrameCodecTranscoder(Transcoder):
         return _FrameCodecStream(self._codec)
 
 
-class _AvStream(CodecStream):
-    """PyAV encoder + decoder contexts for one stream of one :class:`AvPeer`."""
+class _AvContexts:
+    """PyAV encoder + decoder contexts of one :class:`AvPeer`, fed 16 kHz float frames.
+
+    8 kHz peers (AMR-NB) get their input through a streaming factor-2 FIR decimator whose
+    history carries over between frames, so every frame gives exactly one codec frame.
+    """
 
     def __init__(self, peer: AvPeer) -> None:
         import av
 
+        if peer.sample_rate not in (INPUT_RATE, INPUT_RATE // 2):
+            raise ValueError(f"peer rate {peer.sample_rate} Hz: only 16 and 8 kHz are supported")
         self._av = av
         self.peer = peer
         self.frame_samples = round(INPUT_RATE * peer.frame_ms / 1000)
-        self._codec_samples = round(peer.sample_rate * peer.frame_ms / 1000)
         enc: Any = av.CodecContext.create(peer.encoder, "w")
         enc.sample_rate = peer.sample_rate
         enc.layout = "mono"
@@ -262,36 +294,33 @@ class _AvStream(CodecStream):
         self._enc, self._dec = enc, dec
         self._pts = 0
         self.output_rate = peer.sample_rate
-        """Rate of the decoded audio (FFmpeg's Opus decoder may output 48 kHz)."""
-        self._resampler = None
+        """Rate of the decoded audio (FFmpeg's libopus decoder outputs 48 kHz)."""
+        self._decimator = None
         if peer.sample_rate != INPUT_RATE:
-            import soxr
+            from ..codecs.codec2 import StreamingFIRResampler
 
-            self._resampler = soxr.ResampleStream(INPUT_RATE, peer.sample_rate, 1,
-                                                  dtype="float32", quality="HQ")
-
-    def _frame(self, pcm: np.ndarray) -> object:
-        ints = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
-        frame = self._av.AudioFrame.from_ndarray(ints[None, :], format="s16", layout="mono")
-        frame.sample_rate = self.peer.sample_rate
-        frame.pts = self._pts
-        self._pts += ints.shape[0]
-        return frame
+            self._decimator = StreamingFIRResampler(1, 2)
 
     def encode_codec_rate(self, pcm: np.ndarray | None) -> list[bytes]:
-        """Encode one frame already at the codec rate (None flushes the encoder)."""
-        frame = None if pcm is None else self._frame(pcm)
+        """Encode samples already at the codec rate (None flushes the encoder)."""
+        frame = None
+        if pcm is not None:
+            ints = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
+            frame = self._av.AudioFrame.from_ndarray(ints[None, :], format="s16", layout="mono")
+            frame.sample_rate = self.peer.sample_rate
+            frame.pts = self._pts
+            self._pts += ints.shape[0]
         return [bytes(p) for p in self._enc.encode(frame)]
 
     def encode(self, frame: np.ndarray) -> list[bytes]:
+        """Encode one 16 kHz frame of ``frame_samples``; returns the packets produced."""
         x = np.asarray(frame, dtype=np.float32)
-        if self._resampler is not None:
-            x = self._resampler.resample_chunk(x)
-            # the streaming resampler's output length varies by a sample or two per chunk
-            x = np.pad(x, (0, max(0, self._codec_samples - x.shape[0])))[:self._codec_samples]
+        if self._decimator is not None:
+            x = self._decimator.process(x)
         return self.encode_codec_rate(x)
 
     def decode(self, packets: list[bytes]) -> np.ndarray:
+        """Decode packets; returns float32 samples at :attr:`output_rate`."""
         out = []
         for data in packets:
             for frame in self._dec.decode(self._av.Packet(data)):
@@ -303,8 +332,126 @@ class _AvStream(CodecStream):
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+class _AvStream(CodecStream):
+    """Frame-by-frame :class:`CodecStream` over :class:`_AvContexts` (speed runs)."""
+
+    def __init__(self, peer: AvPeer) -> None:
+        self._ctx = _AvContexts(peer)
+        self.frame_samples = self._ctx.frame_samples
+
+    def encode(self, frame: np.ndarray) -> list[bytes]:
+        return self._ctx.encode(frame)
+
+    def decode(self, packets: list[bytes]) -> np.ndarray:
+        return self._ctx.decode(packets)
+
+
+def _check_av_codecs(peer: AvPeer) -> str:
+    """Check that PyAV and its FFmpeg have the peer's encoder and decoder; returns av's version.
+
+    Raises:
+        ImportError: PyAV is missing.
+        ValueError: FFmpeg in this PyAV build lacks the encoder or decoder.
+    """
+    try:
+        import av
+    except ImportError as exc:
+        raise ImportError("peer codecs need PyAV: pip install av") from exc
+    for codec_name, mode in ((peer.encoder, "w"), (peer.decoder, "r")):
+        try:
+            av.codec.Codec(codec_name, mode)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - PyAV raises several types for "unknown"
+            raise ValueError(f"this PyAV/FFmpeg build has no "
+                             f"{'encoder' if mode == 'w' else 'decoder'} "
+                             f"{codec_name!r}") from exc
+    return str(av.__version__)
+
+
+class _AvFrameEncoder(FrameEncoder):
+    def __init__(self, codec: AvFrameCodec) -> None:
+        self.info = codec.info
+        self._peer = codec.peer
+        self._ctx = _AvContexts(self._peer)
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        packets = self._ctx.encode(check_pcm_frame(pcm, self.info))
+        if len(packets) != 1 or len(packets[0]) != self.info.bytes_per_frame:
+            raise CodecError(f"{self.info.name}: the encoder gave packets of "
+                             f"{[len(p) for p in packets]} bytes for one frame, expected one "
+                             f"of {self.info.bytes_per_frame}")
+        return packets[0]
+
+    def reset(self) -> None:
+        self._ctx = _AvContexts(self._peer)
+
+
+class _AvPayloadDecoder:
+    def __init__(self, codec: AvFrameCodec) -> None:
+        self.info = codec.info
+        self._peer = codec.peer
+        self._ctx = _AvContexts(self._peer)
+
+    def decode_payload(self, payload: bytes) -> np.ndarray:
+        pcm = self._ctx.decode([check_payload(payload, self.info)])
+        n = self.info.output_frame_samples
+        if pcm.shape[0] != n:
+            raise CodecError(f"{self.info.name}: the decoder gave {pcm.shape[0]} samples for "
+                             f"one frame, expected {n}")
+        return pcm
+
+    def reset(self) -> None:
+        self._ctx = _AvContexts(self._peer)
+
+
+class AvFrameCodec(Codec):
+    """A fixed-payload PyAV peer (hard CBR Opus, AMR-NB) as a codec of the frame contract.
+
+    The payload size and the decoder's output rate are measured by coding one silent frame.
+    ``decode(None)`` repeats the last payload with a fade (the generic
+    :class:`~voip_codec.transport.plc.ConcealingDecoder`): FFmpeg exposes neither libopus's PLC
+    nor its in-band FEC, and AMR-NB's bad-frame handling is not reachable through PyAV either.
+
+    Args:
+        name: a key of :data:`AV_PEERS` whose peer has ``fixed_payload``.
+
+    Raises:
+        ImportError: PyAV is missing.
+        ValueError: unknown name, a variable-size peer, or FFmpeg lacks the codec.
+    """
+
+    def __init__(self, name: str) -> None:
+        peer = AV_PEERS.get(name)
+        if peer is None or not peer.fixed_payload:
+            raise ValueError(f"{name!r} is not a fixed-payload peer codec")
+        self._av_version = _check_av_codecs(peer)
+        self.peer = peer
+        probe = _AvContexts(peer)
+        packets = probe.encode(np.zeros(probe.frame_samples, dtype=np.float32))
+        if len(packets) != 1:
+            raise ValueError(f"{name}: the encoder does not return one packet per frame")
+        out_rate = round(probe.decode(packets).shape[0] * 1000 / peer.frame_ms)
+        self.info = CodecInfo(name=name, codec_id=AV_CODEC_IDS[name], frame_ms=peer.frame_ms,
+                              bits_per_frame=8 * len(packets[0]), input_sample_rate=INPUT_RATE,
+                              output_sample_rate=out_rate)
+
+    def fingerprint(self) -> str:
+        """Peer configuration and the PyAV version (which pins its FFmpeg/libopus)."""
+        return json.dumps({"peer": self.peer.__dict__, "av": self._av_version}, sort_keys=True,
+                          default=str)
+
+    def new_encoder(self) -> FrameEncoder:
+        """A fresh encoder (new PyAV context)."""
+        return _AvFrameEncoder(self)
+
+    def new_decoder(self) -> FrameDecoder:
+        """A fresh decoder with repeat-and-fade concealment."""
+        from ..transport.plc import ConcealingDecoder
+
+        return ConcealingDecoder(_AvPayloadDecoder(self))
+
+
 class AvTranscoder(Transcoder):
-    """Opus or AMR-NB through PyAV's codec contexts.
+    """A variable-size peer (VBR Opus) through PyAV's codec contexts, whole clips at a time.
 
     Args:
         name: a key of :data:`AV_PEERS`.
@@ -317,19 +464,8 @@ class AvTranscoder(Transcoder):
     def __init__(self, name: str) -> None:
         if name not in AV_PEERS:
             raise ValueError(f"unknown peer codec {name!r}; choose from {', '.join(AV_PEERS)}")
-        try:
-            import av
-        except ImportError as exc:
-            raise ImportError("peer codecs need PyAV: pip install av") from exc
         self.peer = AV_PEERS[name]
-        for codec_name, mode in ((self.peer.encoder, "w"), (self.peer.decoder, "r")):
-            try:
-                av.codec.Codec(codec_name, mode)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - PyAV raises several types for "unknown"
-                raise ValueError(f"this PyAV/FFmpeg build has no "
-                                 f"{'encoder' if mode == 'w' else 'decoder'} "
-                                 f"{codec_name!r}") from exc
-        self._av_version = av.__version__
+        self._av_version = _check_av_codecs(self.peer)
         self.name = name
         self.label = self.peer.label
         self.frame_ms = self.peer.frame_ms
@@ -343,9 +479,9 @@ class AvTranscoder(Transcoder):
         """See :meth:`Transcoder.transcode`; payload bits are the packets' measured bytes x 8."""
         from ..audio import resample
 
-        stream = _AvStream(self.peer)
+        stream = _AvContexts(self.peer)
         x = resample(np.asarray(pcm, dtype=np.float32), INPUT_RATE, self.peer.sample_rate)
-        n = stream._codec_samples
+        n = round(self.peer.sample_rate * self.frame_ms / 1000)
         frames = max(1, -(-x.shape[0] // n))
         padded = np.zeros(frames * n, dtype=np.float32)
         padded[:x.shape[0]] = x
@@ -395,8 +531,12 @@ def resolve_codec(spec: str) -> Transcoder | MissingCodec:
     from ..codecs.registry import available_codecs, get_codec
 
     loaders: dict[str, Callable[[], Transcoder]] = {"original": IdentityTranscoder}
-    for peer in AV_PEERS:
-        loaders[peer] = lambda p=peer: AvTranscoder(p)  # type: ignore[misc]
+    for peer, cfg in AV_PEERS.items():
+        if cfg.fixed_payload:
+            loaders[peer] = lambda p=peer, c=cfg: FrameCodecTranscoder(  # type: ignore[misc]
+                AvFrameCodec(p), c.label)
+        else:
+            loaders[peer] = lambda p=peer: AvTranscoder(p)  # type: ignore[misc]
     for reg in available_codecs():
         loaders[reg] = lambda r=reg: FrameCodecTranscoder(get_codec(r))  # type: ignore[misc]
     loaders["focalcodec-conformance"] = lambda: _checkpoint_transcoder(
