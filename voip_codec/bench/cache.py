@@ -18,8 +18,9 @@ from typing import Any
 
 __all__ = ["CACHE_VERSION", "DEFAULT_CACHE_DIR", "ResultCache", "file_digest"]
 
-CACHE_VERSION = 1
-"""Bump when alignment, metric plumbing or the stored layout changes."""
+CACHE_VERSION = 2
+"""Bump when alignment, metric plumbing or the stored layout changes (2: dWER against the
+transcript of the whole original clip)."""
 
 DEFAULT_CACHE_DIR = Path(".cache") / "voip-codec-bench"
 """Default cache folder (relative to the working directory)."""

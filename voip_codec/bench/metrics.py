@@ -21,9 +21,12 @@ import sys
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .cache import ResultCache
 
 __all__ = [
     "METRICS",
@@ -63,6 +66,9 @@ class MetricSpec:
     """Direction of the scale (False for error rates)."""
     description: str
     """One line: what the number measures."""
+    whole_reference: bool = False
+    """The reference is the whole original clip rather than the delay-aligned cut (a
+    transcript does not depend on alignment, and one transcript then serves every codec)."""
 
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
@@ -73,7 +79,8 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("distillmos", "DistillMOS", ("distillmos", "torch"), "pip install distillmos",
                False, True, "non-intrusive naturalness MOS predicted by DistillMOS (1..5)"),
     MetricSpec("dwer", "dWER %", ("pocketsphinx",), "pip install pocketsphinx", True, False,
-               "pocketsphinx WER of the decoded audio against its transcript of the original"),
+               "pocketsphinx WER of the decoded audio against its transcript of the original",
+               whole_reference=True),
     MetricSpec("speaker", "spk cos", ("resemblyzer",),
                "pip install --no-deps resemblyzer webrtcvad-wheels", True, True,
                "cosine similarity of Resemblyzer speaker embeddings, original vs decoded"),
@@ -186,6 +193,15 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return prev[-1] / len(ref)
 
 
+def _pocketsphinx_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"pocketsphinx-{version('pocketsphinx')}"
+    except PackageNotFoundError:
+        return "pocketsphinx-unknown"
+
+
 def _import_distillmos() -> Any:
     """Import distillmos without torchaudio.
 
@@ -213,12 +229,14 @@ class MetricSet:
 
     Args:
         names: metric names (keys of :data:`METRICS`).
+        store: optional result cache that keeps pocketsphinx transcripts across processes and
+            runs (the original's transcript is then computed once per clip, not per codec).
 
     Raises:
         ValueError: an unknown metric name (the message lists the known ones).
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], store: ResultCache | None = None) -> None:
         unknown = [n for n in names if n not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from "
@@ -232,6 +250,7 @@ class MetricSet:
                 self.missing[name] = f"missing ({spec.install})"
         self._models: dict[str, Any] = {}
         self._transcripts: dict[str, str] = {}
+        self._store = store
 
     @property
     def available(self) -> list[str]:
@@ -291,6 +310,11 @@ class MetricSet:
         cached = self._transcripts.get(key)
         if cached is not None:
             return cached
+        parts = {"kind": "transcript", "audio": key, "asr": _pocketsphinx_version()}
+        stored = self._store.get(parts) if self._store is not None else None
+        if stored is not None and isinstance(stored.get("text"), str):
+            self._transcripts[key] = stored["text"]
+            return stored["text"]
         decoder = self._models.get("pocketsphinx")
         if decoder is None:
             from pocketsphinx import Decoder
@@ -304,6 +328,8 @@ class MetricSet:
         hyp = decoder.hyp()
         text = hyp.hypstr if hyp is not None else ""
         self._transcripts[key] = text
+        if self._store is not None:
+            self._store.put(parts, {"text": text})
         return text
 
     def _score_dwer(self, ref: np.ndarray, deg: np.ndarray) -> float:
