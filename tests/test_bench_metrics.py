@@ -1,7 +1,9 @@
 """Metric plumbing of the evaluation harness (``voip_codec.bench``) on short clips.
 
 Covers delay alignment, resampling of narrowband outputs, the identity codec, reporting of
-missing metric packages and missing codecs, and the result cache. Uses 3 s of one eval clip.
+missing metric packages and missing codecs, the result cache (and its model fingerprint), the
+frame-contract peers in the loss simulation, ``bench loss`` and the generated README table. Uses
+3 s of one eval clip.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ pytest.importorskip("pesq")
 from voip_codec.audio import resample  # noqa: E402
 from voip_codec.bench import metrics as metrics_mod  # noqa: E402
 from voip_codec.bench.cache import ResultCache, file_digest  # noqa: E402
-from voip_codec.bench.harness import Clip, run_quality  # noqa: E402
+from voip_codec.bench.harness import Clip, run_loss, run_quality  # noqa: E402
 from voip_codec.bench.metrics import (  # noqa: E402
     METRIC_RATE,
     MetricSet,
@@ -36,7 +38,12 @@ from voip_codec.bench.peers import (  # noqa: E402
     Transcoder,
     resolve_codec,
 )
-from voip_codec.bench.report import render_markdown  # noqa: E402
+from voip_codec.bench.report import (  # noqa: E402
+    README_BEGIN,
+    README_END,
+    render_markdown,
+    update_readme,
+)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +179,106 @@ def test_word_error_rate() -> None:
     assert word_error_rate("a b c d", "a x c") == pytest.approx(0.5)
     assert word_error_rate("", "") == 0.0
     assert word_error_rate("", "a") == 1.0
+
+
+def _has_libopus() -> bool:
+    try:
+        import av
+
+        av.codec.Codec("libopus", "w")
+    except Exception:  # noqa: BLE001 - no PyAV or no libopus in its FFmpeg
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_libopus(), reason="PyAV with libopus not installed")
+def test_cbr_opus_is_a_frame_codec_and_runs_under_loss(clip: Clip) -> None:
+    cbr = resolve_codec("opus-8k-20ms-cbr")
+    assert not isinstance(cbr, MissingCodec) and cbr.codec is not None
+    info = cbr.codec.info
+    assert (info.frame_ms, info.bytes_per_frame, info.output_frame_samples) == (20.0, 20, 960)
+    enc, dec = cbr.codec.new_encoder(), cbr.codec.new_decoder()
+    payload = enc.encode(clip.pcm[:info.input_frame_samples])
+    assert len(payload) == 20 and dec.decode(payload).shape == (960,)
+    assert dec.decode(None).shape == (960,)  # lost frame: repeat-and-fade concealment
+    results = run_loss(["opus-8k-20ms-cbr", "opus-8k-20ms"], [clip],
+                       [("random", 0.0), ("random", 0.2)], ["0"], metrics=["stoi"],
+                       progress=False)
+    ok, vbr = results
+    assert vbr.status == "not run" and "fixed-size" in vbr.reason
+    assert ok.status == "ok"
+    lossless, lossy = ok.rows
+    assert lossless.metrics["stoi_lossless"] > 0.999 and lossless.concealed_pct == 0.0
+    assert lossy.concealed_pct > 5.0 and lossy.metrics["stoi_lossless"] < 0.99
+
+
+def test_model_fingerprint_is_in_the_cache_key(tmp_path: Path, clip: Clip) -> None:
+    """A retrained FocalCodec model recomputes its own rows; other codecs stay cached."""
+    pytest.importorskip("torch")
+    import torch
+
+    from tests._shared import conformance_dir
+    from voip_codec.bench.peers import FrameCodecTranscoder
+    from voip_codec.codecs.focalcodec import load_focalcodec_codec
+
+    codec = load_focalcodec_codec(str(conformance_dir()), "fc-test", 200)
+    short = Clip(clip.path, clip.digest + "-1s", clip.pcm[:METRIC_RATE])
+    model, peer = FrameCodecTranscoder(codec), NarrowbandTranscoder(delay=8)
+    run_quality([model, peer], [short], ["stoi"], ResultCache(tmp_path), progress=False)
+    before = model.fingerprint()
+    with torch.no_grad():  # "retrain": change the first weight of the first tensor
+        next(codec.model.parameters()).view(-1)[0] += 0.5
+    assert model.fingerprint() != before
+    second = ResultCache(tmp_path)
+    run_quality([model, peer], [short], ["stoi"], second, progress=False)
+    assert peer.calls == 1, "the unchanged codec must come from the cache"
+    assert second.hits == 2 and second.misses == 2  # peer: delay + clip; model: both again
+
+
+def test_transcripts_are_shared_through_the_cache(tmp_path: Path, clip: Clip) -> None:
+    pytest.importorskip("pocketsphinx")
+    short = clip.pcm[:2 * METRIC_RATE]
+    first = MetricSet(["dwer"], ResultCache(tmp_path))
+    assert first.score("dwer", short, short) == 0.0
+    second = MetricSet(["dwer"], ResultCache(tmp_path))
+    second._models["pocketsphinx"] = None  # any recognition would now fail
+    assert second.score("dwer", short, short) == 0.0
+
+
+def test_bench_loss_command_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from voip_codec.cli import main
+
+    speech_clips("eval")
+    status = main(["bench", "loss", "--codecs", "codec2-700c", "--clips", "1", "--random",
+                   "0.2", "--bursty", "--redundancy", "0", "2", "--metrics", "stoi",
+                   "--no-cache", "--json", "-q"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    [codec] = report["loss"]
+    k0, k2 = codec["rows"]
+    assert (k0["redundancy"], k2["redundancy"]) == ("0", "2")
+    assert k2["concealed_pct"] < k0["concealed_pct"]
+    assert k2["metrics"]["stoi_lossless"] > k0["metrics"]["stoi_lossless"]
+
+
+def test_readme_table_is_rewritten_between_markers(tmp_path: Path, clip: Clip) -> None:
+    [row] = run_quality(["pcm16"], [clip], ["stoi"], progress=False)
+    from dataclasses import asdict
+
+    report = {"context": {"clips": 1, "clips_available": 77, "audio_seconds": 3.0,
+                          "machine": {"date": "2026-11-24", "cpu": "AMD EPYC", "cores": 2}},
+              "quality": [asdict(row)]}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_BEGIN}\nold table\n{README_END}\noutro\n")
+    update_readme(readme, report)
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "2026-11-24" in text and "1 of 77 clips" in text and "| pcm16 | 256.00 |" in text
+    update_readme(readme, report)  # idempotent
+    assert readme.read_text() == text
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(ValueError, match="bench-quality:begin"):
+        update_readme(bare, report)

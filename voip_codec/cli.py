@@ -229,10 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_codec_speed_arguments(p)  # --codecs: per-codec speed instead of the model bench
     p.set_defaults(func=cmd_bench_speed)
-    from .bench.harness import add_quality_parser, add_report_parser
-    from .bench_loss import add_parser as add_loss_parser
+    from .bench.harness import add_loss_parser, add_quality_parser, add_report_parser
 
-    add_loss_parser(bsub)  # `voip-codec bench loss`: STOI under loss per redundancy setting
+    add_loss_parser(bsub)  # `voip-codec bench loss`: quality under loss per redundancy setting
     add_quality_parser(bsub)  # `voip-codec bench quality`: codecs side by side
     add_report_parser(bsub)  # `voip-codec bench report`: quality + loss + speed, Markdown/PNG
     p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")

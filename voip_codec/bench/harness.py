@@ -18,8 +18,10 @@ JSON file (:mod:`voip_codec.bench.report`). Results are cached per (codec, clip,
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,6 +55,7 @@ __all__ = [
     "run_quality",
     "run_quality_command",
     "run_report_command",
+    "set_threads",
 ]
 
 QUALITY_METRICS: tuple[str, ...] = ("stoi", "pesq", "distillmos", "dwer", "speaker")
@@ -70,8 +73,15 @@ DEFAULT_LOSS_CONDITIONS: tuple[tuple[str, float], ...] = (
 DEFAULT_REDUNDANCY: tuple[str, ...] = ("0", "1", "2", "adaptive")
 """Redundancy settings: fixed K (earlier frames repeated per packet) or adaptive."""
 
-DEFAULT_LOSS_CODECS: tuple[str, ...] = ("focalcodec-default", "codec2-700c", "codec2-3200")
-"""Codecs of ``bench loss`` when none are named (frame-contract codecs only)."""
+DEFAULT_LOSS_CODECS: tuple[str, ...] = (
+    "focalcodec-default", "focalcodec-conformance", "codec2-700c", "codec2-3200",
+    "opus-8k-20ms", "opus-8k-20ms-cbr", "amrnb-4.75k",
+)
+"""Codecs of ``bench loss`` when none are named (VBR Opus is listed to show it as not run)."""
+
+NOT_FRAME_CODEC = ("VBR packets vary in size and the frame contract carries fixed-size "
+                   "payloads; see the hard-CBR Opus row")
+"""Why a peer without a frame-contract codec has no loss rows."""
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3", ".m4a", ".opus", ".aac", ".webm")
 """File types picked up from a clip folder."""
@@ -253,7 +263,8 @@ def _quality_one(transcoder: Transcoder, clips: Sequence[Clip], metrics: MetricS
             entry["payload_bits"], entry["seconds"] = dec.payload_bits, dec.seconds
             ref, deg = align(clip.pcm, dec.audio, delay)
             for name in todo:
-                values[name] = metrics.score(name, ref, deg)
+                values[name] = metrics.score(
+                    name, clip.pcm if METRICS[name].whole_reference else ref, deg)
             entry["metrics"] = values
             cache.put(parts, entry)
         bits_total += int(entry["payload_bits"])
@@ -291,8 +302,8 @@ def run_quality(codecs: Sequence[str | Transcoder], clips: Sequence[Clip],
     """
     if not clips:
         raise ValueError("run_quality needs at least one clip")
-    metric_set = MetricSet(metrics)
     store = cache if cache is not None else ResultCache(None)
+    metric_set = MetricSet(metrics, store)
     resolved = [resolve_codec(c) if isinstance(c, str) else c for c in codecs]
     results = []
     runnable = sum(not isinstance(r, MissingCodec) for r in resolved)
@@ -345,9 +356,9 @@ class CodecLoss:
     label: str
     """Description."""
     status: str
-    """``"ok"`` or ``"missing"``."""
+    """``"ok"``, ``"missing"`` (cannot run here) or ``"not run"`` (no frame-contract codec)."""
     reason: str = ""
-    """Why it is missing."""
+    """Why it is missing or not run."""
     fingerprint: str = ""
     """Short digest of the codec fingerprint."""
     lossless_plcmos: float | None = None
@@ -365,8 +376,10 @@ def _loss_scores(metrics: MetricSet, original: np.ndarray, lossless: np.ndarray,
     n = min(lossless.shape[0], degraded.shape[0])
     for name in metrics.available:
         if METRICS[name].intrusive:
-            values[f"{name}_lossless"] = metrics.score(name, lossless[:n], degraded[:n])
-            values[f"{name}_original"] = metrics.score(name, ref_o, deg_o)
+            whole = METRICS[name].whole_reference
+            values[f"{name}_lossless"] = metrics.score(name, lossless if whole else lossless[:n],
+                                                       degraded[:n])
+            values[f"{name}_original"] = metrics.score(name, original if whole else ref_o, deg_o)
         else:
             values[name] = metrics.score(name, deg_o, deg_o)
     return values
@@ -461,8 +474,8 @@ def run_loss(codecs: Sequence[str], clips: Sequence[Clip],
     aligned with the lossless decode. Clip ``i`` uses network seed ``seed + i``.
 
     Args:
-        codecs: frame-contract codec names or checkpoint paths (peers such as Opus have no
-            frame-contract codec and are reported as missing here).
+        codecs: codec names or checkpoint paths; peers without a frame-contract codec (VBR
+            Opus) get a ``"not run"`` entry with the reason.
         clips: clips from :func:`load_clips`.
         conditions: ``(loss model, rate)`` pairs, model ``"random"`` or ``"bursty"``.
         redundancy: settings among ``"0"``..``"3"`` and ``"adaptive"``.
@@ -489,8 +502,8 @@ def run_loss(codecs: Sequence[str], clips: Sequence[Clip],
     for setting in redundancy:
         if setting not in allowed:
             raise ValueError(f"redundancy setting {setting!r} is not one of {', '.join(allowed)}")
-    metric_set = MetricSet(metrics)
     store = cache if cache is not None else ResultCache(None)
+    metric_set = MetricSet(metrics, store)
     results = []
     resolved = [resolve_codec(c) for c in codecs]
     runnable = [r for r in resolved if not isinstance(r, MissingCodec) and r.codec is not None]
@@ -500,9 +513,7 @@ def run_loss(codecs: Sequence[str], clips: Sequence[Clip],
             if isinstance(item, MissingCodec):
                 results.append(CodecLoss(item.name, item.name, "missing", item.reason))
             elif item.codec is None:
-                results.append(CodecLoss(item.name, item.label, "missing",
-                                         "not a frame-contract codec: the transport "
-                                         "simulation cannot carry it"))
+                results.append(CodecLoss(item.name, item.label, "not run", NOT_FRAME_CODEC))
             else:
                 bar.set_description(f"loss {item.name}")
                 results.append(_loss_one(item, clips, metric_set, store, conditions,
@@ -512,6 +523,22 @@ def run_loss(codecs: Sequence[str], clips: Sequence[Clip],
 
 # --------------------------------------------------------------------------------------------
 # command line
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch intra-op threads (FocalCodec, DistillMOS) in this process.
+
+    One thread is the default of the benchmark commands: on a shared 2-core machine two torch
+    threads contend with other load and a FocalCodec decode got ~20x slower.
+    """
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _common_arguments(parser: argparse.ArgumentParser, default_codecs: Sequence[str],
@@ -534,21 +561,19 @@ def _common_arguments(parser: argparse.ArgumentParser, default_codecs: Sequence[
     parser.add_argument("--out", type=Path, default=None,
                         help="write report.md, results.json and PNG plots to this folder")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (default 1)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def _loss_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--loss-codecs", nargs="+", default=None, metavar="CODEC",
-                        help="codecs of the loss benchmark (default: "
-                             f"{' '.join(DEFAULT_LOSS_CODECS)} plus --model paths)")
-    parser.add_argument("--loss-clips", type=int, default=6,
-                        help="clips of the loss benchmark (default 6)")
     parser.add_argument("--random", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.20],
                         metavar="RATE", help="random loss rates (default 0 0.05 0.1 0.2)")
     parser.add_argument("--bursty", type=float, nargs="*", default=[0.10, 0.20],
                         metavar="RATE", help="Gilbert-Elliott loss rates (default 0.1 0.2)")
     parser.add_argument("--redundancy", nargs="+", default=list(DEFAULT_REDUNDANCY),
-                        choices=["0", "1", "2", "3", "adaptive"], help="settings to compare")
+                        choices=["0", "1", "2", "3", "adaptive"],
+                        help="settings to compare (default 0 1 2 adaptive)")
     parser.add_argument("--burst", type=float, default=3.0,
                         help="mean burst length of the bursty model, packets (default 3)")
     parser.add_argument("--delay-ms", type=float, default=240.0,
@@ -575,9 +600,12 @@ def add_loss_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser = subparsers.add_parser(
         "loss", help="quality under random/bursty packet loss per redundancy setting",
         description="Clips through the packet/jitter-buffer/concealment simulation under "
-                    "random and Gilbert-Elliott loss; STOI/PESQ vs the lossless decode and "
-                    "vs the original, and PLCMOS.")
-    _common_arguments(parser, DEFAULT_LOSS_CODECS, 6)
+                    "random and Gilbert-Elliott loss, per redundancy setting: STOI/WB-PESQ vs "
+                    "the lossless decode and vs the original, and PLCMOS.")
+    _common_arguments(parser, DEFAULT_LOSS_CODECS, 8)
+    parser.add_argument("--metrics", nargs="+", default=list(LOSS_METRICS),
+                        choices=list(METRICS), help="metrics to compute (default stoi pesq "
+                                                    "plcmos)")
     _loss_arguments(parser)
     parser.set_defaults(func=run_loss_command)
     return parser
@@ -589,10 +617,18 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser = subparsers.add_parser(
         "report", help="quality + loss + per-codec speed, Markdown/PNG/JSON report",
         description="Runs bench quality, bench loss and the per-codec speed measurement and "
-                    "writes one report (report.md, results.json, PNG plots).")
-    _common_arguments(parser, DEFAULT_CODECS, 20)
+                    "writes one report (report.md, results.json, PNG plots); or re-renders a "
+                    "saved results.json (--from-json).")
+    _common_arguments(parser, DEFAULT_CODECS, None)
     parser.add_argument("--metrics", nargs="+", default=list(QUALITY_METRICS),
                         choices=list(METRICS), help="quality metrics to compute")
+    parser.add_argument("--loss-codecs", nargs="+", default=None, metavar="CODEC",
+                        help="codecs of the loss benchmark (default: "
+                             f"{' '.join(DEFAULT_LOSS_CODECS)} plus --model paths)")
+    parser.add_argument("--loss-clips", type=int, default=10,
+                        help="clips of the loss benchmark, picked evenly (default 10)")
+    parser.add_argument("--loss-metrics", nargs="+", default=list(LOSS_METRICS),
+                        choices=list(METRICS), help="metrics of the loss benchmark")
     _loss_arguments(parser)
     parser.add_argument("--speed-codecs", nargs="*", default=None, metavar="CODEC",
                         help="codecs timed (default: every runnable codec of the quality run)")
@@ -600,7 +636,17 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="audio seconds per speed run (default 10)")
     parser.add_argument("--speed-threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts timed (default 1 2)")
-    parser.set_defaults(func=run_report_command, out=None)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for quality and loss, one codec per task; speed "
+                             "always runs afterwards, alone (default 1)")
+    parser.add_argument("--note", default="",
+                        help="free text for the report header (e.g. what else ran)")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
+                        help="re-render a saved results.json instead of running anything")
+    parser.add_argument("--readme", type=Path, default=None, metavar="README",
+                        help="rewrite the quality table between the <!-- bench-quality:begin "
+                             "--> and <!-- bench-quality:end --> markers of this file")
+    parser.set_defaults(func=run_report_command)
     return parser
 
 
@@ -644,9 +690,17 @@ def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:
 def _context(args: argparse.Namespace, clips: Sequence[Clip]) -> dict[str, Any]:
     from .report import machine_description
 
-    return {"clip_dir": str(args.clip_dir or default_clip_dir()), "clips": len(clips),
+    clip_dir = args.clip_dir or default_clip_dir()
+    return {"clip_dir": str(clip_dir), "clips": len(clips),
+            "clips_available": len(load_clips_paths(clip_dir)),
             "audio_seconds": round(sum(c.seconds for c in clips), 1),
-            "clip_files": [str(c.path) for c in clips], "machine": machine_description()}
+            "clip_files": [str(c.path.relative_to(clip_dir)) for c in clips],
+            "threads": args.threads, "machine": machine_description()}
+
+
+def load_clips_paths(clip_dir: Path) -> list[Path]:
+    """The audio files :func:`load_clips` would pick from (all of them, sorted)."""
+    return sorted(p for p in clip_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -658,6 +712,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def run_quality_command(args: argparse.Namespace) -> int:
     """``voip-codec bench quality``: run and print (or write) the report; returns the status."""
     try:
+        set_threads(args.threads)
         clips = load_clips(args.clip_dir or default_clip_dir(), args.clips)
         cache = _open_cache(args)
         rows = run_quality(_codecs_with_models(args, args.codecs), clips, args.metrics, cache,
@@ -671,20 +726,27 @@ def run_quality_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loss_context(args: argparse.Namespace, loss_clips: Sequence[Clip]) -> dict[str, Any]:
+    clip_dir = args.clip_dir or default_clip_dir()
+    return {"loss_clips": len(loss_clips),
+            "loss_audio_seconds": round(sum(c.seconds for c in loss_clips), 1),
+            "loss_clip_files": [str(c.path.relative_to(clip_dir)) for c in loss_clips],
+            "burst": args.burst, "playout_delay_ms": args.delay_ms, "seed": args.seed}
+
+
 def run_loss_command(args: argparse.Namespace) -> int:
     """``voip-codec bench loss``: run and print (or write) the report; returns the status."""
     try:
+        set_threads(args.threads)
         clips = load_clips(args.clip_dir or default_clip_dir(), args.clips)
         cache = _open_cache(args)
-        codecs = args.loss_codecs or args.codecs
-        rows = run_loss(_codecs_with_models(args, codecs), clips, _conditions(args),
-                        args.redundancy, args.burst, args.delay_ms, args.seed, cache=cache,
-                        progress=not args.quiet)
+        rows = run_loss(_codecs_with_models(args, args.codecs), clips, _conditions(args),
+                        args.redundancy, args.burst, args.delay_ms, args.seed, args.metrics,
+                        cache=cache, progress=not args.quiet)
     except _user_errors() as exc:
         print(f"bench loss: error: {exc}", file=sys.stderr)
         return 1
-    report = {"context": {**_context(args, clips), "burst": args.burst,
-                          "playout_delay_ms": args.delay_ms, "seed": args.seed},
+    report = {"context": {**_context(args, clips), **_loss_context(args, clips)},
               "loss": [asdict(r) for r in rows],
               "cache": {"hits": cache.hits, "misses": cache.misses}}
     _emit(report, args)
@@ -717,41 +779,176 @@ def _iter_speed_codecs(quality: Sequence[CodecQuality]) -> Iterator[str]:
             yield row.name
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a report task needs (picklable: sent once to each worker process)."""
+
+    clip_dir: Path
+    clips: int | None
+    loss_clips: int
+    metrics: tuple[str, ...]
+    loss_metrics: tuple[str, ...]
+    conditions: tuple[tuple[str, float], ...]
+    redundancy: tuple[str, ...]
+    burst: float
+    playout_delay_ms: float
+    seed: int
+    cache_dir: Path | None
+    threads: int
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(plan: _Plan) -> None:
+    set_threads(plan.threads)
+    _WORKER.clear()
+    _WORKER["plan"] = plan
+
+
+def _plan_clips(plan: _Plan, loss: bool) -> list[Clip]:
+    key = "loss_clips" if loss else "clips"
+    if key not in _WORKER:
+        all_clips = _WORKER.get("clips") or load_clips(plan.clip_dir, plan.clips)
+        _WORKER["clips"] = all_clips
+        if loss:
+            n = min(plan.loss_clips, len(all_clips))
+            _WORKER[key] = [all_clips[int(i)] for i in np.linspace(0, len(all_clips) - 1, n)]
+    return list(_WORKER[key])
+
+
+def _run_task(task: tuple[str, str, int], progress: bool = False) -> tuple[str, int, Any,
+                                                                          float, int, int]:
+    """Run one report task ``(kind, codec, index)`` with the worker's plan; returns ``(kind,
+    index, result, seconds, cache hits, cache misses)``."""
+    import time
+
+    plan: _Plan = _WORKER["plan"]
+    kind, codec, index = task
+    cache = ResultCache(plan.cache_dir)
+    start = time.perf_counter()
+    result: Any
+    if kind == "transcripts":  # the originals' transcripts, shared by every codec's dWER
+        metric_set = MetricSet(["dwer"], cache)
+        clips = _plan_clips(plan, loss=False)[index::int(codec)]
+        if "dwer" in metric_set.available:
+            for clip in clips:
+                metric_set.score("dwer", clip.pcm, clip.pcm)
+        result = None
+    elif kind == "quality":
+        [result] = run_quality([codec], _plan_clips(plan, loss=False), plan.metrics, cache,
+                               progress=progress)
+    else:
+        [result] = run_loss([codec], _plan_clips(plan, loss=True), plan.conditions,
+                            plan.redundancy, plan.burst, plan.playout_delay_ms, plan.seed,
+                            plan.loss_metrics, cache, progress=progress)
+    return kind, index, result, time.perf_counter() - start, cache.hits, cache.misses
+
+
+def _run_tasks(plan: _Plan, codecs: Sequence[str], loss_codecs: Sequence[str], jobs: int,
+               progress: bool) -> tuple[list[CodecQuality], list[CodecLoss], ResultCache]:
+    """Quality and loss of every codec, in ``jobs`` worker processes (1: in this process)."""
+    tasks: list[tuple[str, str, int]] = []
+    if jobs > 1 and "dwer" in plan.metrics:
+        tasks += [("transcripts", str(jobs), i) for i in range(jobs)]
+    tasks += [("loss", c, i) for i, c in enumerate(loss_codecs)]
+    tasks += [("quality", c, i) for i, c in enumerate(codecs)]
+    quality: list[Any] = [None] * len(codecs)
+    loss: list[Any] = [None] * len(loss_codecs)
+    totals = ResultCache(None)
+    totals.misses = 0
+
+    def collect(done: tuple[str, int, Any, float, int, int], codec: str) -> None:
+        kind, index, result, seconds, hits, misses = done
+        totals.hits += hits
+        totals.misses += misses
+        if kind == "quality":
+            quality[index] = result
+        elif kind == "loss":
+            loss[index] = result
+        print(f"bench report: {kind} {codec} done in {seconds:.0f} s", file=sys.stderr)
+
+    if jobs <= 1:
+        _worker_init(plan)
+        for task in tasks:
+            collect(_run_task(task, progress), task[1])
+        return quality, loss, totals
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # no torch state inherited through fork
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(plan,)) as pool, \
+            _progress(len(tasks), "report tasks", progress) as bar:
+        futures = {pool.submit(_run_task, task): task for task in tasks}
+        for future in as_completed(futures):
+            collect(future.result(), futures[future][1])
+            bar.update(1)
+    return quality, loss, totals
+
+
 def run_report_command(args: argparse.Namespace) -> int:
     """``voip-codec bench report``: quality + loss + speed, written to ``--out`` (default
-    ``bench-report/``) and printed; returns the exit status."""
-    from .codec_speed import measure_codecs
+    ``bench-report/``) and printed; or a saved ``results.json`` re-rendered (``--from-json``).
+    ``--readme`` also rewrites the README's quality table. Returns the exit status."""
+    import time
 
+    from .codec_speed import measure_codecs
+    from .report import update_readme
+
+    if args.from_json is not None:
+        try:
+            report = json.loads(args.from_json.read_text(encoding="utf-8"))
+            if args.readme is not None:
+                update_readme(args.readme, report)
+        except (OSError, ValueError) as exc:
+            print(f"bench report: error: {exc}", file=sys.stderr)
+            return 1
+        _emit(report, args)
+        return 0
     out = args.out or Path("bench-report")
     args.out = out
     try:
-        cache = _open_cache(args)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        set_threads(args.threads)
         clip_dir = args.clip_dir or default_clip_dir()
         clips = load_clips(clip_dir, args.clips)
+        loss_clips = [clips[int(i)] for i in
+                      np.linspace(0, len(clips) - 1, min(args.loss_clips, len(clips)))]
+        plan = _Plan(clip_dir, args.clips, args.loss_clips, tuple(args.metrics),
+                     tuple(args.loss_metrics), tuple(_conditions(args)), tuple(args.redundancy),
+                     args.burst, args.delay_ms, args.seed,
+                     None if args.no_cache else args.cache_dir, args.threads)
         codecs = _codecs_with_models(args, args.codecs)
-        quality = run_quality(codecs, clips, args.metrics, cache, progress=not args.quiet)
-        loss_clips = load_clips(clip_dir, min(args.loss_clips, len(clips)))
         loss_codecs = _codecs_with_models(args, args.loss_codecs or DEFAULT_LOSS_CODECS)
-        loss = run_loss(loss_codecs, loss_clips, _conditions(args), args.redundancy,
-                        args.burst, args.delay_ms, args.seed, cache=cache,
-                        progress=not args.quiet)
+        load_start = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        quality, loss, cache = _run_tasks(plan, codecs, loss_codecs, args.jobs,
+                                          not args.quiet)
+        t1 = time.perf_counter()
         speed_names = (args.speed_codecs if args.speed_codecs is not None
                        else list(_iter_speed_codecs(quality)))
         speed = measure_codecs(speed_names, args.speed_threads, seconds=args.speed_seconds,
                                progress=not args.quiet)
+        t2 = time.perf_counter()
     except _user_errors() as exc:
         print(f"bench report: error: {exc}", file=sys.stderr)
         return 1
     report = {
-        "context": {**_context(args, clips), "loss_clips": len(loss_clips),
-                    "loss_clip_files": [str(c.path) for c in loss_clips], "burst": args.burst,
-                    "playout_delay_ms": args.delay_ms, "seed": args.seed,
-                    "speed_seconds": args.speed_seconds},
+        "context": {**_context(args, clips), **_loss_context(args, loss_clips),
+                    "speed_seconds": args.speed_seconds, "jobs": args.jobs, "note": args.note,
+                    "loadavg_start": round(load_start, 2),
+                    "loadavg_end": round(os.getloadavg()[0], 2),
+                    "wall_s": {"quality_and_loss": round(t1 - t0, 1),
+                               "speed": round(t2 - t1, 1)}},
         "quality": [asdict(r) for r in quality],
         "loss": [asdict(r) for r in loss],
         "speed": [asdict(r) for r in speed],
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
     _emit(report, args)
+    if args.readme is not None:
+        update_readme(args.readme, report)
     print(f"report written to {out}/report.md", file=sys.stderr)
     return 0

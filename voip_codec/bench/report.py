@@ -15,7 +15,12 @@ from typing import Any
 
 from .metrics import METRICS
 
-__all__ = ["machine_description", "render_markdown", "write_report"]
+__all__ = ["README_BEGIN", "README_END", "machine_description", "readme_quality_section",
+           "render_markdown", "update_readme", "write_report"]
+
+README_BEGIN = "<!-- bench-quality:begin -->"
+README_END = "<!-- bench-quality:end -->"
+"""Markers around the generated quality table in a README (see :func:`update_readme`)."""
 
 
 def machine_description() -> dict[str, Any]:
@@ -67,19 +72,27 @@ def _quality_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+_LOSS_CELL = (("stoi_lossless", "STOI vs lossless", 3), ("stoi_original", "STOI vs original", 3),
+              ("pesq_lossless", "WB-PESQ vs lossless", 2),
+              ("pesq_original", "WB-PESQ vs original", 2), ("plcmos", "PLCMOS", 2))
+
+
 def _loss_tables(codecs: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for c in codecs:
         lines.append(f"#### {c['label']}")
         lines.append("")
         if c["status"] != "ok":
-            lines += [f"missing: {c['reason']}", ""]
+            lines += [f"{c['status']}: {c['reason']}", ""]
             continue
         for m, hint in c.get("missing_metrics", {}).items():
             lines.append(f"- {METRICS[m].label}: {hint}")
-        lines.append(f"PLCMOS of the lossless decode: {_num(c['lossless_plcmos'], 2)}. "
-                     "Cells: STOI vs lossless decode / STOI vs original / WB-PESQ vs "
-                     "original / PLCMOS (concealed frames %, kbps).")
+        present = {k for r in c["rows"] for k, v in r["metrics"].items() if v is not None}
+        shown = [(k, label, d) for k, label, d in _LOSS_CELL if k in present]
+        if c.get("lossless_plcmos") is not None:
+            lines.append(f"PLCMOS of the lossless decode: {_num(c['lossless_plcmos'], 2)}.")
+        lines.append("Cells: " + " / ".join(label for _, label, _ in shown)
+                     + " (concealed frames %, packet kbps).")
         lines.append("")
         settings = list(dict.fromkeys(r["redundancy"] for r in c["rows"]))
         head = ["loss", *[f"K={s}" for s in settings]]
@@ -90,14 +103,41 @@ def _loss_tables(codecs: list[dict[str, Any]]) -> list[str]:
             for s in settings:
                 r = next(x for x in c["rows"] if x["loss_model"] == model
                          and x["loss_rate"] == rate and x["redundancy"] == s)
-                m = r["metrics"]
-                cells.append(f"{_num(m.get('stoi_lossless'), 3)} / "
-                             f"{_num(m.get('stoi_original'), 3)} / "
-                             f"{_num(m.get('pesq_original'), 2)} / {_num(m.get('plcmos'), 2)} "
-                             f"({r['concealed_pct']:.1f}%, {r['kbps']:.2f})")
+                values = " / ".join(_num(r["metrics"].get(k), d) for k, _, d in shown)
+                cells.append(f"{values} ({r['concealed_pct']:.1f}%, {r['kbps']:.2f})")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    ctx = report.get("context", {})
+    mach = ctx.get("machine", {})
+    lines = [f"{mach.get('date', '')}, {mach.get('cpu', '?')} ({mach.get('cores', '?')} cores), "
+             f"{mach.get('memory_gib', '?')} GiB, {mach.get('os', '')}, Python "
+             f"{mach.get('python', '')}, torch threads per process: {ctx.get('threads', '?')}, "
+             f"worker processes: {ctx.get('jobs', 1)}."]
+    if "loadavg_start" in ctx:
+        lines.append(f"Load average at the start: {ctx['loadavg_start']}, at the end: "
+                     f"{ctx.get('loadavg_end')}.")
+    if ctx.get("note"):
+        lines.append(ctx["note"])
+    avail = ctx.get("clips_available")
+    subset = (f" (all {avail} clips)" if avail == ctx.get("clips")
+              else f" ({ctx.get('clips')} of {avail} clips, picked evenly from the sorted list)"
+              if avail else "")
+    lines.append(f"Quality: {ctx.get('clips')} clips from `{ctx.get('clip_dir')}`{subset}, "
+                 f"{ctx.get('audio_seconds')} s of speech.")
+    if "loss_clips" in ctx and report.get("loss"):
+        lines.append(f"Packet loss: {ctx['loss_clips']} clips ({ctx.get('loss_audio_seconds')} s; "
+                     "picked evenly from the quality clips: a subset for time), listed in "
+                     "results.json.")
+    wall = ctx.get("wall_s")
+    if wall:
+        lines.append(f"Wall time: quality + loss {wall['quality_and_loss'] / 60:.1f} min, speed "
+                     f"{wall['speed'] / 60:.1f} min; cache {report.get('cache', {}).get('hits')} "
+                     f"hits, {report.get('cache', {}).get('misses')} misses.")
+    return [" ".join(lines), ""]
 
 
 def render_markdown(report: dict[str, Any], plots: bool = True) -> str:
@@ -111,13 +151,7 @@ def render_markdown(report: dict[str, Any], plots: bool = True) -> str:
         Markdown text.
     """
     ctx = report.get("context", {})
-    mach = ctx.get("machine", {})
-    lines = ["# voip-codec benchmark report", ""]
-    lines.append(f"{mach.get('date', '')}, {mach.get('cpu', '?')}, {mach.get('cores', '?')} "
-                 f"cores, {mach.get('memory_gib', '?')} GiB, {mach.get('os', '')}, Python "
-                 f"{mach.get('python', '')}. Clips: {ctx.get('clips')} from "
-                 f"`{ctx.get('clip_dir')}` ({ctx.get('audio_seconds')} s).")
-    lines.append("")
+    lines = ["# voip-codec benchmark report", "", *_header(report)]
     if "quality" in report:
         lines += ["## Quality (no loss)", "",
                   "Means over clips; each codec's fixed delay removed; outputs resampled to "
@@ -131,9 +165,11 @@ def render_markdown(report: dict[str, Any], plots: bool = True) -> str:
     if "loss" in report:
         lines += ["## Packet loss", "",
                   f"{ctx.get('loss_clips', ctx.get('clips'))} clips through the packet / jitter "
-                  f"buffer / concealment simulation, fixed playout delay "
-                  f"{ctx.get('playout_delay_ms')} ms, bursty = Gilbert-Elliott with mean burst "
-                  f"{ctx.get('burst')} packets.", ""]
+                  f"buffer / concealment simulation (one codec frame per packet), fixed playout "
+                  f"delay {ctx.get('playout_delay_ms')} ms, bursty = Gilbert-Elliott with mean "
+                  f"burst {ctx.get('burst')} packets. Lost frames are concealed by repeating the "
+                  "last payload with a fade (FFmpeg exposes no Opus PLC/FEC). K = earlier frames "
+                  "repeated in each packet; packet kbps include our 16-byte packet header.", ""]
         lines += _loss_tables(report["loss"])
         if plots:
             lines += ["![quality vs loss](quality_vs_loss.png)", ""]
@@ -148,6 +184,41 @@ def render_markdown(report: dict[str, Any], plots: bool = True) -> str:
         if plots:
             lines += ["![speed](speed.png)", ""]
     return "\n".join(lines)
+
+
+def readme_quality_section(report: dict[str, Any]) -> str:
+    """The README's generated block: one line on when/where/what, then the quality table."""
+    ctx = report.get("context", {})
+    mach = ctx.get("machine", {})
+    avail = ctx.get("clips_available")
+    scope = (f"all {avail} clips" if avail == ctx.get("clips")
+             else f"{ctx.get('clips')} of {avail} clips")
+    rows = [dict(r, reason=r["reason"].split(". ")[0].split(" (looked")[0][:100])
+            for r in report.get("quality", [])]
+    lines = [README_BEGIN,
+             f"Generated by `voip-codec bench report` on {mach.get('date', '?')}: eval split, "
+             f"{scope} ({ctx.get('audio_seconds')} s of speech), {mach.get('cpu', '?')} "
+             f"({mach.get('cores', '?')} cores, shared), {mach.get('memory_gib', '?')} GiB. "
+             "Full report with loss and speed: `docs/benchmarks/report.md`.", "",
+             *_quality_table(rows), README_END]
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, report: dict[str, Any]) -> None:
+    """Replace the block between :data:`README_BEGIN` and :data:`README_END` in ``path``.
+
+    Raises:
+        ValueError: the file lacks the markers, or the report has no quality results.
+        OSError: the file cannot be read or written.
+    """
+    if not report.get("quality"):
+        raise ValueError("the report has no quality results to put in the README")
+    text = Path(path).read_text(encoding="utf-8")
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no {README_BEGIN} ... {README_END} block")
+    new = text[:begin] + readme_quality_section(report) + text[end + len(README_END):]
+    Path(path).write_text(new, encoding="utf-8")
 
 
 def _plot_quality(report: dict[str, Any], path: Path) -> None:
@@ -178,9 +249,12 @@ def _plot_loss(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     codecs = [c for c in report["loss"] if c["status"] == "ok"]
-    fig, axes = plt.subplots(1, max(1, len(codecs)), figsize=(4.5 * max(1, len(codecs)), 4),
-                             squeeze=False)
-    for ax, c in zip(axes[0], codecs, strict=False):
+    cols = min(3, max(1, len(codecs)))
+    rows = max(1, -(-len(codecs) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(codecs):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.flat, codecs, strict=False):
         settings = list(dict.fromkeys(r["redundancy"] for r in c["rows"]))
         for model, style in (("random", "-"), ("bursty", "--")):
             for s in settings:
