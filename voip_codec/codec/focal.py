@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import FocalDecoderConfig, FocalEncoderConfig
-from .layers import DynamicTanh, FeedForward, Snake, causal_extend, depthwise_causal_conv
+from .layers import (
+    DynamicTanh,
+    FeedForward,
+    Snake,
+    causal_extend,
+    depthwise_causal_conv,
+    pointwise,
+)
 from .state import StreamState
 
 __all__ = ["FocalDecoder", "FocalEncoder", "FocalState"]
@@ -60,7 +67,7 @@ class _FocalModulation(nn.Module):
             term = ctx * gates[..., i:i + 1]
             total = term if total is None else total + term
         assert total is not None
-        modulator = F.linear(total, self.context_proj.weight[:, :, 0], self.context_proj.bias)
+        modulator = pointwise(self.context_proj, total)
         return self.out_proj(query * modulator), new_contexts
 
 
@@ -89,7 +96,7 @@ class _DownScale(nn.Module):
         self.activation = Snake(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation(F.linear(x, self.downscale.weight[:, :, 0], self.downscale.bias))
+        return self.activation(pointwise(self.downscale, x))
 
 
 class _UpScale(nn.Module):
@@ -101,7 +108,7 @@ class _UpScale(nn.Module):
         self.upscale = nn.ConvTranspose1d(c_in, c_out, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.activation(x), self.upscale.weight[:, :, 0].t(), self.upscale.bias)
+        return pointwise(self.upscale, self.activation(x))
 
 
 class _FocalDownScale(nn.Module):

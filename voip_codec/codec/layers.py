@@ -17,6 +17,7 @@ __all__ = [
     "causal_extend",
     "depthwise_causal_conv",
     "grouped_causal_conv",
+    "pointwise",
 ]
 
 
@@ -98,6 +99,16 @@ def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, g
     out = torch.bmm(win, w.transpose(1, 2))  # (groups, B*T, c_out/groups)
     out = out.permute(1, 0, 2).reshape(B, T, c_out)
     return out if bias is None else out + bias
+
+
+def pointwise(layer: nn.Module, x: Tensor) -> Tensor:
+    """Apply a kernel-1 ``Conv1d``/``ConvTranspose1d`` (or any ``(..., in) -> (..., out)``
+    module, e.g. an int8 replacement) to ``(batch, time, channels)`` as a per-frame linear map."""
+    if isinstance(layer, nn.ConvTranspose1d):
+        return F.linear(x, layer.weight[:, :, 0].t(), layer.bias)
+    if isinstance(layer, nn.Conv1d):
+        return F.linear(x, layer.weight[:, :, 0], layer.bias)
+    return layer(x)
 
 
 class Snake(nn.Module):

@@ -13,6 +13,12 @@
 
 Weights load strictly: a missing or unexpected key, or a shape mismatch, is an error naming it.
 Legacy (v0.0.1) checkpoints with separate ``q_proj``/``k_proj``/``v_proj`` are remapped.
+
+Lower-precision checkpoints (``save_pretrained(model, dir, precision="bf16" | "int8")``, see
+:mod:`voip_codec.codec.precision`) keep ``config.json`` and the official key names; the
+safetensors metadata records ``voip_codec.precision`` and the fp32 model's fingerprint, and int8
+layers add ``<name>.weight_scale`` beside their int8 ``<name>.weight``. They load strictly into
+a model of that precision.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from torch import Tensor
 
 from .config import ConfigError, FocalCodecConfig
 from .model import FocalCodec
+from .precision import check_precision, int8_skeleton, model_precision, set_precision
+
+_META_PRECISION = "voip_codec.precision"
+_META_FINGERPRINT = "voip_codec.fingerprint"
 
 __all__ = [
     "CheckpointError",
@@ -214,7 +224,12 @@ def load_state_dict_strict(model: FocalCodec, state: dict[str, Tensor], origin: 
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
     )
-    if missing or unexpected or shapes:
+    dtypes = sorted(  # int8 weights must stay int8 (a float would be silently truncated)
+        f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}"
+        for k in set(own) & set(state)
+        if (own[k].dtype == torch.int8) != (state[k].dtype == torch.int8)
+    )
+    if missing or unexpected or shapes or dtypes:
         def few(xs: list[str]) -> str:
             return ", ".join(xs[:8]) + (f" (+{len(xs) - 8} more)" if len(xs) > 8 else "")
         problems = []
@@ -224,20 +239,26 @@ def load_state_dict_strict(model: FocalCodec, state: dict[str, Tensor], origin: 
             problems.append(f"{len(unexpected)} unexpected key(s): {few(unexpected)}")
         if shapes:
             problems.append(f"{len(shapes)} shape mismatch(es): {few(shapes)}")
+        if dtypes:
+            problems.append(f"{len(dtypes)} dtype mismatch(es): {few(dtypes)}")
         raise CheckpointError(f"{origin} does not match its config: " + "; ".join(problems))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def _read_weights(path: Path) -> dict[str, Tensor]:
+def _read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The state dict and (safetensors only) the metadata of a weights file."""
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(str(path)), meta
     # a pickled state dict: only plain tensors are accepted (no arbitrary code)
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
-    return obj
+    return obj, {}
 
 
 def from_pretrained(
@@ -245,30 +266,80 @@ def from_pretrained(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    precision: str | None = None,
 ) -> FocalCodec:
     """Build a :class:`FocalCodec` from a checkpoint (see the module docstring for sources).
 
+    Args:
+        source: where the checkpoint is.
+        device: where the model goes.
+        dtype: legacy; ``torch.bfloat16`` is the same as ``precision="bf16"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; None keeps the stored precision. An
+            fp32 checkpoint converts to any precision on load; a bf16/int8 checkpoint loads only
+            at its own precision.
+
     Raises:
         CheckpointError: checkpoint not found, or its weights do not match its config.
-        ConfigError: the config is malformed or describes an unsupported (non-causal) model.
+        ConfigError: the config is malformed or describes an unsupported (non-causal) model,
+            or the precision is unknown or cannot be reached from the stored one.
     """
+    if precision is not None:
+        check_precision(precision)
+    elif dtype == torch.bfloat16:
+        precision = "bf16"
     config_path, weights_path, model_id = resolve_checkpoint(source)
     try:
         config = FocalCodecConfig.from_json(config_path)
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from exc
+    state, meta = _read_weights(weights_path)
+    try:
+        stored = check_precision(meta.get(_META_PRECISION, "fp32"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{weights_path}: metadata {_META_PRECISION}: {exc}") from exc
+    if precision is not None and precision != stored and stored != "fp32":
+        raise ConfigError(f"{weights_path} is stored at {stored}; it loads only as {stored} "
+                          f"(convert to {precision} from the fp32 checkpoint instead)")
     model = FocalCodec(config, model_id=model_id)
-    load_state_dict_strict(model, _read_weights(weights_path), str(weights_path))
-    return model.to(device=device, dtype=dtype).eval()
+    if stored == "int8":
+        int8_skeleton(model)
+    load_state_dict_strict(model, state, str(weights_path))
+    if stored == "bf16":
+        model.to(torch.bfloat16)
+    if _META_FINGERPRINT in meta:
+        try:
+            model._fingerprint = bytes.fromhex(meta[_META_FINGERPRINT])
+        except ValueError as exc:
+            raise CheckpointError(f"{weights_path}: bad {_META_FINGERPRINT} metadata") from exc
+    if precision is not None:
+        set_precision(model, precision)
+    return model.to(device=device).eval()
 
 
-def save_pretrained(model: FocalCodec, directory: str | os.PathLike[str]) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (official layout) into ``directory``."""
+def save_pretrained(model: FocalCodec, directory: str | os.PathLike[str],
+                    precision: str | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (official layout) into ``directory``.
+
+    Args:
+        model: the model (left unchanged).
+        directory: created if needed.
+        precision: store at ``"bf16"`` or ``"int8"`` (converted from an fp32 model), or None
+            for the model's own precision. fp32 files are exactly the official format.
+    """
+    import copy
+
     from safetensors.torch import save_file
 
+    if precision is not None and check_precision(precision) != model_precision(model):
+        model = set_precision(copy.deepcopy(model), precision)
+    stored = model_precision(model)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model.config.to_json(out / "config.json")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
+    meta = None
+    if stored != "fp32":
+        meta = {"format": "pt", _META_PRECISION: stored,
+                _META_FINGERPRINT: model.fingerprint().hex()}
+    save_file(state, str(out / "model.safetensors"), metadata=meta)
     return out

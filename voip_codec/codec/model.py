@@ -59,6 +59,7 @@ class FocalCodec(nn.Module):
         self.quantizer = BinarySphericalQuantizer(config.quantizer.codebook_size)
         self.decompressor = FocalDecoder(config.decompressor)
         self.decoder = WaveNeXt(config.decoder)
+        self._fingerprint: bytes | None = None  # kept from fp32 by precision conversions
         self.eval()
 
     # ---------------------------------------------------------------- the codec contract
@@ -123,6 +124,13 @@ class FocalCodec(nn.Module):
         return self.encoder.norm.weight.dtype
 
     @property
+    def precision(self) -> str:
+        """``"fp32"``, ``"bf16"`` or ``"int8"`` (see :mod:`voip_codec.codec.precision`)."""
+        from .precision import model_precision
+
+        return model_precision(self)
+
+    @property
     def causal(self) -> bool:
         """Always true: only the causal variant is implemented."""
         return True
@@ -184,7 +192,7 @@ class FocalCodec(nn.Module):
         sig, voc_state = self.decoder(qfeats, None if state is None else state.decoder, taps)
         if taps is not None:
             taps.update(codes=codes, qfeats=qfeats)
-        return sig, DecoderState(dec_state, voc_state)
+        return sig.float(), DecoderState(dec_state, voc_state)
 
     # ---------------------------------------------------------------- offline stages
     @torch.inference_mode()
@@ -251,8 +259,11 @@ class FocalCodec(nn.Module):
 
         Cheap (reads the first 16 values of each tensor) yet different for differently trained
         models of the same architecture; token files record it so a mismatching decoder is
-        refused.
+        refused. A model converted to bf16/int8 keeps the fingerprint of its fp32 weights
+        (tokens are exchangeable across precisions).
         """
+        if self._fingerprint is not None:
+            return self._fingerprint
         import hashlib
         import json
 

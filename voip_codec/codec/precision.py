@@ -1,0 +1,257 @@
+"""Lower-precision inference: bf16 models and int8 weight quantisation.
+
+At batch 1 a streaming step is bound by reading the weights (about 1 GB of fp32 per 80 ms
+chunk at full size), so smaller weights are faster:
+
+* ``"fp32"``: the reference numerics (conformance is checked at this precision).
+* ``"bf16"``: every floating-point tensor in bfloat16; activations compute in bfloat16.
+* ``"int8"``: the linear layers and the kernel-1 (pointwise) convolutions hold int8 weights with
+  one fp32 scale per output channel (symmetric, zero point 0); activations stay fp32 and are
+  quantised dynamically per call (per tensor, asymmetric uint8) by the fbgemm kernel, which uses
+  AVX-512 VNNI where the CPU has it. Depthwise/grouped convolutions, norms, the relative-position
+  table, small layers (fewer than :data:`MIN_FEATURES` inputs or outputs, e.g. the final
+  16-bit latent projection whose signs are the tokens) and the stage-boundary projections
+  (:data:`KEEP_FP32`) stay fp32.
+
+Because int8 activations are quantised per call, int8 results depend slightly on how the input
+is cut into calls and on which streams share a batch (the per-tensor range covers all rows of
+the call); fp32 and bf16 results do not.
+
+A quantised model keeps the official parameter names: an int8 layer stores ``<name>.weight``
+as int8 in the official shape plus ``<name>.weight_scale`` (fp32, one per output channel), so
+:func:`voip_codec.codec.loading.save_pretrained` writes small checkpoints that load strictly.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ConfigError
+
+__all__ = [
+    "KEEP_FP32",
+    "MIN_FEATURES",
+    "PRECISIONS",
+    "Int8Linear",
+    "check_precision",
+    "model_precision",
+    "set_precision",
+]
+
+PRECISIONS = ("fp32", "bf16", "int8")
+"""Supported precision names."""
+
+MIN_FEATURES = 64
+"""Layers with fewer input or output features than this stay in fp32 in int8 mode."""
+
+KEEP_FP32 = ("feature_proj", "downscale", "upscale")
+"""Stage-boundary projections that stay fp32 in int8 mode (by attribute name): quantising them
+alone cost 1.5-2.7 points of token agreement each on the default model, for about 1.5 % of the
+full-size weights."""
+
+
+def check_precision(name: object) -> str:
+    """Validate a precision name.
+
+    Raises:
+        ConfigError: (a ``ValueError``) for anything but ``fp32``, ``bf16`` or ``int8``.
+    """
+    if not isinstance(name, str) or name not in PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def _has_vnni() -> bool:
+    """True when the CPU multiplies u8 x s8 without 16-bit saturation (VNNI / AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _fbgemm_available() -> bool:
+    try:
+        engines = torch.backends.quantized.supported_engines
+        return any(e in engines for e in ("x86", "fbgemm")) and hasattr(
+            torch.ops.quantized, "linear_dynamic")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row int8: ``weight ~= q * scale[:, None]``, q in [-127, 127]."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+class Int8Linear(nn.Module):
+    """A linear map with int8 weights and per-output-channel fp32 scales.
+
+    Replaces an ``nn.Linear`` (``layout="linear"``, weight ``(out, in)``), a kernel-1
+    ``nn.Conv1d`` (``"conv"``, ``(out, in, 1)``) or a kernel-1 ``nn.ConvTranspose1d``
+    (``"conv_transpose"``, ``(in, out, 1)``). ``weight`` keeps the replaced layer's shape so the
+    parameter names and shapes of the official layout are unchanged; it is applied to
+    ``(..., in)`` inputs in all three cases.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, layout: str = "linear"
+                 ) -> None:
+        super().__init__()
+        shapes = {"linear": (out_features, in_features), "conv": (out_features, in_features, 1),
+                  "conv_transpose": (in_features, out_features, 1)}
+        if layout not in shapes:
+            raise ValueError(f"unknown layout {layout!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.layout = layout
+        self.register_buffer("weight", torch.zeros(shapes[layout], dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed: object | None = None
+        self._stale = True  # packed weight out of date (packed on first use)
+
+    @classmethod
+    def from_float(cls, layer: nn.Module) -> Int8Linear:
+        """Quantise an ``nn.Linear`` or a kernel-1 ``Conv1d``/``ConvTranspose1d``."""
+        if isinstance(layer, nn.Linear):
+            layout, w2d = "linear", layer.weight
+        elif isinstance(layer, nn.ConvTranspose1d):
+            layout, w2d = "conv_transpose", layer.weight[:, :, 0].t()
+        elif isinstance(layer, nn.Conv1d):
+            layout, w2d = "conv", layer.weight[:, :, 0]
+        else:
+            raise TypeError(f"cannot quantise {type(layer).__name__}")
+        out_f, in_f = w2d.shape
+        new = cls(in_f, out_f, layer.bias is not None, layout)
+        q, scale = _quantize_rows(w2d)
+        with torch.no_grad():
+            new.weight.copy_(q.t().unsqueeze(-1) if layout == "conv_transpose"
+                             else q.reshape(new.weight.shape))
+            new.weight_scale.copy_(scale)
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias.detach().float())
+        new._pack()
+        return new
+
+    def weight_rows(self) -> Tensor:
+        """The int8 weight as ``(out, in)``."""
+        if self.layout == "conv_transpose":
+            return self.weight[:, :, 0].t()
+        return self.weight.reshape(self.out_features, self.in_features)
+
+    def dequantized(self) -> Tensor:
+        """The fp32 weight ``(out, in)`` that the int8 weight represents."""
+        return self.weight_rows().float() * self.weight_scale[:, None]
+
+    def _pack(self) -> None:
+        """(Re)build the fbgemm packed weight from ``weight``/``weight_scale``/``bias``."""
+        self._stale = False
+        if not _fbgemm_available():
+            self._packed = None
+            return
+        q = self.weight_rows().contiguous()
+        with warnings.catch_warnings():
+            # quantised *tensor* creation is deprecated in torch >= 2.10; the packed fbgemm
+            # kernels themselves are not, and this is the documented way to feed them
+            warnings.simplefilter("ignore", UserWarning)
+            qw = torch._make_per_channel_quantized_tensor(
+                q, self.weight_scale.double(), torch.zeros(self.out_features, dtype=torch.long),
+                0)
+        self._packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+        self._pack()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x ``(..., in)`` float32. Returns ``(..., out)`` float32."""
+        if self._stale:
+            self._pack()
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float().contiguous()
+        if self._packed is None or x2.shape[0] == 0:
+            y = F.linear(x2, self.dequantized(), self.bias)
+        else:
+            y = torch.ops.quantized.linear_dynamic(x2, self._packed, not _has_vnni())
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, layout={self.layout}"
+
+
+def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, layer) of every layer that int8 mode quantises."""
+    out = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if name in KEEP_FP32:
+                continue
+            if isinstance(child, nn.Linear):
+                dims = (child.in_features, child.out_features)
+            elif isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)) and (
+                    child.kernel_size == (1,) and child.groups == 1 and child.stride == (1,)):
+                dims = (child.in_channels, child.out_channels)
+            else:
+                continue
+            if min(dims) >= MIN_FEATURES:
+                out.append((parent, name, child))
+    return out
+
+
+def model_precision(model: nn.Module) -> str:
+    """``"int8"`` if any layer is int8, else ``"bf16"`` or ``"fp32"`` from the parameter dtype."""
+    if any(isinstance(m, Int8Linear) for m in model.modules()):
+        return "int8"
+    dtypes = {p.dtype for p in model.parameters()}
+    return "bf16" if torch.bfloat16 in dtypes else "fp32"
+
+
+def set_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Convert an fp32 model in place to ``precision`` and return it.
+
+    The model's :meth:`~voip_codec.codec.model.FocalCodec.fingerprint` is kept: tokens do not
+    depend on the precision they were produced at, and token files stay exchangeable.
+
+    Raises:
+        ConfigError: unknown precision, or the model is not fp32 (conversions are one-way).
+    """
+    check_precision(precision)
+    current = model_precision(model)
+    if current == precision:
+        return model
+    if current != "fp32":
+        raise ConfigError(f"cannot convert a {current} model to {precision}; start from fp32")
+    fingerprint = getattr(model, "fingerprint", None)
+    if callable(fingerprint) and getattr(model, "_fingerprint", None) is None:
+        model._fingerprint = fingerprint()  # type: ignore[assignment]
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    else:
+        for parent, name, layer in _int8_targets(model):
+            setattr(parent, name, Int8Linear.from_float(layer))
+    return model.eval()
+
+
+def int8_skeleton(model: nn.Module) -> nn.Module:
+    """Swap the int8 targets of an fp32 model for empty :class:`Int8Linear` shells (to load an
+    int8 checkpoint into without quantising the random initial weights first)."""
+    for parent, name, layer in _int8_targets(model):
+        if isinstance(layer, nn.Linear):
+            shell = Int8Linear(layer.in_features, layer.out_features, layer.bias is not None)
+        else:
+            layout = "conv_transpose" if isinstance(layer, nn.ConvTranspose1d) else "conv"
+            shell = Int8Linear(layer.in_channels, layer.out_channels, layer.bias is not None,
+                               layout)
+        setattr(parent, name, shell)
+    return model.eval()
