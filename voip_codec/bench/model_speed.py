@@ -5,25 +5,40 @@ chunk in, 4 tokens, 1920 output samples out) and reports per-chunk wall time (p5
 streaming real-time factor, the offline real-time factor of the same audio in the same run, and
 the peak resident memory after streaming (before the offline pass, which needs more memory).
 Random weights are fine: speed does not depend on their values.
+
+Each requested precision (``--precision fp32 bf16 int8``, all three by default) is measured in
+the same run, followed by *calls per box*: the largest number N of full-duplex calls (N encode
+streams + N decode streams stepped together by :class:`~voip_codec.codec.batch.StreamBatch`
+every tick) whose tick time stays under the 80 ms chunk at p95. ``--agreement`` instead
+measures accuracy: token agreement with fp32 and STOI of the decoded output against the fp32
+output, streaming real speech through the default, conformance and full-size models.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import json
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..codec.batch import StreamBatch
 from ..codec.config import full_size_config, tiny_config
 from ..codec.loading import from_pretrained
 from ..codec.model import FocalCodec
+from ..codec.precision import PRECISIONS, check_precision, set_precision
 
-__all__ = ["ModelSpeed", "measure_model_speed"]
+__all__ = ["Agreement", "CallsPerBox", "ModelSpeed", "measure_agreement",
+           "measure_calls_per_box", "measure_model_speed"]
+
+_TICK_MS = 80.0
 
 
 @dataclass
@@ -46,6 +61,21 @@ class ModelSpeed:
     peak_rss_mb_streaming: float
     peak_rss_mb_total: float
     state_mb_per_stream: float
+    precision: str = "fp32"
+
+
+@dataclass
+class CallsPerBox:
+    """Full-duplex calls one process serves within the tick budget."""
+
+    precision: str
+    calls: int
+    """Largest N measured with tick p95 under the budget (0: not even one call)."""
+    tick_ms_p95: float
+    """p95 tick time at ``calls`` (at 1 call when ``calls`` is 0)."""
+    budget_ms: float
+    tried: dict[int, float] = field(default_factory=dict)
+    """N -> p95 tick ms, for every N measured."""
 
 
 def _rss_mb() -> float:
@@ -64,15 +94,72 @@ def build_model(spec: str, seed: int = 0) -> tuple[FocalCodec, str]:
     return from_pretrained(spec), spec
 
 
+def _noise(n: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((0.1 * rng.standard_normal(n)).astype(np.float32))
+
+
+@torch.inference_mode()
+def _tick_p95(model: FocalCodec, calls: int, ticks: int, warmup: int = 2) -> float:
+    """p95 wall time of a tick serving ``calls`` full-duplex calls (encode + decode each)."""
+    chunk = model.chunk_size
+    sig = _noise(chunk * (ticks + warmup + calls), seed=1).numpy()
+    batch = StreamBatch(model)
+    times = []
+    toks: dict[int, np.ndarray] = {}
+    for t in range(ticks + warmup):
+        # call c sends its own audio and decodes the tokens its peer sent last tick
+        pcm = {c: sig[(t + c) * chunk:(t + c + 1) * chunk] for c in range(calls)}
+        t0 = time.perf_counter()
+        out, _ = batch.step(pcm=pcm, tokens=toks or None)
+        dt = time.perf_counter() - t0
+        toks = {c: out[(c + 1) % calls] for c in range(calls)}
+        if t >= warmup + 1:  # tick `warmup` is the decoders' join tick (each runs alone)
+            times.append(dt * 1e3)
+    return float(np.percentile(times, 95))
+
+
+def measure_calls_per_box(model: FocalCodec, threads: int = 2, budget_ms: float = _TICK_MS,
+                          ticks: int = 12, max_calls: int = 256, progress: bool = False
+                          ) -> CallsPerBox:
+    """Largest N whose tick p95 < ``budget_ms``: doubling, then bisection."""
+    torch.set_num_threads(threads)
+    tried: dict[int, float] = {}
+
+    def ok(n: int) -> bool:
+        if n not in tried:
+            tried[n] = _tick_p95(model, n, ticks)
+            if progress:
+                print(f"  {model.precision}: {n} calls -> tick p95 {tried[n]:.1f} ms",
+                      file=sys.stderr)
+        return tried[n] < budget_ms
+
+    good, bad = 0, None
+    n = 1
+    while n <= max_calls:
+        if ok(n):
+            good, n = n, 2 * n
+        else:
+            bad = n
+            break
+    if bad is not None:
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if ok(mid):
+                good = mid
+            else:
+                bad = mid
+    return CallsPerBox(model.precision, good, tried[max(good, 1)], budget_ms, dict(tried))
+
+
 @torch.inference_mode()
 def measure_model_speed(model: FocalCodec, name: str, seconds: float = 10.0, threads: int = 2,
                         warmup_chunks: int = 3, progress: bool = False) -> ModelSpeed:
     """Run the streaming and offline passes and collect the figures."""
     torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
     n = int(seconds * model.sample_rate_input)
     n -= n % model.chunk_size
-    sig = torch.from_numpy((0.1 * rng.standard_normal(n)).astype(np.float32))[None]
+    sig = _noise(n)[None]
     chunk = model.chunk_size
     # warm-up on a separate stream so the measured one starts from an empty state
     es = ds = None
@@ -109,6 +196,7 @@ def measure_model_speed(model: FocalCodec, name: str, seconds: float = 10.0, thr
         decode_ms_p50=float(np.percentile(dec_ms, 50)), streaming_rtf=stream_rtf,
         offline_rtf=offline_rtf, streaming_over_offline=stream_rtf / offline_rtf,
         peak_rss_mb_streaming=rss_stream, peak_rss_mb_total=_rss_mb(), state_mb_per_stream=state_mb,
+        precision=model.precision,
     )
 
 
@@ -131,6 +219,114 @@ def format_model_speed(r: ModelSpeed) -> str:
     ])
 
 
+def format_table(speeds: list[ModelSpeed], calls: list[CallsPerBox]) -> str:
+    """One Markdown table row per precision (streaming, offline, calls per box)."""
+    by = {c.precision: c for c in calls}
+    rows = ["| precision | chunk p50 ms | chunk p95 ms | streaming RTF | offline RTF | "
+            "streaming/offline | calls per box (tick p95 ms) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in speeds:
+        c = by.get(r.precision)
+        cell = "-" if c is None else f"{c.calls} ({c.tick_ms_p95:.0f})"
+        rows.append(f"| {r.precision} | {r.chunk_ms_p50:.1f} | {r.chunk_ms_p95:.1f} | "
+                    f"{r.streaming_rtf:.3f} | {r.offline_rtf:.3f} | "
+                    f"{r.streaming_over_offline:.2f}x | {cell} |")
+    return "\n".join(rows)
+
+
+@dataclass
+class Agreement:
+    """Accuracy of one model at one precision against the same model at fp32."""
+
+    model: str
+    precision: str
+    clips: int
+    tokens: int
+    token_agreement: float
+    """Fraction of streamed tokens equal to the fp32 model's tokens."""
+    token_agreement_min: float
+    """Worst clip."""
+    bit_agreement: float
+    """Fraction of token bits equal."""
+    stoi_vs_fp32: float
+    """Mean STOI of the decoded output against the fp32 model's decoded output."""
+
+
+def _stream(model: FocalCodec, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    es = ds = None
+    toks, outs = [], []
+    for i in range(0, x.shape[1], model.chunk_size):
+        t, es = model.encode_step(x[:, i:i + model.chunk_size], es)
+        o, ds = model.decode_step(t, ds)
+        toks.append(t)
+        outs.append(o)
+    return torch.cat(toks, 1)[0], torch.cat(outs, 1)[0].float().numpy()
+
+
+def speech_clips(root: Path, count: int, seconds: float, sample_rate: int = 16000
+                 ) -> list[torch.Tensor]:
+    """The first ``count`` FLAC clips under ``root`` (sorted), cut to whole chunks."""
+    from ..audio import read_audio
+
+    paths = sorted(root.rglob("*.flac"))[:count]
+    if not paths:
+        raise FileNotFoundError(f"no FLAC clips under {root}")
+    out = []
+    for p in paths:
+        pcm, _ = read_audio(p, sample_rate)
+        pcm = pcm[:int(seconds * sample_rate)]
+        pcm = pcm[:len(pcm) // 1280 * 1280]
+        out.append(torch.from_numpy(np.ascontiguousarray(pcm, dtype=np.float32))[None])
+    return out
+
+
+@torch.inference_mode()
+def measure_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
+                      precisions: tuple[str, ...] = ("bf16", "int8"), threads: int = 2
+                      ) -> list[Agreement]:
+    """Stream each clip through ``base`` (fp32) and its lower-precision copies; compare."""
+    from pystoi import stoi
+
+    torch.set_num_threads(threads)
+    bits = base.bits_per_token
+    shifts = torch.arange(bits - 1, -1, -1)
+    refs = [_stream(base, x) for x in clips]
+    results = []
+    for precision in precisions:
+        model = set_precision(copy.deepcopy(base), precision)
+        agree, bit_agree, scores, per_clip = 0, 0, [], []
+        total = 0
+        for x, (ref_t, ref_o) in zip(clips, refs, strict=True):
+            t, o = _stream(model, x)
+            same = int((t == ref_t).sum())
+            per_clip.append(same / len(t))
+            agree += same
+            total += len(t)
+            bit_agree += int((((t ^ ref_t)[:, None] >> shifts) & 1 == 0).sum())
+            scores.append(float(stoi(ref_o, o, model.sample_rate_output)))
+        results.append(Agreement(name, precision, len(clips), total, agree / total,
+                                 min(per_clip), bit_agree / (total * bits),
+                                 float(np.mean(scores))))
+        del model
+        gc.collect()
+    return results
+
+
+def format_agreement(rows: list[Agreement]) -> str:
+    """Markdown table of agreement results."""
+    out = ["| model | precision | clips | tokens | token agreement (worst clip) | "
+           "bit agreement | STOI vs fp32 output |", "|---|---|---:|---:|---:|---:|---:|"]
+    for a in rows:
+        out.append(f"| {a.model} | {a.precision} | {a.clips} | {a.tokens} | "
+                   f"{100 * a.token_agreement:.2f} % ({100 * a.token_agreement_min:.2f} %) | "
+                   f"{100 * a.bit_agreement:.3f} % | {a.stoi_vs_fp32:.4f} |")
+    return "\n".join(out)
+
+
+def _shared_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "shared"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``voip-codec bench speed``."""
     parser.add_argument("--model", default="full",
@@ -138,7 +334,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint directory / hub id / 'default'")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS), metavar="P",
+                        help="precisions to measure in this run, of fp32 bf16 int8 (default: "
+                             "all three)")
+    parser.add_argument("--no-calls", action="store_true",
+                        help="skip the calls-per-box search")
+    parser.add_argument("--agreement", action="store_true",
+                        help="instead of speed: token agreement with fp32 and STOI of the "
+                             "decoded output vs fp32, streaming real speech through the default, "
+                             "conformance and full-size models")
+    parser.add_argument("--speech", default=None,
+                        help="folder of FLAC clips for --agreement (default "
+                             "../shared/speech/eval)")
+    parser.add_argument("--clips", type=int, default=8,
+                        help="clips for --agreement (default 8; 8 s each)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int:
+    speech = Path(args.speech) if args.speech else _shared_dir() / "speech" / "eval"
+    clips = speech_clips(speech, args.clips, min(args.seconds, 8.0))
+    models = ["default", str(_shared_dir() / "conformance" / "tiny_causal"), "full"]
+    if args.model not in ("full", "default"):
+        models = [args.model]
+    rows = []
+    for spec in models:
+        if not args.json:
+            print(f"agreement: {spec} ...", file=sys.stderr)
+        base, name = build_model(spec)
+        n = len(clips) if spec != "full" else max(1, len(clips) // 2)
+        rows += measure_agreement(base, name, clips[:n], precisions, args.threads)
+        del base
+        gc.collect()
+    print(json.dumps([asdict(r) for r in rows], indent=2) if args.json
+          else format_agreement(rows))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,9 +376,32 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.threads <= 0:
         print("error: --seconds and --threads must be positive", file=sys.stderr)
         return 2
-    model, name = build_model(args.model)
-    result = measure_model_speed(model, name, args.seconds, args.threads,
-                                 progress=not args.json)
-    print(json.dumps(asdict(result), indent=2) if args.json else format_model_speed(result))
+    precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
+    if args.agreement:
+        return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))
+    base, name = build_model(args.model)
+    speeds, calls = [], []
+    for precision in precisions:
+        model = base if precision == "fp32" else set_precision(copy.deepcopy(base), precision)
+        if not args.json:
+            print(f"[{precision}] streaming + offline ...", file=sys.stderr)
+        speeds.append(measure_model_speed(model, name, args.seconds, args.threads,
+                                          progress=False))
+        if not args.no_calls:
+            calls.append(measure_calls_per_box(model, args.threads, progress=not args.json))
+        if model is not base:
+            del model
+            gc.collect()
+    if args.json:
+        print(json.dumps({"speed": [asdict(r) for r in speeds],
+                          "calls_per_box": [asdict(c) for c in calls]}, indent=2))
+        return 0
+    for r in speeds:
+        print(f"--- {r.precision}")
+        print(format_model_speed(r))
+    print()
+    print(f"{name}, {args.threads} threads, {time.strftime('%Y-%m-%d')}; calls per box = "
+          f"full-duplex calls (1 encode + 1 decode stream each) stepped together per "
+          f"{_TICK_MS:.0f} ms tick with tick p95 < {_TICK_MS:.0f} ms")
+    print(format_table(speeds, calls))
     return 0
-
