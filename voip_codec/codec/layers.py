@@ -33,7 +33,9 @@ def causal_extend(x: Tensor, context: Tensor | None, pad: int, mode: str) -> tup
 
     Returns:
         ``(extended, new_context)``: extended is ``(batch, pad + time, channels)``;
-        new_context is its last ``pad`` frames (a copy, so it does not pin ``extended``).
+        new_context is its last ``pad`` frames: a view when ``time <= pad`` (streaming: no copy,
+        and the view pins only ``time`` extra frames), else a copy (so a long offline input is
+        not kept alive by the state).
     """
     if context is None:
         if mode == "replicate":
@@ -41,7 +43,8 @@ def causal_extend(x: Tensor, context: Tensor | None, pad: int, mode: str) -> tup
         else:
             context = x.new_zeros(x.shape[0], pad, x.shape[2])
     extended = torch.cat([context, x], dim=1)
-    return extended, extended[:, extended.shape[1] - pad:].clone()
+    new_context = extended[:, extended.shape[1] - pad:]
+    return extended, new_context if x.shape[1] <= pad else new_context.clone()
 
 
 def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

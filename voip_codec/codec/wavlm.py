@@ -203,12 +203,15 @@ class WavLM(nn.Module):
         new_state = WavLMState(frames + T, conv_contexts, pos_context, keys, values, new_cached)
         return x, new_state
 
-    def _roll_cache(self, cache: Tensor | None, new: Tensor) -> Tensor:
-        """Append ``new`` (B, H, T, D) to a right-aligned cache and keep the last rows."""
-        full = new if cache is None else torch.cat([cache, new], dim=2)
+    def _roll_cache(self, full: Tensor) -> Tensor:
+        """The next right-aligned cache from ``cache + new`` keys/values ``(B, H, Nc + T, D)``.
+
+        A view when long enough (no copy: the next call's concatenation copies it anyway; it
+        pins only the ``T`` oldest rows besides), a small copy when it is long (offline calls)."""
         n = self.cache_frames
         if full.shape[2] >= n:
-            return full[:, :, full.shape[2] - n:]
+            view = full[:, :, full.shape[2] - n:]
+            return view if full.shape[2] <= 2 * n else view.clone()
         return F.pad(full, (0, 0, n - full.shape[2], 0))
 
     def _attention(
@@ -266,6 +269,4 @@ class WavLM(nn.Module):
             outs.append(out)
         out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         out = out.transpose(1, 2).reshape(B, T, C)
-        cache_k = None if cache is None else cache[0]
-        cache_v = None if cache is None else cache[1]
-        return attn.out_proj(out), self._roll_cache(cache_k, k), self._roll_cache(cache_v, v)
+        return attn.out_proj(out), self._roll_cache(k_all), self._roll_cache(v_all)
