@@ -32,10 +32,10 @@ def _progress(total: int, unit: str, desc: str, enabled: bool):  # type: ignore[
                 unit_scale=True, leave=False, file=sys.stderr)
 
 
-def _load_model(source: str):  # type: ignore[no-untyped-def]
+def _load_model(source: str, precision: str | None = None):  # type: ignore[no-untyped-def]
     from .codec.loading import from_pretrained
 
-    return from_pretrained(source)
+    return from_pretrained(source, precision=precision)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .tokenfile import TokenFile, write_token_file
 
     torch.set_num_threads(args.threads)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.precision)
     pcm, _ = read_audio(args.input, model.sample_rate_input)
     enc = StreamingEncoder(model)
     parts = []
@@ -82,7 +82,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     tf = read_token_file(args.input)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.precision)
     if tf.bits != model.bits_per_token:
         raise CliError(f"{args.input} holds {tf.bits}-bit tokens (model {tf.model_id!r}) but the "
                        f"decoding model uses {model.bits_per_token}-bit tokens; pass the matching "
@@ -111,8 +111,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a checkpoint is."""
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.precision)
     print(f"model:        {model.model_id}")
+    print(f"precision:    {model.precision}")
     print(f"parameters:   {model.num_parameters() / 1e6:.2f} M")
     print(f"codebook:     {model.codebook_size} ({model.bits_per_token} bits/token)")
     print(f"bitrate:      {model.bitrate / 1000:.2f} kbps ({model.frame_rate:.0f} tokens/s)")
@@ -177,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "model.safetensors, a .json path, a hub id found in the local "
                             "Hugging Face cache, or focalcodec-65k|4k|2k")
         p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+        p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                       help="compute precision (default: as stored in the checkpoint; fp32 "
+                            "checkpoints convert to bf16/int8 on load, see README 'Fast CPU "
+                            "inference')")
 
     p = sub.add_parser("encode", help="audio file -> token file")
     p.add_argument("input", help="audio file (any rate / channel count / format av reads)")
