@@ -20,6 +20,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import resource
 import sys
 import time
@@ -379,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
     precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
     if args.agreement:
         return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     base, name = build_model(args.model)
     speeds, calls = [], []
     for precision in precisions:
@@ -400,8 +402,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"--- {r.precision}")
         print(format_model_speed(r))
     print()
-    print(f"{name}, {args.threads} threads, {time.strftime('%Y-%m-%d')}; calls per box = "
-          f"full-duplex calls (1 encode + 1 decode stream each) stepped together per "
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{name}, {args.threads} threads, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
+          f"1-min load average {load_start:.1f} at start / {load_end:.1f} at end; calls per "
+          f"box = full-duplex calls (1 encode + 1 decode stream each) stepped together per "
           f"{_TICK_MS:.0f} ms tick with tick p95 < {_TICK_MS:.0f} ms")
     print(format_table(speeds, calls))
     return 0

@@ -274,5 +274,9 @@ class FocalCodec(nn.Module):
         return h.digest()[:8]
 
     def num_parameters(self) -> int:
-        """Total parameter count."""
-        return sum(p.numel() for p in self.parameters())
+        """Total parameter count (int8 layers' weights, held as buffers, included)."""
+        from .precision import Int8Linear
+
+        int8 = sum(m.weight.numel() + (0 if m.bias is None else m.bias.numel())
+                   for m in self.modules() if isinstance(m, Int8Linear))
+        return int8 + sum(p.numel() for p in self.parameters())
