@@ -626,7 +626,8 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help="codecs of the loss benchmark (default: "
                              f"{' '.join(DEFAULT_LOSS_CODECS)} plus --model paths)")
     parser.add_argument("--loss-clips", type=int, default=10,
-                        help="clips of the loss benchmark, picked evenly (default 10)")
+                        help="clips of the loss benchmark, picked evenly from the whole folder "
+                             "(default 10)")
     parser.add_argument("--loss-metrics", nargs="+", default=list(LOSS_METRICS),
                         choices=list(METRICS), help="metrics of the loss benchmark")
     _loss_arguments(parser)
@@ -807,13 +808,11 @@ def _worker_init(plan: _Plan) -> None:
 
 
 def _plan_clips(plan: _Plan, loss: bool) -> list[Clip]:
+    """The quality clips, or the loss clips: picked evenly from the whole folder, so that they
+    (and their cached results) do not depend on ``--clips``."""
     key = "loss_clips" if loss else "clips"
     if key not in _WORKER:
-        all_clips = _WORKER.get("clips") or load_clips(plan.clip_dir, plan.clips)
-        _WORKER["clips"] = all_clips
-        if loss:
-            n = min(plan.loss_clips, len(all_clips))
-            _WORKER[key] = [all_clips[int(i)] for i in np.linspace(0, len(all_clips) - 1, n)]
+        _WORKER[key] = load_clips(plan.clip_dir, plan.loss_clips if loss else plan.clips)
     return list(_WORKER[key])
 
 
@@ -914,8 +913,7 @@ def run_report_command(args: argparse.Namespace) -> int:
         set_threads(args.threads)
         clip_dir = args.clip_dir or default_clip_dir()
         clips = load_clips(clip_dir, args.clips)
-        loss_clips = [clips[int(i)] for i in
-                      np.linspace(0, len(clips) - 1, min(args.loss_clips, len(clips)))]
+        loss_clips = load_clips(clip_dir, args.loss_clips)
         plan = _Plan(clip_dir, args.clips, args.loss_clips, tuple(args.metrics),
                      tuple(args.loss_metrics), tuple(_conditions(args)), tuple(args.redundancy),
                      args.burst, args.delay_ms, args.seed,

@@ -130,8 +130,7 @@ def _header(report: dict[str, Any]) -> list[str]:
                  f"{ctx.get('audio_seconds')} s of speech.")
     if "loss_clips" in ctx and report.get("loss"):
         lines.append(f"Packet loss: {ctx['loss_clips']} clips ({ctx.get('loss_audio_seconds')} s; "
-                     "picked evenly from the quality clips: a subset for time), listed in "
-                     "results.json.")
+                     "picked evenly from the folder: a subset for time), listed in results.json.")
     wall = ctx.get("wall_s")
     if wall:
         lines.append(f"Wall time: quality + loss {wall['quality_and_loss'] / 60:.1f} min, speed "
