@@ -91,13 +91,14 @@ class StreamState:
         return _zip(list(states), lambda ts: torch.cat(ts, dim=0))  # type: ignore[no-any-return]
 
     def nbytes(self) -> int:
-        """Memory held by the state's tensors, in bytes."""
-        total = 0
+        """Memory held by the state's tensors, in bytes: the whole storage behind each tensor,
+        counted once (streaming contexts are views into ring buffers with some room)."""
+        storages: dict[tuple[str, int], int] = {}
 
         def count(t: Tensor) -> Tensor:
-            nonlocal total
-            total += t.numel() * t.element_size()
+            storage = t.untyped_storage()
+            storages[(str(t.device), storage.data_ptr())] = storage.nbytes()
             return t
 
         self._map(count)
-        return total
+        return sum(storages.values())

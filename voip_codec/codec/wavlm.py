@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WavLMConfig
-from .layers import FeedForward, causal_extend, grouped_causal_conv
+from .layers import FeedForward, append_frames, causal_extend, grouped_causal_conv
 from .state import StreamState
 
 __all__ = ["WavLM", "WavLMState", "relative_position_bucket"]
@@ -191,10 +191,12 @@ class WavLM(nn.Module):
                              f"{self.block}-frame block")
         keys: list[Tensor] = []
         values: list[Tensor] = []
+        windows: dict[int, tuple[int, int, Tensor, Tensor, bool]] = {}  # shared by all layers
         for i, layer in enumerate(self.encoder.layers):
             cache = None if state is None else (state.keys[i], state.values[i])
             a = layer.attention_norm(x)
-            attn, k_new, v_new = self._attention(layer.attention, a, cache, cached, phase)
+            attn, k_new, v_new = self._attention(layer.attention, a, cache, cached, phase,
+                                                 windows)
             x = x + attn
             x = x + layer.feed_forward(layer.feed_forward_norm(x))
             keys.append(k_new)
@@ -204,10 +206,9 @@ class WavLM(nn.Module):
         return x, new_state
 
     def _roll_cache(self, full: Tensor) -> Tensor:
-        """The next right-aligned cache from ``cache + new`` keys/values ``(B, H, Nc + T, D)``.
-
-        A view when long enough (no copy: the next call's concatenation copies it anyway; it
-        pins only the ``T`` oldest rows besides), a small copy when it is long (offline calls)."""
+        """The first call's right-aligned cache from its keys/values ``(B, H, T, D)``: a view when
+        ``T`` is at most twice the cache, a copy when longer (offline calls), zero-padded on
+        the left when shorter. Later calls extend their cache with ``append_frames``."""
         n = self.cache_frames
         if full.shape[2] >= n:
             view = full[:, :, full.shape[2] - n:]
@@ -216,12 +217,15 @@ class WavLM(nn.Module):
 
     def _attention(
         self, attn: _Attention, a: Tensor, cache: tuple[Tensor, Tensor] | None, cached: Tensor,
-        phase: int,
+        phase: int, windows: dict[int, tuple[int, int, Tensor, Tensor, bool]],
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Block-chunked sliding-window attention of T new frames over cache + new frames.
 
         Positions are relative to the first new frame (0..T-1); cache row j of Nc holds
         position j - Nc. ``phase`` is the position of the first new frame within its block.
+        ``windows`` caches, per query block, the key range, the relative-position bias table
+        and the window mask: they are the same in every layer of one call (the bucket table
+        is shared), so they are computed once per call, not once per layer.
         """
         B, T, C = a.shape
         H, D = attn.heads, attn.head_dim
@@ -232,11 +236,12 @@ class WavLM(nn.Module):
         gate = g[..., 0] * (g[..., 1] * attn.gru_rel_pos_const.view(1, 1, H) - 1.0) + 2.0
         gate = gate.transpose(1, 2)  # (B, H, T)
         if cache is not None:
-            k_all = torch.cat([cache[0], k], dim=2)
-            v_all = torch.cat([cache[1], v], dim=2)
             n_cache = cache[0].shape[2]
+            k_all, k_next = append_frames(cache[0], k, 2, n_cache)
+            v_all, v_next = append_frames(cache[1], v, 2, n_cache)
         else:
             k_all, v_all, n_cache = k, v, 0
+            k_next, v_next = self._roll_cache(k), self._roll_cache(v)
         device = a.device
         # key validity per stream: cache rows older than `cached[b]` are padding
         slot = torch.arange(-n_cache, T, device=device)
@@ -246,21 +251,26 @@ class WavLM(nn.Module):
         outs = []
         for s in range(0, T, _QUERY_BLOCK):
             e = min(s + _QUERY_BLOCK, T)
-            q_pos = torch.arange(s, e, device=device)
-            q_end = torch.clamp(((q_pos + phase) // self.block + 1) * self.block - phase, max=T)
-            lo = max(int(q_end[0]) - self.window, -n_cache)
-            hi = int(q_end[-1])
-            k_pos = torch.arange(lo, hi, device=device)
-            buckets = relative_position_bucket(k_pos[None, :] - q_pos[:, None],
-                                               self.config.num_buckets, self.config.max_distance)
-            rel_bias = F.embedding(buckets, rel_table).permute(2, 0, 1)  # (H, Tq, Tk)
+            if s not in windows:
+                q_pos = torch.arange(s, e, device=device)
+                q_end = torch.clamp(((q_pos + phase) // self.block + 1) * self.block - phase,
+                                    max=T)
+                lo = max(int(q_end[0]) - self.window, -n_cache)
+                hi = int(q_end[-1])
+                k_pos = torch.arange(lo, hi, device=device)
+                buckets = relative_position_bucket(k_pos[None, :] - q_pos[:, None],
+                                                   self.config.num_buckets,
+                                                   self.config.max_distance)
+                rel_bias = F.embedding(buckets, rel_table).permute(2, 0, 1)  # (H, Tq, Tk)
+                allowed = (k_pos[None, :] < q_end[:, None]) & (
+                    k_pos[None, :] >= q_end[:, None] - self.window)
+                windows[s] = (lo, hi, rel_bias, allowed, bool(allowed.all()))
+            lo, hi, rel_bias, allowed, whole_window = windows[s]
             bias = gate[:, :, s:e, None] * rel_bias.unsqueeze(0).to(gate.dtype)
-            allowed = (k_pos[None, :] < q_end[:, None]) & (
-                k_pos[None, :] >= q_end[:, None] - self.window)
             if not all_valid:
                 allowed = allowed[None] & valid[:, None, lo + n_cache:hi + n_cache]
                 bias = bias.masked_fill(~allowed[:, None], float("-inf"))
-            elif not bool(allowed.all()):
+            elif not whole_window:
                 bias = bias.masked_fill(~allowed, float("-inf"))
             out = F.scaled_dot_product_attention(
                 q[:, :, s:e], k_all[:, :, lo + n_cache:hi + n_cache],
@@ -269,4 +279,4 @@ class WavLM(nn.Module):
             outs.append(out)
         out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         out = out.transpose(1, 2).reshape(B, T, C)
-        return attn.out_proj(out), self._roll_cache(k_all), self._roll_cache(v_all)
+        return attn.out_proj(out), k_next, v_next

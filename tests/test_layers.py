@@ -1,0 +1,80 @@
+"""Streaming building blocks: the ring-buffer context (``append_frames``) and the streaming
+depthwise convolution, checked against plain concatenation and the convolution kernel."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from voip_codec.codec.layers import _RING_HEADROOM, append_frames, depthwise_causal_conv
+
+
+def _feed(context: torch.Tensor, chunks: list[torch.Tensor], keep: int
+          ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    extended = []
+    for x in chunks:
+        ext, context = append_frames(context, x, 1, keep)
+        extended.append(ext.clone())
+    return extended, context
+
+
+@torch.inference_mode()
+def test_append_frames_equals_concatenation_across_ring_refills() -> None:
+    g = torch.Generator().manual_seed(0)
+    keep, t = 20, 4
+    chunks = [torch.randn(2, t, 3, generator=g) for _ in range(3 * _RING_HEADROOM // t)]
+    context = torch.randn(2, keep, 3, generator=g)
+    history = context
+    extended, last = _feed(context, chunks, keep)
+    for x, ext in zip(chunks, extended, strict=True):
+        expected = torch.cat([history[:, -keep:], x], 1)
+        torch.testing.assert_close(ext, expected, rtol=0, atol=0)
+        history = torch.cat([history, x], 1)
+    torch.testing.assert_close(last, history[:, -keep:], rtol=0, atol=0)
+    # in steady state the context is a view of a buffer with room, not a fresh tensor
+    assert last._voip_ring[0].buffer.shape[1] > keep
+
+
+@torch.inference_mode()
+def test_append_frames_writes_in_place_only_for_the_newest_state() -> None:
+    g = torch.Generator().manual_seed(1)
+    keep = 8
+    x1, x2, x3 = (torch.randn(1, 2, 4, generator=g) for _ in range(3))
+    _, s1 = append_frames(torch.zeros(1, keep, 4), x1, 1, keep)
+    ext_a, s2a = append_frames(s1, x2, 1, keep)  # newest: in place
+    assert s2a._voip_ring[0] is s1._voip_ring[0]
+    ext_b, s2b = append_frames(s1, x3, 1, keep)  # s1 continued a second time: a fork
+    assert s2b._voip_ring[0] is not s1._voip_ring[0]
+    # neither continuation sees the other's frames
+    torch.testing.assert_close(ext_a[:, -2:], x2, rtol=0, atol=0)
+    torch.testing.assert_close(ext_b[:, -2:], x3, rtol=0, atol=0)
+    torch.testing.assert_close(s2a[:, -2:], x2, rtol=0, atol=0)
+    _, s3a = append_frames(s2a, x3, 1, keep)
+    torch.testing.assert_close(s3a[:, -4:], torch.cat([x2, x3], 1), rtol=0, atol=0)
+    torch.testing.assert_close(s2b[:, -2:], x3, rtol=0, atol=0)
+
+
+def test_append_frames_with_gradients_concatenates() -> None:
+    context = torch.randn(1, 6, 2, requires_grad=True)
+    x = torch.randn(1, 2, 2, requires_grad=True)
+    ext, nxt = append_frames(context, x, 1, 6)
+    ext.sum().backward()
+    assert context.grad is not None and x.grad is not None
+    assert nxt.shape == (1, 6, 2)
+
+
+@torch.inference_mode()
+def test_streaming_depthwise_matches_the_conv_kernel() -> None:
+    g = torch.Generator().manual_seed(2)
+    for kernel, frames in ((512, 4), (7, 4), (3, 1), (31, 8)):
+        ext = torch.randn(2, kernel - 1 + frames, 16, generator=g)
+        weight = torch.randn(16, 1, kernel, generator=g)
+        bias = torch.randn(16, generator=g)
+        expected = F.conv1d(ext.transpose(1, 2), weight, bias, groups=16).transpose(1, 2)
+        torch.testing.assert_close(depthwise_causal_conv(ext, weight, bias), expected,
+                                   rtol=1e-4, atol=1e-4)
+        # the cached time-major kernel follows in-place weight updates
+        weight.mul_(-1)
+        torch.testing.assert_close(depthwise_causal_conv(ext, weight, bias),
+                                   F.conv1d(ext.transpose(1, 2), weight, bias,
+                                            groups=16).transpose(1, 2), rtol=1e-4, atol=1e-4)
