@@ -74,8 +74,14 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     assert isinstance(m.compressor.layers[0].downscale.downscale, nn.Conv1d)
     assert isinstance(m.compressor.out_proj, nn.Linear)  # 128 -> 16: the token signs
     assert isinstance(m.encoder.encoder.layers[0].attention.qkv_proj, Int8Linear)
-    ctx = m.compressor.layers[0].focal_block.modulation.context_proj
-    assert isinstance(ctx, Int8Linear) and ctx.weight.shape == (224, 224, 1)
+    # the compressor (whose output signs are the tokens) stays fp32 as a whole
+    assert not any(isinstance(x, Int8Linear) for x in m.compressor.modules())
+    assert isinstance(m.compressor.layers[0].focal_block.modulation.context_proj, nn.Conv1d)
+    # kernel-1 convolutions elsewhere are int8, in their official weight shape
+    ctx = m.decompressor.layers[0].focal_block.modulation.context_proj
+    ref = fp32.decompressor.layers[0].focal_block.modulation.context_proj
+    assert isinstance(ctx, Int8Linear) and ctx.weight.shape == ref.weight.shape
+    assert ctx.weight.dtype == torch.int8 and ctx.weight.dim() == 3
     # each layout computes its float layer's map to int8 accuracy
     torch.manual_seed(0)
     for layer in (nn.Linear(96, 80), nn.Conv1d(96, 80, 1), nn.ConvTranspose1d(96, 80, 1)):
@@ -99,7 +105,9 @@ def test_quantised_checkpoint_round_trip(fp32: FocalCodec, models: dict[str, Foc
     size = (out / "model.safetensors").stat().st_size
     ref_size = (Path(from_pretrained.__code__.co_filename).parents[1] / "assets" /
                 "default_model" / "model.safetensors").stat().st_size
-    assert size < (0.55 if precision == "bf16" else 0.45) * ref_size
+    # bf16 halves every weight; int8 quarters the quantised ones, but in this small model the
+    # fp32 compressor and boundary layers are a large share (measured 0.497 of fp32)
+    assert size < 0.55 * ref_size
     assert json.loads((out / "config.json").read_text()) == fp32.config.to_dict()
     loaded = from_pretrained(out)
     assert loaded.precision == precision

@@ -55,6 +55,12 @@ KEEP_FP32 = ("feature_proj", "downscale", "upscale")
 alone cost 1.5-2.7 points of token agreement each on the default model, for about 1.5 % of the
 full-size weights."""
 
+KEEP_FP32_MODULES = ("compressor",)
+"""Top-level modules kept entirely fp32 in int8 mode. The compressor's output signs are the
+tokens, so its rounding errors flip bits directly: keeping it fp32 raised the default model's
+token agreement from 98.7 % to 99.3 % (8 eval clips); keeping the encoder instead gave the same,
+but the compressor is the smaller of the two. The decoder side does not affect tokens."""
+
 
 def check_precision(name: object) -> str:
     """Validate a precision name.
@@ -193,9 +199,11 @@ class Int8Linear(nn.Module):
 def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     """(parent, attribute, layer) of every layer that int8 mode quantises."""
     out = []
-    for parent in model.modules():
+    for path, parent in model.named_modules():
+        if path.split(".")[0] in KEEP_FP32_MODULES:
+            continue
         for name, child in parent.named_children():
-            if name in KEEP_FP32:
+            if name in KEEP_FP32 or (not path and name in KEEP_FP32_MODULES):
                 continue
             if isinstance(child, nn.Linear):
                 dims = (child.in_features, child.out_features)
