@@ -121,7 +121,8 @@ def _header(report: dict[str, Any]) -> list[str]:
         lines.append(f"Load average at the start: {ctx['loadavg_start']}, at the end: "
                      f"{ctx.get('loadavg_end')}.")
     if ctx.get("note"):
-        lines.append(ctx["note"])
+        note = str(ctx["note"]).strip()
+        lines.append(note if note.endswith((".", "!", "?")) else note + ".")
     avail = ctx.get("clips_available")
     subset = (f" (all {avail} clips)" if avail == ctx.get("clips")
               else f" ({ctx.get('clips')} of {avail} clips, picked evenly from the sorted list)"
