@@ -78,3 +78,14 @@ def test_streaming_depthwise_matches_the_conv_kernel() -> None:
         torch.testing.assert_close(depthwise_causal_conv(ext, weight, bias),
                                    F.conv1d(ext.transpose(1, 2), weight, bias,
                                             groups=16).transpose(1, 2), rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_depthwise_kernel_cache_follows_dtype_changes() -> None:
+    conv = torch.nn.Conv1d(8, 8, 5, groups=8)
+    ext = torch.randn(1, 4 + 2, 8)
+    out32 = depthwise_causal_conv(ext, conv.weight, conv.bias)
+    conv.to(torch.bfloat16)  # same Parameter object, new data
+    out16 = depthwise_causal_conv(ext.bfloat16(), conv.weight, conv.bias)
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)

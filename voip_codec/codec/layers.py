@@ -120,8 +120,9 @@ _TIME_MAJOR: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
 def _time_major_kernel(weight: Tensor) -> Tensor:
     """``weight (C, 1, K)`` as a contiguous ``(K, C)`` tensor.
 
-    Cached per weight tensor while its version counter is unchanged (an optimizer step or a
-    ``load_state_dict`` bumps it), so inference pays the transpose once, not on every call.
+    Cached per weight tensor while its version counter, data pointer, dtype and device are
+    unchanged (an optimizer step or a ``load_state_dict`` bumps the version; ``module.to()``
+    swaps the data), so inference pays the transpose once, not on every call.
     When the weight needs a gradient, or has no version counter (created in inference mode),
     it is transposed afresh."""
     if weight.requires_grad and torch.is_grad_enabled():
@@ -130,11 +131,13 @@ def _time_major_kernel(weight: Tensor) -> Tensor:
         version = weight._version
     except RuntimeError:
         return weight[:, 0].t().contiguous()
+    # ``module.to()`` and ``param.data = ...`` replace the data without bumping the version
+    key = (version, weight.data_ptr(), weight.dtype, weight.device)
     hit = _TIME_MAJOR.get(weight)
-    if hit is not None and hit[0] == version and hit[1].dtype == weight.dtype:
+    if hit is not None and hit[0] == key:
         return hit[1]
     kernel = weight.detach()[:, 0].t().contiguous()
-    _TIME_MAJOR[weight] = (version, kernel)
+    _TIME_MAJOR[weight] = (key, kernel)
     return kernel
 
 

@@ -55,6 +55,7 @@ KEEP_FP32 = ("feature_proj", "downscale", "upscale")
 alone cost 1.5-2.7 points of token agreement each on the default model, for about 1.5 % of the
 full-size weights."""
 
+
 def check_precision(name: object) -> str:
     """Validate a precision name.
 
