@@ -203,7 +203,7 @@ def measure_model_speed(model: FocalCodec, name: str, seconds: float = 10.0, thr
 
 def format_model_speed(r: ModelSpeed) -> str:
     """Human-readable report."""
-    chunk_ms = 1000.0 * 1280 / 16000
+    chunk_ms = _TICK_MS
     return "\n".join([
         f"model: {r.model} ({r.parameters / 1e6:.1f} M parameters), {r.threads} threads, "
         f"{r.audio_seconds:.1f} s of audio in {r.chunks} chunks of {chunk_ms:.0f} ms",

@@ -19,6 +19,7 @@ __all__ = [
     "causal_extend",
     "depthwise_causal_conv",
     "grouped_causal_conv",
+    "linear_weight",
     "pointwise",
 ]
 
@@ -203,13 +204,23 @@ def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, g
     return out if bias is None else out + bias
 
 
+def linear_weight(layer: nn.Module) -> Tensor:
+    """The ``(out, in)`` matrix of an ``nn.Linear`` or a kernel-1 ``Conv1d``/``ConvTranspose1d``
+    (a view of its weight, no copy)."""
+    if isinstance(layer, nn.Linear):
+        return layer.weight
+    if isinstance(layer, nn.ConvTranspose1d):
+        return layer.weight[:, :, 0].t()
+    if isinstance(layer, nn.Conv1d):
+        return layer.weight[:, :, 0]
+    raise TypeError(f"{type(layer).__name__} is not a linear or kernel-1 convolution layer")
+
+
 def pointwise(layer: nn.Module, x: Tensor) -> Tensor:
     """Apply a kernel-1 ``Conv1d``/``ConvTranspose1d`` (or any ``(..., in) -> (..., out)``
     module, e.g. an int8 replacement) to ``(batch, time, channels)`` as a per-frame linear map."""
-    if isinstance(layer, nn.ConvTranspose1d):
-        return F.linear(x, layer.weight[:, :, 0].t(), layer.bias)
-    if isinstance(layer, nn.Conv1d):
-        return F.linear(x, layer.weight[:, :, 0], layer.bias)
+    if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)):
+        return F.linear(x, linear_weight(layer), layer.bias)
     return layer(x)
 
 

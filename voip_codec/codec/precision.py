@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ConfigError
+from .layers import linear_weight
 
 __all__ = [
     "KEEP_FP32",
@@ -95,6 +96,17 @@ def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
+def _layout(layer: nn.Module) -> str:
+    """The :class:`Int8Linear` layout that keeps ``layer``'s weight shape."""
+    if isinstance(layer, nn.Linear):
+        return "linear"
+    if isinstance(layer, nn.ConvTranspose1d):
+        return "conv_transpose"
+    if isinstance(layer, nn.Conv1d):
+        return "conv"
+    raise TypeError(f"cannot quantise {type(layer).__name__}")
+
+
 class Int8Linear(nn.Module):
     """A linear map with int8 weights and per-output-channel fp32 scales.
 
@@ -124,14 +136,8 @@ class Int8Linear(nn.Module):
     @classmethod
     def from_float(cls, layer: nn.Module) -> Int8Linear:
         """Quantise an ``nn.Linear`` or a kernel-1 ``Conv1d``/``ConvTranspose1d``."""
-        if isinstance(layer, nn.Linear):
-            layout, w2d = "linear", layer.weight
-        elif isinstance(layer, nn.ConvTranspose1d):
-            layout, w2d = "conv_transpose", layer.weight[:, :, 0].t()
-        elif isinstance(layer, nn.Conv1d):
-            layout, w2d = "conv", layer.weight[:, :, 0]
-        else:
-            raise TypeError(f"cannot quantise {type(layer).__name__}")
+        layout = _layout(layer)
+        w2d = linear_weight(layer)
         out_f, in_f = w2d.shape
         new = cls(in_f, out_f, layer.bias is not None, layout)
         q, scale = _quantize_rows(w2d)
@@ -264,11 +270,6 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
     """Swap the int8 targets of an fp32 model for empty :class:`Int8Linear` shells (to load an
     int8 checkpoint into without quantising the random initial weights first)."""
     for parent, name, layer in _int8_targets(model):
-        if isinstance(layer, nn.Linear):
-            shell = Int8Linear(layer.in_features, layer.out_features, layer.bias is not None)
-        else:
-            layout = "conv_transpose" if isinstance(layer, nn.ConvTranspose1d) else "conv"
-            shell = Int8Linear(layer.in_channels, layer.out_channels, layer.bias is not None,
-                               layout)
-        setattr(parent, name, shell)
+        out_f, in_f = linear_weight(layer).shape
+        setattr(parent, name, Int8Linear(in_f, out_f, layer.bias is not None, _layout(layer)))
     return model.eval()
