@@ -53,7 +53,7 @@ class CropSampler:
 
     def __init__(self, audio: np.ndarray, offsets: np.ndarray, seconds: float = 1.0,
                  p_noise: float = 0.2, p_reverb: float = 0.15,
-                 gain_db: tuple[float, float] = (-10.0, 6.0)) -> None:
+                 gain_db: tuple[float, float] = (-10.0, 6.0), p_quiet: float = 0.0) -> None:
         self.audio = audio
         self.offsets = offsets
         self.n = int(round(seconds * SR_IN))
@@ -63,6 +63,7 @@ class CropSampler:
         self.p_noise = p_noise
         self.p_reverb = p_reverb
         self.gain_db = gain_db
+        self.p_quiet = p_quiet
 
     def _crop(self, rng: np.random.Generator) -> np.ndarray:
         i = int(rng.choice(len(self.weights), p=self.weights))
@@ -101,6 +102,27 @@ class CropSampler:
         y = fftconvolve(x, ir)[: self.n].astype(np.float32)
         return y * (np.sqrt(np.mean(x ** 2)) + 1e-6) / (np.sqrt(np.mean(y ** 2)) + 1e-6)
 
+    def _quiet(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Replace a random stretch (0.2 s to the whole crop) by what a call carries in pauses:
+        digital silence, low-level white noise (-90 ... -50 dBFS RMS) or a quiet tone
+        (-70 ... -50 dBFS, 100-4000 Hz). Input and target both get it: quiet in, quiet out."""
+        length = int(rng.integers(SR_IN // 5, self.n + 1))
+        start = int(rng.integers(0, self.n - length + 1))
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            fill = np.zeros(length, dtype=np.float32)
+        elif kind == 1:
+            level = 10 ** (rng.uniform(-90.0, -50.0) / 20)
+            fill = (rng.standard_normal(length) * level).astype(np.float32)
+        else:
+            amp = 10 ** (rng.uniform(-70.0, -50.0) / 20) * np.sqrt(2)
+            t = np.arange(length) / SR_IN
+            fill = (amp * np.sin(2 * np.pi * rng.uniform(100.0, 4000.0) * t
+                                 + rng.uniform(0, 2 * np.pi))).astype(np.float32)
+        y = x.copy()
+        y[start:start + length] = fill
+        return y
+
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for _ in range(size):
@@ -108,6 +130,8 @@ class CropSampler:
             peak = float(np.abs(clean).max())
             if peak > 0.99:
                 clean *= np.float32(0.99 / peak)
+            if self.p_quiet and rng.random() < self.p_quiet:
+                clean = self._quiet(clean, rng)
             x = clean
             if rng.random() < self.p_reverb:
                 x = self._reverb(x, rng)

@@ -63,6 +63,40 @@ def bsq_entropy(u: Tensor, beta: float = 100.0, beta_codebook: float | None = No
     return h_sample, h_cb
 
 
+def bit_usage_loss(u: Tensor, sharpness: float = 4.0) -> Tensor:
+    """Joint code-usage penalty: bit balance plus bit decorrelation over the batch.
+
+    The grouped ``H_codebook`` term saturates at its upper bound while the batch holds only
+    ~100 distinct codes (each 4-bit group is balanced, the groups are not independent). This
+    term looks at all bits jointly: with soft bits ``s = tanh(sharpness * sqrt(D) * u)`` (about
+    +-1 away from a boundary), it is ``sum_d mean(s_d)^2`` (each bit used half of the time) plus
+    the mean squared off-diagonal correlation ``mean_{d != e} (E[s_d s_e])^2`` (bits
+    independent). Both are 0 for uniformly used codes. Cost O(N D^2).
+
+    Args:
+        u: L2-normalised latents ``(..., D)``.
+    Returns:
+        A scalar tensor.
+    """
+    D = u.shape[-1]
+    soft = torch.tanh(sharpness * math.sqrt(D) * u.reshape(-1, D))
+    balance = soft.mean(0).pow(2).sum()
+    corr = soft.T @ soft / soft.shape[0]
+    off = corr - torch.diag(torch.diagonal(corr))
+    return balance + off.pow(2).sum() / (D * (D - 1))
+
+
+def clip_penalty(raw: Tensor, limit: float = 1.0) -> Tensor:
+    """Mean excess of the vocoder head's output beyond ``+-limit``.
+
+    The runtime clamps the waveform to [-1, 1], so a sample beyond it gets no gradient from any
+    loss on the clamped output; without this term a head unit that drifts past the limit stays
+    there for good (the first default model had two of its 480 outputs per frame stuck near
+    -1.5: a 50 Hz click train, also in silence).
+    """
+    return torch.relu(raw.abs() - limit).mean()
+
+
 def code_stats(u: Tensor) -> tuple[int, Tensor]:
     """Unique codes in the batch and per-bit usage P(bit = 1) ``(D,)`` from latents ``(B, T, D)``."""
     bits = (u.detach() > 0).reshape(-1, u.shape[-1])

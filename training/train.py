@@ -45,7 +45,14 @@ from voip_codec.codec.loading import save_pretrained
 from voip_codec.codec.model import FocalCodec
 
 from .data import CropSampler, load_split
-from .losses import SpectralLoss, bsq_entropy, code_stats, ste_codes
+from .losses import (
+    SpectralLoss,
+    bit_usage_loss,
+    bsq_entropy,
+    clip_penalty,
+    code_stats,
+    ste_codes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "speech"
@@ -121,16 +128,30 @@ def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch
     logs: dict[str, float] = {}
     feat = _norm_mse(qfeats, feats)
     h_s, h_cb = bsq_entropy(u, beta=args.bsq_beta, beta_codebook=args.bsq_beta_codebook)
-    aux = args.entropy_weight * (h_s - args.codebook_gamma * h_cb)
+    if args.usage == "grouped":
+        aux = args.entropy_weight * (h_s - args.codebook_gamma * h_cb)
+    else:  # joint bit balance + decorrelation instead of the saturating grouped entropy
+        usage = bit_usage_loss(u)
+        aux = args.entropy_weight * h_s + args.usage_weight * usage
+        logs["usage"] = float(usage.detach())
     logs.update(feat=float(feat.detach()), h_sample=float(h_s.detach()),
                 h_codebook=float(h_cb.detach()))
     if stage == "B":
         loss = feat + aux
     else:
-        wave = model.decoder(qfeats)[0]
+        raw: list[torch.Tensor] = []
+        hook = model.decoder.head.proj.register_forward_hook(lambda m, i, o: raw.append(o))
+        try:
+            wave = model.decoder(qfeats)[0]
+        finally:
+            hook.remove()
         n = min(wave.shape[-1], y.shape[-1])
         sl = spec(wave[:, :n], y[:, :n])
         rec = sl["mel"] + args.mag_weight * sl["mag"] + sl["sc"]
+        if args.clip_weight:
+            clip = clip_penalty(raw[0])
+            rec = rec + args.clip_weight * clip
+            logs["clip"] = float(clip.detach())
         logs.update({k: float(v.detach()) for k, v in sl.items()})
         loss = rec + args.feat_weight * feat
         if stage == "C" or args.entropy_in_a:
@@ -203,7 +224,10 @@ def quick_dev(model: FocalCodec, n_clips: int = 6) -> dict[str, float]:
         y = model.decode_step(toks)[0][0].numpy()
         y16 = soxr.resample(y, 24000, 16000)[: len(x)]
         scores.append(stoi(x[: len(y16)], y16, 16000, extended=False))
-    return {"dev_stoi": float(np.mean(scores)), "dev_codes": len(codes)}
+    quiet = model.decode_step(model.encode_step(torch.zeros(1, 3 * 16000))[0])[0][0].numpy()
+    return {"dev_stoi": float(np.mean(scores)), "dev_codes": len(codes),
+            "silence_dbfs": float(20 * np.log10(np.sqrt(np.mean(quiet ** 2)) + 1e-12)),
+            "silence_peak": float(np.abs(quiet).max())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +257,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="stage A without the BSQ entropy term (by default it is applied to the "
                          "continuous latents too, so they are spread over the sphere before "
                          "quantisation starts)")
+    ap.add_argument("--usage", choices=("grouped", "joint"), default="grouped",
+                    help="code-usage term: the grouped BSQ codebook entropy (4 x 4 bits), or "
+                         "joint bit balance + decorrelation (training/losses.py)")
+    ap.add_argument("--usage-weight", type=float, default=1.0)
+    ap.add_argument("--clip-weight", type=float, default=0.0,
+                    help="weight of the penalty on vocoder head outputs beyond +-1 (whose "
+                         "gradient the runtime clamp removes)")
+    ap.add_argument("--p-quiet", type=float, default=0.0,
+                    help="fraction of crops with a stretch of silence, low-level noise or a "
+                         "quiet tone in input and target")
+    ap.add_argument("--max-minutes", type=float, default=0.0,
+                    help="end the last stage after this many minutes of training (0: no limit), "
+                         "for equal-time ablations and session-sized runs")
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--print-every", type=int, default=25)
@@ -255,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     audio, offsets = load_split(SPEECH, "train", ROOT / "runs" / "cache" / "train16k.npy")
     print(f"train audio: {len(offsets) - 1} clips, {len(audio) / 16000 / 60:.1f} min "
           f"(loaded in {time.time() - t0:.1f} s)", flush=True)
-    sampler = CropSampler(audio, offsets, seconds=args.seconds)
+    sampler = CropSampler(audio, offsets, seconds=args.seconds, p_quiet=args.p_quiet)
     rng = np.random.default_rng(args.seed)
 
     model = FocalCodec(default_config())
@@ -331,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"=== stage {stage}: steps {stage_step}..{steps[stage]}, lr {peak[stage]:g}", flush=True)
         window_t, window_n = time.time(), 0
         while stage_step < steps[stage]:
+            if args.max_minutes and elapsed_before + time.time() - run_start > args.max_minutes * 60:
+                print(f"time limit of {args.max_minutes:g} min reached at stage {stage} step "
+                      f"{stage_step}", flush=True)
+                break
             lr = _lr(stage_step, steps[stage], peak[stage], warmup=min(200, steps[stage] // 10))
             for g in opt.param_groups:
                 g["lr"] = lr
