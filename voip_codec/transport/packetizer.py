@@ -43,6 +43,11 @@ class Packetizer:
         """K actually used in the last packet (less than ``redundancy`` at stream start)."""
 
     @property
+    def pending(self) -> int:
+        """New frames waiting for their packet."""
+        return len(self._pending)
+
+    @property
     def redundancy(self) -> int:
         """K, redundant copies per packet (0..3)."""
         return self._redundancy
@@ -70,6 +75,21 @@ class Packetizer:
         if end or len(self._pending) >= self.frames_per_packet:
             return self.flush(end=end)
         return None
+
+    def skip(self) -> bytes | None:
+        """Leave the next frame out (DTX): its index is consumed, nothing is sent for it.
+
+        The pending frames go out first, since the skipped index cannot join their bundle. The
+        frames sent so far are forgotten as redundancy: a later packet's copies are addressed
+        by the indices just before its first frame, which are now skipped ones.
+
+        Returns:
+            The packet of the pending frames, or None if none was pending.
+        """
+        data = self.flush()
+        self.frame_index = (self.frame_index + 1) & 0xFFFFFFFF
+        self._sent.clear()
+        return data
 
     def flush(self, end: bool = False) -> bytes | None:
         """Emit the pending frames now; None if nothing is pending.

@@ -2,10 +2,12 @@
 
 A :class:`CallPeer` owns one ``RTCPeerConnection`` (``RTCConfiguration(iceServers=[])``: no STUN
 on closed networks) and one data channel created with ``ordered=False, maxRetransmits=0`` whose
-label names the codec (``voip-codec/<codec name>``). Outgoing audio goes through
-:class:`~voip_codec.webrtc.sender.CodecSender`; incoming packets feed
-:class:`~voip_codec.webrtc.receiver.CodecReceiverTrack`. The same channel carries loss reports
-back, so the sender adapts its redundancy.
+label names the codec (``voip-codec/<codec name>``), wrapped as a
+:class:`~voip_codec.webrtc.datachannel.DataChannelLink`. Outgoing audio goes through
+:class:`~voip_codec.webrtc.sender.CodecSender` (a ``SendSession``); every incoming datagram goes
+to :class:`~voip_codec.webrtc.receiver.CodecReceiverTrack` (a ``ReceiveSession``), which
+classifies it: audio is played, loss reports go to the paired ``SendSession`` so it adapts its
+redundancy, and its own reports go back on the same channel.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..codecs.base import Codec
-from ..packet import is_loss_report
 from ..transport.jitter import JitterConfig
+from .datachannel import DataChannelLink
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
 
@@ -74,7 +76,8 @@ class CallPeer:
         self.source = source
         self.name = name
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.channel: Any = None
+        self.channel: RTCDataChannel | None = None
+        self.link: DataChannelLink | None = None
         self.sender: CodecSender | None = None
         self.track = CodecReceiverTrack(codec, jitter=self.options.jitter,
                                         send_report=self._send)
@@ -83,18 +86,19 @@ class CallPeer:
         self.pc.on("datachannel", self._on_datachannel)
 
     def _send(self, data: bytes) -> None:
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(data)
+        if self.link is not None:
+            self.link.send(data)
 
-    def _attach(self, channel: Any) -> None:
+    def _attach(self, channel: RTCDataChannel) -> None:
         self.channel = channel
-        channel.on("message", self._on_message)
+        self.link = DataChannelLink(channel)
+        self.link.set_receiver(self.track.on_message)
         if channel.readyState == "open":
             self._on_open()
         else:
             channel.on("open", self._on_open)
 
-    def _on_datachannel(self, channel: Any) -> None:
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
         label = str(channel.label)
         expected = LABEL_PREFIX + self.codec.info.name
         if label != expected:
@@ -108,20 +112,14 @@ class CallPeer:
 
     def _on_open(self) -> None:
         logger.info("%s: data channel open", self.name)
-        if self.source is not None and self.sender is None:
+        if self.source is not None and self.sender is None and self.link is not None:
             o = self.options
-            self.sender = CodecSender(self.source, self.codec, self._send,
+            self.sender = CodecSender(self.source, self.codec, self.link,
                                       frames_per_packet=o.frames_per_packet,
                                       redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx)
+            self.track.session.sender = self.sender.session  # loss reports adapt its K
             self.sender.start()
         self.opened.set()
-
-    def _on_message(self, data: bytes | str) -> None:
-        if is_loss_report(data):
-            if self.sender is not None:
-                self.sender.on_message(data)
-            return
-        self.track.on_message(data)
 
     async def create_offer(self) -> str:
         """Create the data channel and return the offer SDP (ICE candidates included)."""
@@ -317,7 +315,7 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
         out = np.pad(out, (0, n_out - out.shape[0]))
     write_audio(output_path, out, rate)
     now = time.monotonic()
-    sender = alice.sender.stats.__dict__ if alice.sender is not None else {}
+    sender = alice.sender.stats.to_dict() if alice.sender is not None else {}
     sent_seconds = max(1e-9, sender.get("frames", 0) * codec.info.frame_ms / 1000)
     wire = {
         "forward_wire_kbps": round(relay.stats["ab"].wire_kbps(now), 2),

@@ -242,7 +242,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                 with contextlib.suppress(Exception):
                     await t
             stats = {"role": role, "codec": codec.info.name, "receiver": peer.track.stats(),
-                     "sender": dataclasses.asdict(peer.sender.stats) if peer.sender else None}
+                     "sender": peer.sender.stats.to_dict() if peer.sender else None}
             await client.close()
             await peer.close()
     return stats

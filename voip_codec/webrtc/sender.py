@@ -1,54 +1,40 @@
-"""Sender: any aiortc audio track -> 80 ms codec frames -> packets on a data channel."""
+"""Sender: any aiortc audio track -> 80 ms codec frames -> a :class:`SendSession` on a link.
+
+This module only adapts aiortc: it resamples the track to the codec's input rate and frame
+size, runs the encoder in a worker thread, and measures encode time. Packetising, redundancy and
+its adaptation, DTX and the end-of-stream packet are the session's
+(:class:`~voip_codec.transport.session.SendSession`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..codecs.base import Codec
-from ..packet import LossReport, PacketError, parse_packet
-from ..transport.packetizer import Packetizer
+from ..transport.link import CallbackLink, Link
 from ..transport.redundancy import RedundancyController
+from ..transport.session import SendSession, SendStats
 
 __all__ = ["CodecSender", "SenderStats"]
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SenderStats:
-    """What the sender did so far."""
-
-    frames: int = 0
-    """Frames encoded."""
-    packets: int = 0
-    """Packets sent."""
-    payload_bytes: int = 0
-    """Packet bytes handed to the data channel (headers of our format included)."""
-    dtx_frames: int = 0
-    """Silent frames not sent (DTX)."""
-    redundancy: int = 0
-    """Current K."""
-    reports: int = 0
-    """Loss reports received."""
-    encode_ms_max: float = 0.0
-    """Slowest frame encode."""
+SenderStats = SendStats
+"""The sender's counters (the session's :class:`SendStats`)."""
 
 
 class CodecSender:
-    """Reads ``track``, encodes 80 ms frames in a worker thread, sends packets via ``send``.
+    """Reads ``track``, encodes 80 ms frames in a worker thread, sends packets on a link.
 
     Args:
         track: any aiortc audio track (MediaPlayer, microphone, a remote track, ...).
         codec: the frame codec.
-        send: called with each packet's bytes (e.g. ``channel.send``); runs on the event loop.
+        send: the link to send on, or a function called with each packet's bytes (e.g.
+            ``channel.send``); runs on the event loop.
         frames_per_packet: new frames bundled per packet.
         redundancy: initial K (redundant copies of previous frames per packet).
         adaptive: adapt K from the receiver's loss reports.
@@ -58,7 +44,8 @@ class CodecSender:
             never blocks on the model.
     """
 
-    def __init__(self, track: MediaStreamTrack, codec: Codec, send: Callable[[bytes], None], *,
+    def __init__(self, track: MediaStreamTrack, codec: Codec,
+                 send: Callable[[bytes], None] | Link, *,
                  frames_per_packet: int = 1, redundancy: int = 1, adaptive: bool = True,
                  dtx: bool = False, vad_threshold_dbfs: float = -50.0,
                  keepalive_frames: int = 12,
@@ -68,23 +55,26 @@ class CodecSender:
         self.track = track
         self.codec = codec
         self.info = codec.info
-        self._send = send
-        self.packetizer = Packetizer(self.info.codec_id, frames_per_packet, redundancy)
-        self.controller = RedundancyController(initial=redundancy) if adaptive else None
-        self.dtx = dtx
-        self.vad_level = 10.0 ** (vad_threshold_dbfs / 20.0)
-        self.keepalive_frames = keepalive_frames
+        link = send if isinstance(send, Link) else CallbackLink(send, name="sender")
+        self.session = SendSession(
+            self.info, codec.new_encoder(), link, frames_per_packet=frames_per_packet,
+            redundancy=redundancy,
+            controller=RedundancyController(initial=redundancy) if adaptive else None,
+            dtx=dtx, vad_threshold_dbfs=vad_threshold_dbfs, keepalive_frames=keepalive_frames,
+            name="sender")
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="voip-codec-encode")
         self._own_executor = executor is None
-        self._encoder = codec.new_encoder()
         self._resampler = av.AudioResampler(format="flt", layout="mono",
                                             rate=self.info.input_sample_rate,
                                             frame_size=self.info.input_frame_samples)
         self._task: asyncio.Task[None] | None = None
-        self._silent_run = 0
-        self.stats = SenderStats(redundancy=redundancy)
         self.finished = asyncio.Event()
+
+    @property
+    def stats(self) -> SendStats:
+        """What the sender did so far (the session's live counters)."""
+        return self.session.stats
 
     def start(self) -> None:
         """Start reading the track (idempotent)."""
@@ -103,19 +93,10 @@ class CodecSender:
             self._executor.shutdown(wait=False)
 
     def on_message(self, data: bytes | str) -> None:
-        """Feed a data-channel message from the receiver (loss reports adapt K)."""
-        if isinstance(data, str):
-            return
-        try:
-            message = parse_packet(data)
-        except PacketError as exc:
-            logger.debug("sender: dropped bad control message: %s", exc)
-            return
-        if isinstance(message, LossReport):
-            self.stats.reports += 1
-            if self.controller is not None:
-                self.packetizer.redundancy = self.controller.on_report(message)
-                self.stats.redundancy = self.packetizer.redundancy
+        """Feed a message from the receiver (loss reports adapt K; anything else is counted in
+        ``stats.invalid``). A :class:`~voip_codec.webrtc.call.CallPeer` routes reports through
+        its receive session instead."""
+        self.session.on_datagram(data)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -126,54 +107,25 @@ class CodecSender:
                     frame = await self.track.recv()
                 except MediaStreamError:
                     break
+                if not isinstance(frame, av.AudioFrame):
+                    raise TypeError(f"the source track gave {type(frame).__name__}, "
+                                    "not audio frames")
                 for out in self._resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1)[:n].astype(np.float32)
-                    if pcm.shape[0] < n:
-                        pcm = np.pad(pcm, (0, n - pcm.shape[0]))
-                    await self._frame(loop, pcm)
+                    await self._frame(loop, out.to_ndarray().reshape(-1)[:n])
             for out in self._resampler.resample(None):  # the last, zero-padded partial frame
-                pcm = out.to_ndarray().reshape(-1)[:n].astype(np.float32)
-                await self._frame(loop, np.pad(pcm, (0, n - pcm.shape[0])))
-            data = self.packetizer.flush(end=True)
-            if data is None and self.stats.frames:
-                # nothing pending (the last packet is out, or the last frames were DTX-skipped):
-                # announce the end with one silent frame
-                silence = np.zeros(n, dtype=np.float32)
-                payload = await loop.run_in_executor(self._executor, self._encoder.encode,
-                                                     silence)
-                data = self.packetizer.push(payload, silence=True, end=True)
-            if data is not None:
-                self._emit(data)
+                await self._frame(loop, out.to_ndarray().reshape(-1)[:n])
+            filler = None
+            if self.session.end_needs_frame:  # announce the end with one silent frame
+                filler = await loop.run_in_executor(self._executor, self.session.encode_frame,
+                                                    np.zeros(n, dtype=np.float32))
+            self.session.finish(filler)
         finally:
             self.finished.set()
 
-    async def _frame(self, loop: asyncio.AbstractEventLoop, pcm: np.ndarray) -> None:
+    async def _frame(self, loop: asyncio.AbstractEventLoop, samples: np.ndarray) -> None:
+        n = self.info.input_frame_samples
+        pcm = np.pad(samples.astype(np.float32), (0, n - samples.shape[0]))
         start = loop.time()
-        payload = await loop.run_in_executor(self._executor, self._encoder.encode, pcm)
-        self.stats.encode_ms_max = max(self.stats.encode_ms_max, (loop.time() - start) * 1e3)
-        self.stats.frames += 1
-        silent = float(np.sqrt(np.mean(pcm ** 2))) < self.vad_level
-        if self.dtx and silent:
-            self._silent_run += 1
-            if self._silent_run % self.keepalive_frames != 1:
-                # skip the frame: its index is consumed so the receiver's timeline stays right
-                pending = self.packetizer.flush()
-                if pending is not None:
-                    self._emit(pending)
-                self.packetizer.frame_index = (self.packetizer.frame_index + 1) & 0xFFFFFFFF
-                self.stats.dtx_frames += 1
-                return
-        else:
-            self._silent_run = 0
-        data = self.packetizer.push(payload, silence=silent)
-        if data is not None:
-            self._emit(data)
-
-    def _emit(self, data: bytes) -> None:
-        try:
-            self._send(data)
-        except Exception as exc:  # noqa: BLE001 - a closed channel must not kill the sender
-            logger.warning("sender: send failed: %s", exc)
-            return
-        self.stats.packets += 1
-        self.stats.payload_bytes += len(data)
+        encoded = await loop.run_in_executor(self._executor, self.session.encode_frame, pcm)
+        self.session.record_encode_ms((loop.time() - start) * 1e3)
+        self.session.send_frame(encoded)

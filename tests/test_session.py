@@ -1,0 +1,281 @@
+"""SendSession / ReceiveSession over links: loss, reordering, duplicates, DTX, garbage, and the
+aiortc sender and receiver track running through the same pair."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voip_codec.codecs.registry import get_codec
+from voip_codec.packet import FLAG_END, FLAG_START, AudioPacket, LossReport, parse_packet
+from voip_codec.transport.jitter import FrameSource, JitterConfig, PlayoutFrame
+from voip_codec.transport.link import CallbackLink, Link, MemoryLink, memory_link_pair
+from voip_codec.transport.netsim import LossModel, NetworkConditions
+from voip_codec.transport.packetizer import Packetizer
+from voip_codec.transport.pipeline import simulate
+from voip_codec.transport.redundancy import RedundancyController
+from voip_codec.transport.session import EncodedFrame, ReceiveSession, SendSession
+
+PERIOD = 0.08
+N = 1280  # pcm16: 80 ms at 16 kHz
+FIXED_160 = JitterConfig(initial_delay_ms=160, min_delay_ms=160, max_delay_ms=160)
+
+
+class DropSet(LossModel):
+    """Deterministic loss of the datagrams with the given send positions."""
+
+    def __init__(self, drop: set[int]) -> None:
+        self.drop = drop
+        self.count = 0
+
+    def lost(self, rng: np.random.Generator) -> bool:
+        self.count += 1
+        return self.count - 1 in self.drop
+
+
+def noise(frames: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal(frames * N)).clip(-0.99, 0.99).astype(np.float32)
+
+
+def pcm16_frame(pcm: np.ndarray) -> np.ndarray:
+    return np.round(pcm * 32768).clip(-32768, 32767) / 32768
+
+
+def run_call(pcm: np.ndarray, forward: NetworkConditions, *, redundancy: int = 0,
+             controller: RedundancyController | None = None, jitter: JitterConfig = FIXED_160,
+             ticks: int | None = None) -> tuple[list[tuple[PlayoutFrame, np.ndarray | None]],
+                                                SendSession, ReceiveSession, MemoryLink]:
+    """One-way call of ``pcm`` (pcm16) over a memory link pair; one tick per frame period."""
+    codec = get_codec("pcm16")
+    a, b = memory_link_pair(forward, NetworkConditions(delay_ms=20), seed=7)
+    tx = SendSession(codec.info, codec.new_encoder(), a, redundancy=redundancy,
+                     controller=controller, vad_threshold_dbfs=-50)
+    rx = ReceiveSession(codec.info, codec.new_decoder(), b, jitter=jitter, report_interval=6)
+    a.set_receiver(tx.on_datagram)
+    b.set_receiver(lambda data: rx.on_datagram(data, b.clock.now))
+    frames = len(pcm) // N
+    out: list[tuple[PlayoutFrame, np.ndarray | None]] = []
+    for k in range(ticks if ticks is not None else frames + 10):
+        now = (k + 1) * PERIOD
+        a.deliver(now)
+        if k < frames:
+            tx.send_frame(tx.encode_frame(pcm[k * N:(k + 1) * N]), end=k == frames - 1)
+        b.deliver(now)
+        played = rx.tick(now)
+        pcm_out = None if played.source in (FrameSource.BUFFERING, FrameSource.ENDED) \
+            else rx.decode(played)
+        out.append((played, pcm_out))
+    return out, tx, rx, a
+
+
+def test_sessions_over_a_lossy_reordering_duplicating_link() -> None:
+    pcm = noise(60)
+    net = NetworkConditions(delay_ms=30, jitter_ms=15, reorder_prob=0.1, reorder_delay_ms=50,
+                            duplicate_prob=0.1, loss=DropSet({5, 6, 20, 33, 34, 47}))
+    out, tx, rx, a = run_call(pcm, net, redundancy=2)
+    stats = rx.stats
+    assert a.path is not None and a.path.stats.lost == 6
+    assert a.path.stats.duplicated > 0 and a.path.stats.reordered > 0
+    assert stats.duplicate == a.path.stats.duplicated
+    assert stats.invalid == 0 and stats.concealed == 0  # K=2 bridged every loss
+    assert stats.recovered_from_redundancy == 6
+    assert stats.ended and rx.ended and rx.last_index_played == 59
+    # every frame is played once, in order, and is exactly the input frame
+    played = [(f.index, x) for f, x in out if x is not None and f.index is not None]
+    assert [i for i, _ in played] == list(range(60))
+    for i, x in played:
+        np.testing.assert_array_equal(x, pcm16_frame(pcm[i * N:(i + 1) * N]))
+    # after the last frame the receiver plays silence, not concealment
+    assert out[-1][0].source is FrameSource.ENDED
+    # loss reports came back over the same link pair and were applied by the sender
+    assert rx.reports_sent == 60 // 6 and tx.stats.reports == rx.reports_sent
+    assert tx.stats.invalid == 0 and tx.stats.frames == 60 and tx.stats.packets == 60
+
+
+def test_adaptive_k_follows_reports_through_the_link() -> None:
+    pcm = noise(80, seed=1)
+    drop = set(range(0, 80, 4))  # 25 % loss, single losses
+    out, tx, rx, _ = run_call(pcm, NetworkConditions(loss=DropSet(drop)),
+                              controller=RedundancyController(initial=0))
+    assert tx.controller is not None and tx.controller.history[0] == 3
+    assert tx.stats.redundancy == tx.packetizer.redundancy == 3
+    assert rx.stats.recovered_from_redundancy > 0
+    # before the first report K was 0: those losses were concealed; output never stalls
+    assert rx.stats.concealed > 0
+    assert len(out) == 90 and all(x is not None for f, x in out
+                                  if f.source not in (FrameSource.BUFFERING,
+                                                      FrameSource.ENDED))
+
+
+def test_garbage_is_counted_never_raised() -> None:
+    codec = get_codec("pcm16")
+    a, b = memory_link_pair()
+    rx = ReceiveSession(codec.info, codec.new_decoder(), b)
+    tx = SendSession(codec.info, codec.new_encoder(), a)
+    other_codec = AudioPacket(codec_id=16, seq=0, frame_index=0, frames=(b"\0" * 7,))
+    report = LossReport(0, 0, 10, 9, 0.1, 1.0)
+    for junk in (b"", b"garbage", b"VC\x01\x07", b"VC\x01\x01" + b"\0" * 3, "text",
+                 other_codec.to_bytes()):
+        rx.on_datagram(junk, 0.0)
+        tx.on_datagram(junk)
+    assert rx.stats.invalid == 6 and rx.stats.packets_received == 0
+    rx.on_datagram(report.to_bytes(), 0.0)  # no paired sender: ignored, not garbage
+    assert rx.stats.invalid == 6
+    rx.sender = tx
+    rx.on_datagram(report.to_bytes(), 0.0)
+    assert tx.stats.reports == 1 and tx.stats.invalid == 6
+
+
+def test_end_of_stream_and_filler_frame() -> None:
+    codec = get_codec("pcm16")
+    sent: list[bytes] = []
+    link = CallbackLink(sent.append)
+    tx = SendSession(codec.info, codec.new_encoder(), link, frames_per_packet=2)
+    assert not tx.end_needs_frame  # nothing sent yet
+    tx.send_frame(tx.encode_frame(np.zeros(N, dtype=np.float32)))
+    tx.finish()  # one frame pending: it carries the end
+    first = parse_packet(sent[0])
+    assert len(sent) == 1 and isinstance(first, AudioPacket) and first.flags & FLAG_END
+    assert tx.ended
+    with pytest.raises(ValueError, match="ended"):
+        tx.send_frame(tx.encode_frame(np.zeros(N, dtype=np.float32)))
+
+    sent.clear()
+    tx = SendSession(codec.info, codec.new_encoder(), link)
+    tx.send_frame(tx.encode_frame(noise(1)))
+    assert tx.end_needs_frame
+    tx.finish(tx.encode_frame(np.zeros(N, dtype=np.float32)))
+    last = parse_packet(sent[-1])
+    assert isinstance(last, AudioPacket) and last.flags & FLAG_END and last.frame_index == 1
+    assert tx.stats.frames == 1 and tx.stats.packets == 2
+
+
+def test_links_enforce_mtu_and_never_raise_on_send_failure() -> None:
+    codec = get_codec("pcm16")  # 2560-byte frames
+    small, _ = memory_link_pair(mtu=6000)
+    with pytest.raises(ValueError, match="MTU 6000"):
+        SendSession(codec.info, codec.new_encoder(), small, frames_per_packet=2, redundancy=1)
+    with pytest.raises(ValueError, match="exceeds the link MTU"):
+        small.send(b"\0" * 6001)
+
+    def broken(data: bytes) -> None:
+        raise ConnectionError("channel closed")
+
+    link = CallbackLink(broken)
+    tx = SendSession(codec.info, codec.new_encoder(), link)
+    tx.send_frame(EncodedFrame(b"\0" * codec.info.bytes_per_frame, silent=True))
+    assert link.dropped == 1 and tx.stats.packets == 1
+    for end in memory_link_pair():
+        assert isinstance(end, Link)
+    assert isinstance(link, Link)
+
+
+def test_packetizer_skip_sends_no_stale_copies_across_a_gap() -> None:
+    p = Packetizer(codec_id=16, frames_per_packet=2, redundancy=2)
+    assert p.push(b"a" * 7) is None
+    pending = p.skip()  # the pending frame goes out first; index 1 is skipped
+    assert pending is not None
+    assert parse_packet(pending) == AudioPacket(16, 0, 0, (b"a" * 7,), flags=FLAG_START)
+    p.push(b"c" * 7)
+    packet = parse_packet(p.push(b"d" * 7) or b"")
+    assert isinstance(packet, AudioPacket)
+    assert packet.frame_index == 2 and packet.redundant == ()  # "a" is not frame 1's copy
+
+
+def speech_with_pause(speech: int, pause: int) -> np.ndarray:
+    return np.concatenate([noise(speech, 1), np.zeros(pause * N, np.float32),
+                           noise(speech, 2)])
+
+
+def test_simulate_with_dtx() -> None:
+    pcm = speech_with_pause(10, 30)[:-300]  # last frame partial: output length still exact
+    codec = get_codec("pcm16")
+    plain = simulate(pcm, codec, redundancy=1, jitter=FIXED_160)
+    res = simulate(pcm, codec, redundancy=1, jitter=FIXED_160, dtx=True, keepalive_frames=12)
+    assert res.audio.shape == plain.audio.shape == pcm.shape
+    # 30 silent frames: the 1st, 13th and 25th are sent (keep-alive), 27 are left out
+    assert res.dtx_frames == 27 and plain.dtx_frames == 0
+    assert res.packets_sent == plain.packets_sent - 27 == 50 - 27
+    # the gaps are concealed like lost frames (the jitter buffer cannot tell them apart) ...
+    gap = res.sources[10:40]
+    assert gap.count(FrameSource.PRIMARY) == 3
+    assert gap.count(FrameSource.CONCEALED) == 27 == res.concealed_frames
+    # ... and sound like the silence they replace; speech after the pause is sample-exact
+    assert np.all(res.audio[10 * N:40 * N] == 0)
+    np.testing.assert_allclose(res.audio[41 * N:], pcm[41 * N:], atol=1 / 32768)
+    assert plain.concealed_frames == 0
+
+
+def test_dtx_needs_a_vad_threshold_and_a_keepalive_interval() -> None:
+    codec = get_codec("pcm16")
+    a, _ = memory_link_pair()
+    with pytest.raises(ValueError, match="vad_threshold_dbfs"):
+        SendSession(codec.info, codec.new_encoder(), a, dtx=True)
+    with pytest.raises(ValueError, match="keepalive_frames"):
+        SendSession(codec.info, codec.new_encoder(), a, dtx=True, vad_threshold_dbfs=-50,
+                    keepalive_frames=0)
+    # keepalive_frames=1 sends every silent frame
+    tx = SendSession(codec.info, codec.new_encoder(), a, dtx=True, vad_threshold_dbfs=-50,
+                     keepalive_frames=1)
+    for _ in range(3):
+        tx.send_frame(tx.encode_frame(np.zeros(N, dtype=np.float32)))
+    assert tx.stats.dtx_frames == 0 and tx.stats.packets == 3
+
+
+def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path) -> None:
+    """A real loopback call: Alice's CodecSender and Bob's CodecReceiverTrack hold the session
+    classes; Bob's loss reports come back over the data channel to Alice's SendSession."""
+    from aiortc.contrib.media import MediaPlayer
+
+    from voip_codec.webrtc.call import CallOptions, CallPeer, collect
+    from voip_codec.webrtc.datachannel import DataChannelLink
+    from voip_codec.webrtc.loopback import loopback_candidates
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, speech_with_pause(8, 4)[:int(1.6 * 16000)], 16000)
+    codec = get_codec("codec2-700c")
+
+    async def main() -> tuple[CallPeer, CallPeer]:
+        with loopback_candidates():
+            player = MediaPlayer(str(wav))
+            alice = CallPeer(codec, CallOptions(), source=player.audio, name="alice")
+            bob = CallPeer(codec, CallOptions(), name="bob")
+            try:
+                await alice.accept_answer(await bob.accept_offer(await alice.create_offer()))
+                await asyncio.wait_for(asyncio.gather(alice.wait_open(), bob.wait_open()), 15)
+                stop = asyncio.Event()
+                recording = asyncio.ensure_future(collect(bob.track, stop))
+                assert alice.sender is not None
+                await asyncio.wait_for(alice.sender.finished.wait(), 15)
+                for _ in range(100):  # at most 2 s to play out the rest
+                    if bob.track.ended:
+                        break
+                    await asyncio.sleep(0.02)
+                stop.set()
+                await recording
+            finally:
+                await alice.close()
+                await bob.close()
+        return alice, bob
+
+    alice, bob = asyncio.run(main())
+    assert alice.sender is not None
+    assert isinstance(alice.sender.session, SendSession)
+    assert isinstance(bob.track.session, ReceiveSession)
+    assert isinstance(alice.link, DataChannelLink) and isinstance(alice.link, Link)
+    assert alice.track.session.sender is alice.sender.session
+    assert alice.sender.session.link is alice.link
+    sent = alice.sender.stats
+    rx = bob.track.session.stats
+    assert sent.frames == 20 and sent.packets == 21  # 1.6 s + the end-of-stream frame
+    assert rx.frames_received == 21 and rx.ended and rx.invalid == 0
+    # Bob's reports crossed the channel, were classified by Alice's receive session and
+    # reached her send session
+    assert bob.track.session.reports_sent >= 1
+    assert sent.reports == bob.track.session.reports_sent
+    assert bob.track.stats() == rx.to_dict()
