@@ -408,7 +408,7 @@ class AvFrameCodec(Codec):
 
     The payload size and the decoder's output rate are measured by coding one silent frame.
     ``decode(None)`` repeats the last payload with a fade (the generic
-    :class:`~voip_codec.transport.plc.ConcealingDecoder`): FFmpeg exposes neither libopus's PLC
+    :class:`~voip_codec.codecs.plc.ConcealingDecoder`): FFmpeg exposes neither libopus's PLC
     nor its in-band FEC, and AMR-NB's bad-frame handling is not reachable through PyAV either.
 
     Args:
