@@ -19,10 +19,10 @@ pytest.importorskip("pystoi")
 pytest.importorskip("pesq")
 
 from voip_codec.audio import resample  # noqa: E402
-from voip_codec.bench import metrics as metrics_mod  # noqa: E402
-from voip_codec.bench.cache import ResultCache, file_digest  # noqa: E402
-from voip_codec.bench.harness import Clip, run_loss, run_quality  # noqa: E402
-from voip_codec.bench.metrics import (  # noqa: E402
+from voip_codec_bench import metrics as metrics_mod  # noqa: E402
+from voip_codec_bench.cache import ResultCache, file_digest  # noqa: E402
+from voip_codec_bench.harness import Clip, run_loss, run_quality  # noqa: E402
+from voip_codec_bench.metrics import (  # noqa: E402
     METRIC_RATE,
     MetricSet,
     MetricUnavailableError,
@@ -31,14 +31,14 @@ from voip_codec.bench.metrics import (  # noqa: E402
     to_metric_rate,
     word_error_rate,
 )
-from voip_codec.bench.peers import (  # noqa: E402
+from voip_codec_bench.peers import (  # noqa: E402
     CodecStream,
     MissingCodec,
     Transcoded,
     Transcoder,
     resolve_codec,
 )
-from voip_codec.bench.report import (  # noqa: E402
+from voip_codec_bench.report import (  # noqa: E402
     README_BEGIN,
     README_END,
     render_markdown,
@@ -218,8 +218,8 @@ def test_model_fingerprint_is_in_the_cache_key(tmp_path: Path, clip: Clip) -> No
     import torch
 
     from tests._shared import conformance_dir
-    from voip_codec.bench.peers import FrameCodecTranscoder
     from voip_codec.codecs.focalcodec import load_focalcodec_codec
+    from voip_codec_bench.peers import FrameCodecTranscoder
 
     codec = load_focalcodec_codec(str(conformance_dir()), "fc-test", 200)
     short = Clip(clip.path, clip.digest + "-1s", clip.pcm[:METRIC_RATE])
