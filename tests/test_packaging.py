@@ -82,6 +82,46 @@ sys.exit(main(["info"]))
                            "README), then pip install 'voip-codec[codec]'\n")
 
 
+def _plugin_site(tmp_path: Path, entry_points: str, modules: dict[str, str]) -> dict[str, str]:
+    """A folder with an installed-distribution record declaring ``entry_points`` (what pip
+    writes), plus plugin modules; returns an environment that puts it on the path."""
+    dist = tmp_path / "site" / "voip_codec_test_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: voip-codec-test-plugin\n"
+                                   "Version: 1.0\n")
+    (dist / "entry_points.txt").write_text(entry_points)
+    for name, text in modules.items():
+        (tmp_path / "site" / f"{name}.py").write_text(text)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
+
+
+def test_plugins_add_commands_through_entry_points(tmp_path: Path) -> None:
+    plugin = (
+        "def add_parser(subparsers):\n"
+        "    p = subparsers.add_parser('hello', help='say hello')\n"
+        "    p.add_argument('--name', required=True)\n"
+        "    p.set_defaults(func=lambda args: print(f'hello {args.name}') or 0)\n"
+        "    return p\n"
+    )
+    env = _plugin_site(tmp_path, "[voip_codec.cli_plugins]\n"
+                                 "hello = hello_plugin:add_parser\n"
+                                 "codecs = hello_plugin:add_parser\n"  # built-ins win
+                                 "broken = no_such_module_here:add_parser\n",
+                       {"hello_plugin": plugin})
+    cli = [sys.executable, "-m", "voip_codec.cli"]
+    proc = _run(*cli, "hello", "--name", "you", env=env, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "hello you\n"), proc.stderr
+    proc = _run(*cli, "--help", env=env, cwd=tmp_path)
+    assert "say hello" in proc.stdout and "list the codecs" in proc.stdout
+    proc = _run(*cli, "broken", "x", "--y", env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == ("voip-codec: error: the 'broken' command "
+                           "(no_such_module_here:add_parser) failed to load: this needs the "
+                           "Python package 'no_such_module_here', which is not installed\n")
+    proc = _run(*cli, "codecs", env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "pcm16" in proc.stdout
+
+
 @pytest.mark.integration
 def test_runtime_wheel_holds_no_benchmarks(tmp_path: Path) -> None:
     src = _source_copy(tmp_path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from .base import Codec
 
@@ -160,9 +161,9 @@ def _register_builtins() -> None:
     register_codec("pcm16", 1, Pcm16Codec)
     for offset, mode in enumerate(("700C", "1200", "1300", "1400", "1600", "2400", "3200")):
         name, cid = f"codec2-{mode.lower()}", 16 + offset
-        register_codec(name, cid, lambda m=mode, c=cid: Codec2Codec(m, codec_id=c))
+        register_codec(name, cid, partial(Codec2Codec, mode, codec_id=cid))
     for name, cid in AV_CODEC_IDS.items():
-        register_codec(name, cid, lambda n=name: AvFrameCodec(n))
+        register_codec(name, cid, partial(AvFrameCodec, name))
 
 
 def _focalcodec_factory(source: str, name: str) -> CodecFactory:
