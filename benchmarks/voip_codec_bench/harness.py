@@ -721,7 +721,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
         rows = run_quality(_codecs_with_models(args, args.codecs), clips, args.metrics, cache,
                            progress=not args.quiet)
     except _user_errors() as exc:
-        print(f"bench quality: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     report = {"context": _context(args, clips), "quality": [asdict(r) for r in rows],
               "cache": {"hits": cache.hits, "misses": cache.misses}}
@@ -747,7 +747,7 @@ def run_loss_command(args: argparse.Namespace) -> int:
                         args.redundancy, args.burst, args.delay_ms, args.seed, args.metrics,
                         cache=cache, progress=not args.quiet)
     except _user_errors() as exc:
-        print(f"bench loss: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     report = {"context": {**_context(args, clips), **_loss_context(args, clips)},
               "loss": [asdict(r) for r in rows],
@@ -767,7 +767,7 @@ def run_codec_speed(args: argparse.Namespace) -> int:
     try:
         rows = measure_codecs(args.codecs, args.codec_threads, seconds=args.seconds)
     except _user_errors() as exc:
-        print(f"bench speed: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
@@ -903,7 +903,7 @@ def run_report_command(args: argparse.Namespace) -> int:
             if args.readme is not None:
                 update_readme(args.readme, report)
         except (OSError, ValueError) as exc:
-            print(f"bench report: error: {exc}", file=sys.stderr)
+            print(f"voip-codec: error: {exc}", file=sys.stderr)
             return 1
         _emit(report, args)
         return 0
@@ -933,7 +933,7 @@ def run_report_command(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
         t2 = time.perf_counter()
     except _user_errors() as exc:
-        print(f"bench report: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     report = {
         "context": {**_context(args, clips), **_loss_context(args, loss_clips),

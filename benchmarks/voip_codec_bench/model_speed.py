@@ -349,8 +349,7 @@ def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``voip-codec bench speed``."""
     if args.seconds <= 0 or args.threads <= 0:
-        print("error: --seconds and --threads must be positive", file=sys.stderr)
-        return 2
+        raise ValueError("--seconds and --threads must be positive")
     precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
     if args.agreement:
         return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))
