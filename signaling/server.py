@@ -27,14 +27,31 @@ from typing import Any, Final
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from . import protocol as p
+from .cli import DEFAULT_HOST, DEFAULT_PORT, DESCRIPTION, add_arguments, add_parser
 from .tokens import SECRET_ENV, TokenError, check_secret, secret_from_env, verify_join_token
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "HEALTH_PATH",
+    "STATE_KEY",
+    "WS_PATH",
+    "RunningServer",
+    "ServerConfig",
+    "SignalingState",
+    "add_parser",
+    "create_app",
+    "main",
+    "resolve_secret",
+    "run",
+    "run_server",
+    "serve",
+    "start_server",
+]
 
 logger = logging.getLogger("signaling.server")
 
-DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 8765
 WS_PATH: Final = "/ws"
-_DESCRIPTION: Final = "WebSocket signaling relay for voip-codec calls (two peers per room)."
 HEALTH_PATH: Final = "/health"
 
 _FRAME_LIMIT_FACTOR: Final = 2
@@ -495,60 +512,6 @@ def run_server(
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})"
-    )
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT})"
-    )
-    parser.add_argument(
-        "--secret-file",
-        help=f"file holding the shared token secret (default: ${SECRET_ENV}); "
-        "kept off the command line so it does not show in process lists",
-    )
-    parser.add_argument(
-        "--insecure-no-auth",
-        action="store_true",
-        help="accept joins without tokens (trusted networks and local tests only)",
-    )
-    parser.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=p.DEFAULT_MAX_MESSAGE_BYTES,
-        help="largest client message",
-    )
-    parser.add_argument("--max-rooms", type=int, default=1000, help="rooms open at once")
-    parser.add_argument("--max-connections", type=int, default=2000, help="WebSockets open at once")
-    parser.add_argument("--join-timeout", type=float, default=10.0, help="seconds to send 'join'")
-    parser.add_argument(
-        "--idle-timeout", type=float, default=300.0, help="seconds a joined peer may be silent"
-    )
-    parser.add_argument(
-        "--heartbeat", type=float, default=20.0, help="WebSocket ping interval in seconds"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve`` sub-command to a parent CLI.
-
-    Args:
-        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns:
-        The new sub-parser; its ``func`` default is :func:`run`.
-    """
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "serve", help="run the WebSocket signaling server", description=_DESCRIPTION
-    )
-    _add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
 def resolve_secret(args: argparse.Namespace) -> bytes | None:
     """Pick the secret from ``--secret-file`` or the environment.
 
@@ -578,36 +541,50 @@ def resolve_secret(args: argparse.Namespace) -> bytes | None:
     return secret
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the server from parsed arguments (the ``serve`` sub-command body).
+def serve(args: argparse.Namespace) -> int:
+    """Run the server from parsed arguments (the ``voip-codec serve`` body).
 
     Args:
-        args: Namespace from :func:`add_parser` or :func:`main`.
+        args: Namespace from :func:`~signaling.cli.add_parser` or :func:`main`.
 
     Returns:
-        Exit status: 0 after a clean shutdown, 2 on a configuration error.
+        0 after a clean shutdown.
+
+    Raises:
+        ValueError: no secret and no ``--insecure-no-auth``, or a bad limit.
+        OSError: the secret file cannot be read, or the address cannot be bound.
     """
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    secret = resolve_secret(args)
+    run_server(
+        args.host,
+        args.port,
+        secret=secret,
+        insecure_no_auth=args.insecure_no_auth,
+        max_message_bytes=args.max_message_bytes,
+        max_rooms=args.max_rooms,
+        max_connections=args.max_connections,
+        join_timeout_s=args.join_timeout,
+        idle_timeout_s=args.idle_timeout,
+        heartbeat_s=args.heartbeat,
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """:func:`serve`, with configuration errors printed as one line (``python -m
+    signaling.server``).
+
+    Returns:
+        Exit status: 0 after a clean shutdown, 2 on a configuration error.
+    """
     try:
-        secret = resolve_secret(args)
-        run_server(
-            args.host,
-            args.port,
-            secret=secret,
-            insecure_no_auth=args.insecure_no_auth,
-            max_message_bytes=args.max_message_bytes,
-            max_rooms=args.max_rooms,
-            max_connections=args.max_connections,
-            join_timeout_s=args.join_timeout,
-            idle_timeout_s=args.idle_timeout,
-            heartbeat_s=args.heartbeat,
-        )
+        return serve(args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -619,8 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         Process exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m signaling.server", description=_DESCRIPTION)
-    _add_arguments(parser)
+    parser = argparse.ArgumentParser(prog="python -m signaling.server", description=DESCRIPTION)
+    add_arguments(parser)
     return run(parser.parse_args(argv))
 
 

@@ -126,7 +126,7 @@ def test_registry_builtins() -> None:
     assert get_codec("codec2-700c") is get_codec("codec2-700c")  # cached
     for name, cid in RESERVED_CODEC_IDS.items():  # registered lazily by the FocalCodec adapter
         assert name in names and codec_name_for_id(cid) == name
-    with pytest.raises(ValueError, match="unknown codec 'nope'; available: codec2-1200"):
+    with pytest.raises(ValueError, match="unknown codec 'nope'; available: amrnb-4.75k, codec2-1200"):
         get_codec("nope")
 
 

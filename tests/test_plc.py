@@ -9,7 +9,7 @@ import pytest
 
 from voip_codec.codecs.base import CodecError
 from voip_codec.codecs.pcm16 import Pcm16Codec, Pcm16PayloadDecoder
-from voip_codec.transport.plc import (
+from voip_codec.codecs.plc import (
     Concealer,
     ConcealingDecoder,
     Concealment,

@@ -1,18 +1,26 @@
 """The ``voip-codec`` command line.
 
-Sub-commands: ``encode``, ``decode``, ``info``, ``codecs``, ``conformance``, ``serve``,
-``demo``, ``simulate``, ``call``, ``bench speed``. Errors in user
-input (missing or unreadable files, a token file made by another model, a truncated file, missing
-weights) print one line ``voip-codec: error: ...`` and exit with status 1 (2 for bad usage);
-never a traceback.
+Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``demo``, ``simulate``,
+``call``, ``codecs``, ``serve`` (see :data:`COMMANDS`), plus those of installed plugins
+(:data:`PLUGIN_GROUP`: ``bench`` comes from the ``voip-codec-bench`` distribution). Building the
+parser imports neither torch nor aiortc, av or aiohttp: each command imports what it needs when
+it runs, so ``voip-codec --help``, ``serve`` and ``codecs`` work with only the ``server`` extra.
+
+Errors in user input (missing or unreadable files, a token file made by another model, a
+truncated file, missing weights, a missing optional package) print one line
+``voip-codec: error: ...`` and exit with status 1 (2 for bad usage); never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -130,47 +138,55 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return conformance_main(argv + (["--json"] if args.json else []))
 
 
+_EXTRA_OF_MODULE: dict[str, str] = {
+    "torch": "codec", "safetensors": "codec", "soundfile": "codec", "soxr": "codec",
+    "tqdm": "codec", "pycodec2": "codec", "av": "webrtc", "aiortc": "webrtc",
+    "aiohttp": "server", "pystoi": "eval", "pesq": "eval", "scipy": "eval",
+    "matplotlib": "eval", "huggingface_hub": "hub",
+}
+"""Top-level modules of optional dependencies -> the extra of pyproject.toml that installs them."""
+
+
+def missing_module_message(exc: ModuleNotFoundError) -> str:
+    """One line that names the missing package and the extra that installs it."""
+    top = (exc.name or "").split(".")[0]
+    if not top:
+        return str(exc)
+    extra = _EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return f"this needs the Python package {top!r}, which is not installed"
+    hint = f"pip install 'voip-codec[{extra}]'"
+    if top == "torch":
+        hint = "pip install torch==2.13.0 (the CPU build, see the README), then " + hint
+    return f"this needs the Python package {top!r}, which is not installed: {hint}"
+
+
+def _first_sentence(text: str) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return re.split(r"\.(?:\s|$)", line, maxsplit=1)[0]
+
+
 def cmd_codecs(args: argparse.Namespace) -> int:
-    """List registered codecs with their rates."""
-    from .codecs.registry import RESERVED_CODEC_IDS, available_codecs, get_codec
+    """List registered codecs with their rates; those that cannot load here say why."""
+    from .codecs.registry import available_codecs, get_codec
 
     for name in available_codecs():
-        if name in RESERVED_CODEC_IDS:
-            try:
-                info = get_codec(name).info
-            except Exception as exc:  # noqa: BLE001 - report why a model is unavailable
-                print(f"{name:20s} unavailable: {str(exc).split('.')[0]}")
-                continue
-        else:
+        try:
             info = get_codec(name).info
+        except ModuleNotFoundError as exc:
+            print(f"{name:20s} unavailable: {_first_sentence(missing_module_message(exc))}")
+            continue
+        except (ImportError, OSError, ValueError) as exc:
+            print(f"{name:20s} unavailable: {_first_sentence(str(exc))}")
+            continue
         print(f"{name:20s} id {info.codec_id:3d}  {info.bitrate / 1000:6.2f} kbps  "
               f"{info.frame_ms:.0f} ms frames  {info.input_sample_rate} -> "
               f"{info.output_sample_rate} Hz")
     return 0
 
 
-def cmd_bench_speed(args: argparse.Namespace) -> int:
-    """``voip-codec bench speed``."""
-    if getattr(args, "codecs", None):
-        from .bench.harness import run_codec_speed
-
-        return run_codec_speed(args)
-    from .bench.model_speed import run
-
-    return run(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="voip-codec",
-        description="FocalCodec-Stream neural speech codec for real-time calls.",
-    )
-    parser.add_argument("--version", action="version", version=f"voip-codec {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def add_file_commands(sub: Any) -> None:
+    """Register ``encode``, ``decode``, ``info`` and ``conformance``."""
 
     def model_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="default",
@@ -210,62 +226,112 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_conformance)
 
-    from signaling.server import add_parser as add_serve_parser
 
-    from .webrtc.commands import add_call_parser, add_demo_parser, add_simulate_parser
-
-    add_demo_parser(sub)
-    add_simulate_parser(sub)
-    add_call_parser(sub)
-
+def add_codecs_command(sub: Any) -> None:
+    """Register ``codecs``."""
     p = sub.add_parser("codecs", help="list the codecs")
     p.set_defaults(func=cmd_codecs)
 
-    add_serve_parser(sub)  # `voip-codec serve`: the signaling server (no torch needed)
 
-    bench = sub.add_parser("bench", help="benchmarks (print figures)")
-    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    bsub.required = True
-    p = bsub.add_parser("speed", help="FocalCodec-Stream streaming vs offline speed and memory")
-    from .bench.model_speed import add_arguments
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("voip_codec.cli", "add_file_commands"),  # encode, decode, info, conformance
+    ("voip_codec.webrtc.commands", "add_demo_parser"),
+    ("voip_codec.webrtc.commands", "add_simulate_parser"),
+    ("voip_codec.webrtc.commands", "add_call_parser"),
+    ("voip_codec.cli", "add_codecs_command"),
+    ("signaling.cli", "add_parser"),  # serve: the signaling server (no torch needed)
+)
+"""The built-in subcommands, in help order: ``(module, function)``; the function takes the
+subparsers object and adds its command(s). A module listed here must import without torch,
+aiortc, av or aiohttp: each command imports what it needs inside the function it runs. A new
+built-in command is one more line here."""
 
-    add_arguments(p)
-    from .bench.harness import add_codec_speed_arguments
+PLUGIN_GROUP = "voip_codec.cli_plugins"
+"""Entry point group of commands that other distributions add (``name = "module:function"``,
+the function as in :data:`COMMANDS`). The benchmarks (``benchmarks/``, distribution
+``voip-codec-bench``) add ``bench`` this way; built-in commands win over a plugin of the same
+name."""
 
-    add_codec_speed_arguments(p)  # --codecs: per-codec speed instead of the model bench
-    p.set_defaults(func=cmd_bench_speed)
-    from .bench.harness import add_loss_parser, add_quality_parser, add_report_parser
+_PLUGIN_HINTS: dict[str, str] = {
+    "bench": "the benchmarks are not installed: they are the separate 'voip-codec-bench' "
+             "distribution, pip install -e ./benchmarks from a checkout of the repository "
+             "(see the README)",
+}
+"""One line for a user who types a plugin's command without the plugin installed."""
 
-    add_loss_parser(bsub)  # `voip-codec bench loss`: quality under loss per redundancy setting
-    add_quality_parser(bsub)  # `voip-codec bench quality`: codecs side by side
-    add_report_parser(bsub)  # `voip-codec bench report`: quality + loss + speed, Markdown/PNG
-    p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")
-    from .bench.call_bench import add_arguments as add_call_arguments
-    from .bench.call_bench import run as run_call_bench
 
-    add_call_arguments(p)
-    p.set_defaults(func=run_call_bench)
+class _MissingPlugin:
+    """``func`` of a plugin command that is not installed or failed to load."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        raise CliError(self.message)
+
+
+def _plugin_entry_points() -> list[EntryPoint]:
+    return sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests).
+
+    Building it imports no torch, aiortc, av or aiohttp (plugins must keep to that too).
+    """
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="voip-codec",
+        description="FocalCodec-Stream neural speech codec for real-time calls.",
+    )
+    parser.add_argument("--version", action="version", version=f"voip-codec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module, function in COMMANDS:
+        getattr(importlib.import_module(module), function)(sub)
+    names = set(sub.choices)
+    for ep in _plugin_entry_points():
+        if ep.name in names:
+            continue
+        names.add(ep.name)
+        try:
+            ep.load()(sub)
+        except ImportError as exc:
+            reason = (missing_module_message(exc) if isinstance(exc, ModuleNotFoundError)
+                      else str(exc))
+            p = sub.add_parser(ep.name, help=f"(failed to load: {ep.value})")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(func=_MissingPlugin(f"the {ep.name!r} command ({ep.value}) failed "
+                                               f"to load: {reason}"))
+    for name, hint in _PLUGIN_HINTS.items():
+        if name not in names:
+            p = sub.add_parser(name, help=f"(not installed; `voip-codec {name}` says how to "
+                                          "get it)")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(func=_MissingPlugin(hint))
     return parser
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .audio import AudioError
-    from .codec.config import ConfigError
-    from .codec.loading import CheckpointError
-    from .tokenfile import TokenFileError
-
-    return (CliError, AudioError, ConfigError, CheckpointError, TokenFileError, OSError,
-            ValueError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PLUGIN_HINTS and argv[0] not in {
+            ep.name for ep in _plugin_entry_points()}:
+        # before parsing, so that any arguments after the missing command get the hint too
+        print(f"voip-codec: error: {_PLUGIN_HINTS[argv[0]]}", file=sys.stderr)
+        return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except _user_errors() as exc:
+    except ModuleNotFoundError as exc:
+        print(f"voip-codec: error: {missing_module_message(exc)}", file=sys.stderr)
+        return 1
+    except (CliError, ImportError, OSError, ValueError) as exc:
+        # OSError covers CheckpointError (a FileNotFoundError); ValueError covers AudioError,
+        # ConfigError, TokenFileError, CodecError and bad option values
         print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

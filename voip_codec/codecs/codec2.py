@@ -9,7 +9,7 @@ the last byte of the payload is zero-padded. 700C: 2 x 28 = 56 bits = 7 bytes pe
 
 The decoder reverses this and, by default, resamples back to 16 kHz with the same kind of
 streaming FIR (``output_sample_rate=8000`` returns Codec2's own output). Lost frames are concealed
-by :class:`~voip_codec.transport.plc.ConcealingDecoder` (repeat the last payload with a fade).
+by :class:`~voip_codec.codecs.plc.ConcealingDecoder` (repeat the last payload with a fade).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..bitpack import pack_tokens, unpack_tokens
 from .base import Codec, CodecInfo, FrameDecoder, FrameEncoder, check_payload, check_pcm_frame
+from .plc import ConcealingDecoder
 
 __all__ = [
     "CODEC2_MODES",
@@ -215,8 +216,6 @@ class Codec2Codec(Codec):
 
     def new_decoder(self) -> FrameDecoder:
         """A fresh decoder with repeat-and-fade concealment for ``decode(None)``."""
-        from ..transport.plc import ConcealingDecoder
-
         return ConcealingDecoder(self.new_payload_decoder())
 
     def new_payload_decoder(self) -> Codec2PayloadDecoder:

@@ -17,6 +17,7 @@ import torch
 from ..bitpack import pack_tokens, unpack_tokens
 from ..codec.model import DecoderState, EncoderState, FocalCodec
 from .base import Codec, CodecInfo, FrameDecoder, FrameEncoder, check_payload, check_pcm_frame
+from .plc import ConcealingDecoder
 
 __all__ = [
     "FocalCodecCodec",
@@ -107,8 +108,6 @@ class FocalCodecCodec(Codec):
 
     def new_decoder(self) -> FrameDecoder:
         """A fresh decoder stream with token-domain repeat-and-fade concealment."""
-        from ..transport.plc import ConcealingDecoder
-
         return ConcealingDecoder(self.new_payload_decoder())
 
     def new_payload_decoder(self) -> FocalCodecFrameDecoder:

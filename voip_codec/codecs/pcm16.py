@@ -3,7 +3,7 @@
 Not a speech codec: 80 ms of 16 kHz audio as 1280 big-endian int16 samples (2560 bytes, 256 kbps).
 It makes transport behaviour (timing, reordering, redundancy) exactly checkable because a decoded
 frame equals its input up to 16-bit quantisation. Lost frames are concealed by the generic
-:class:`~voip_codec.transport.plc.ConcealingDecoder`.
+:class:`~voip_codec.codecs.plc.ConcealingDecoder`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Codec, CodecInfo, FrameDecoder, FrameEncoder, check_payload, check_pcm_frame
+from .plc import ConcealingDecoder
 
 __all__ = ["Pcm16Codec", "Pcm16Encoder", "Pcm16PayloadDecoder"]
 
@@ -64,6 +65,4 @@ class Pcm16Codec(Codec):
 
     def new_decoder(self) -> FrameDecoder:
         """A decoder with repeat-and-fade concealment."""
-        from ..transport.plc import ConcealingDecoder
-
         return ConcealingDecoder(Pcm16PayloadDecoder(self.info))

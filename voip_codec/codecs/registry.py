@@ -2,13 +2,15 @@
 
 Built-in entries: ``pcm16`` (id 1, lossless reference for tests) and the Codec2 modes
 ``codec2-700c`` (16), ``codec2-1200`` (17), ``codec2-1300`` (18), ``codec2-1400`` (19),
-``codec2-1600`` (20), ``codec2-2400`` (21), ``codec2-3200`` (22).
+``codec2-1600`` (20), ``codec2-2400`` (21), ``codec2-3200`` (22); Opus in hard CBR through PyAV,
+``opus-6k`` (40) and ``opus-8k`` (41), and AMR-NB ``amrnb-4.75k`` (48) (see
+:mod:`voip_codec.codecs.av`). Ids 40..47 are kept for Opus variants and 48..55 for AMR variants.
 
 Reserved for FocalCodec-Stream (registered by its adapter through :func:`register_codec`):
 ``focalcodec-65k`` (32), ``focalcodec-4k`` (33), ``focalcodec-2k`` (34) and
 ``focalcodec-default`` (35). A reserved name can only be registered with its reserved id, and a
-reserved id only under its reserved name, so packets stay interoperable. Ids 0 and 36..63 are
-unassigned; 64..255 are free for experiments.
+reserved id only under its reserved name, so packets stay interoperable. Other ids below 64 are
+unassigned (kept for built-in codecs); 64..255 are free for experiments.
 
 Factories are called lazily, once per name, by :func:`get_codec` (the instance is cached), so
 registering a model-backed codec costs nothing until it is used.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from .base import Codec
 
@@ -150,13 +153,17 @@ def codec_name_for_id(codec_id: int) -> str:
 
 
 def _register_builtins() -> None:
+    # light imports only: pycodec2 and av are imported when a codec is first built
+    from .av import AV_CODEC_IDS, AvFrameCodec
     from .codec2 import Codec2Codec
     from .pcm16 import Pcm16Codec
 
     register_codec("pcm16", 1, Pcm16Codec)
     for offset, mode in enumerate(("700C", "1200", "1300", "1400", "1600", "2400", "3200")):
         name, cid = f"codec2-{mode.lower()}", 16 + offset
-        register_codec(name, cid, lambda m=mode, c=cid: Codec2Codec(m, codec_id=c))
+        register_codec(name, cid, partial(Codec2Codec, mode, codec_id=cid))
+    for name, cid in AV_CODEC_IDS.items():
+        register_codec(name, cid, partial(AvFrameCodec, name))
 
 
 def _focalcodec_factory(source: str, name: str) -> CodecFactory:

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..codecs.base import CodecInfo, FrameDecoder, check_payload
+from .base import CodecInfo, FrameDecoder, check_payload
 
 __all__ = [
     "Concealer",

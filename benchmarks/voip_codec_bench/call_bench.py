@@ -24,13 +24,13 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..codecs.base import Codec
-from ..transport.jitter import JitterConfig
-from ..transport.netsim import NetworkConditions
-from ..webrtc.call import CallOptions, CallPeer, run_demo
-from ..webrtc.commands import SAMPLE_SPEECH, default_codec_name, jitter_config, playout_delay_ms
-from ..webrtc.loopback import loopback_candidates
-from ..webrtc.relay import ImpairmentRelay
+from voip_codec.codecs.base import Codec
+from voip_codec.transport.jitter import JitterConfig
+from voip_codec.transport.netsim import NetworkConditions
+from voip_codec.webrtc.call import CallOptions, CallPeer, run_demo
+from voip_codec.webrtc.commands import SAMPLE_SPEECH, default_codec_name, jitter_config
+from voip_codec.webrtc.loopback import loopback_candidates
+from voip_codec.webrtc.relay import ImpairmentRelay
 
 __all__ = ["measure_bitrates", "measure_latency"]
 
@@ -137,19 +137,9 @@ async def measure_bitrates(codec: Codec) -> list[dict[str, Any]]:
                          "wire_kbps_back": r.wire["reverse_wire_kbps"]})
     return rows
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``voip-codec bench call``."""
-    p.add_argument("--codec", default=None, help="codec (default: the demo's default)")
-    p.add_argument("--bursts", type=int, default=12, help="latency markers (default 12)")
-    p.add_argument("--no-bitrates", action="store_true", help="latency only")
-    p.add_argument("--playout-delay", type=playout_delay_ms, nargs="+", default=[160.0, 40.0],
-                   metavar="MS", help="initial playout delays to measure the latency with "
-                                      "(default: 160 = the default profile, 40 = low delay)")
-    p.add_argument("--json", action="store_true")
-
 def run(args: argparse.Namespace) -> int:
     """``voip-codec bench call``."""
-    from ..codecs.registry import get_codec
+    from voip_codec.codecs.registry import get_codec
 
     codec = get_codec(args.codec or default_codec_name())
     result: dict[str, Any] = {"latency": [

@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.batch import StreamBatch
-from ..codec.config import full_size_config, tiny_config
-from ..codec.loading import from_pretrained
-from ..codec.model import FocalCodec
-from ..codec.precision import PRECISIONS, check_precision, set_precision
+from voip_codec.codec.batch import StreamBatch
+from voip_codec.codec.config import full_size_config, tiny_config
+from voip_codec.codec.loading import from_pretrained
+from voip_codec.codec.model import FocalCodec
+from voip_codec.codec.precision import check_precision, set_precision
+
+from .paths import conformance_model_dir, default_clip_dir
 
 __all__ = ["Agreement", "CallsPerBox", "ModelSpeed", "measure_agreement",
            "measure_calls_per_box", "measure_model_speed"]
@@ -267,7 +269,7 @@ def _stream(model: FocalCodec, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarra
 def speech_clips(root: Path, count: int, seconds: float, sample_rate: int = 16000
                  ) -> list[torch.Tensor]:
     """The first ``count`` FLAC clips under ``root`` (sorted), cut to whole chunks."""
-    from ..audio import read_audio
+    from voip_codec.audio import read_audio
 
     paths = sorted(root.rglob("*.flac"))[:count]
     if not paths:
@@ -324,38 +326,10 @@ def format_agreement(rows: list[Agreement]) -> str:
     return "\n".join(out)
 
 
-def _shared_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "shared"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``voip-codec bench speed``."""
-    parser.add_argument("--model", default="full",
-                        help="'full' (spec-sized, random weights; default), 'tiny', or a "
-                             "checkpoint directory / hub id / 'default'")
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS), metavar="P",
-                        help="precisions to measure in this run, of fp32 bf16 int8 (default: "
-                             "all three)")
-    parser.add_argument("--no-calls", action="store_true",
-                        help="skip the calls-per-box search")
-    parser.add_argument("--agreement", action="store_true",
-                        help="instead of speed: token agreement with fp32 and STOI of the "
-                             "decoded output vs fp32, streaming real speech through the default, "
-                             "conformance and full-size models")
-    parser.add_argument("--speech", default=None,
-                        help="folder of FLAC clips for --agreement (default "
-                             "../shared/speech/eval)")
-    parser.add_argument("--clips", type=int, default=8,
-                        help="clips for --agreement (default 8; 8 s each)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-
-
 def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int:
-    speech = Path(args.speech) if args.speech else _shared_dir() / "speech" / "eval"
+    speech = Path(args.speech) if args.speech else default_clip_dir()
     clips = speech_clips(speech, args.clips, min(args.seconds, 8.0))
-    models = ["default", str(_shared_dir() / "conformance" / "tiny_causal"), "full"]
+    models = ["default", str(conformance_model_dir()), "full"]
     if args.model not in ("full", "default"):
         models = [args.model]
     rows = []
@@ -375,8 +349,7 @@ def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``voip-codec bench speed``."""
     if args.seconds <= 0 or args.threads <= 0:
-        print("error: --seconds and --threads must be positive", file=sys.stderr)
-        return 2
+        raise ValueError("--seconds and --threads must be positive")
     precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
     if args.agreement:
         return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))

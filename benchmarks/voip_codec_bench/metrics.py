@@ -95,7 +95,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
 
 def to_metric_rate(x: np.ndarray, rate: int) -> np.ndarray:
     """Resample a mono signal ``(n,)`` at ``rate`` Hz to :data:`METRIC_RATE` (float32)."""
-    from ..audio import resample
+    from voip_codec.audio import resample
 
     return resample(np.asarray(x, dtype=np.float32), rate, METRIC_RATE)
 

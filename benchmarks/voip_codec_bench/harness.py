@@ -8,10 +8,10 @@ Three measurements share one clip loader, one metric set and one result cache:
 * **loss** (:func:`run_loss`): the same clips through the real packet / jitter buffer /
   concealment path (:func:`~voip_codec.transport.pipeline.simulate`) under random and bursty
   loss for each redundancy setting, scored against the lossless decode and against the original;
-* **speed**: see :mod:`voip_codec.bench.codec_speed`.
+* **speed**: see :mod:`voip_codec_bench.codec_speed`.
 
 ``voip-codec bench report`` runs all three and writes a Markdown report with PNG plots and a
-JSON file (:mod:`voip_codec.bench.report`). Results are cached per (codec, clip, condition) in
+JSON file (:mod:`voip_codec_bench.report`). Results are cached per (codec, clip, condition) in
 ``.cache/voip-codec-bench/``: a re-run with one new codec only computes that codec.
 """
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from .cache import DEFAULT_CACHE_DIR, ResultCache, file_digest
 from .metrics import METRIC_RATE, METRICS, MetricSet, align, estimate_delay, to_metric_rate
+from .paths import default_clip_dir
 from .peers import DEFAULT_CODECS, MissingCodec, Transcoder, fingerprint_digest, resolve_codec
 
 __all__ = [
@@ -95,7 +96,7 @@ MAX_STOI_DELAY_MS = 150.0
 
 @dataclass
 class Clip:
-    """One evaluation clip at :data:`~voip_codec.bench.metrics.METRIC_RATE`."""
+    """One evaluation clip at :data:`~voip_codec_bench.metrics.METRIC_RATE`."""
 
     path: Path
     """Source file."""
@@ -108,11 +109,6 @@ class Clip:
     def seconds(self) -> float:
         """Duration in seconds."""
         return self.pcm.shape[0] / METRIC_RATE
-
-
-def default_clip_dir() -> Path:
-    """``../shared/speech/eval`` beside the project root."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "speech" / "eval"
 
 
 def load_clips(clip_dir: Path, max_clips: int | None = None) -> list[Clip]:
@@ -130,7 +126,7 @@ def load_clips(clip_dir: Path, max_clips: int | None = None) -> list[Clip]:
         FileNotFoundError: the folder does not exist or holds no audio files.
         ValueError: ``max_clips`` < 1.
     """
-    from ..audio import read_audio
+    from voip_codec.audio import read_audio
 
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips must be >= 1, got {max_clips}")
@@ -287,9 +283,9 @@ def run_quality(codecs: Sequence[str | Transcoder], clips: Sequence[Clip],
 
     Args:
         codecs: codec names or checkpoint paths (see
-            :func:`~voip_codec.bench.peers.resolve_codec`), or transcoder objects.
+            :func:`~voip_codec_bench.peers.resolve_codec`), or transcoder objects.
         clips: clips from :func:`load_clips`.
-        metrics: metric names (keys of :data:`~voip_codec.bench.metrics.METRICS`).
+        metrics: metric names (keys of :data:`~voip_codec_bench.metrics.METRICS`).
         cache: result cache (default: disabled).
         progress: show a tqdm progress bar on stderr.
 
@@ -389,10 +385,15 @@ def _loss_one(transcoder: Transcoder, clips: Sequence[Clip], metrics: MetricSet,
               cache: ResultCache, conditions: Sequence[tuple[str, float]],
               redundancy: Sequence[str], burst: float, playout_delay_ms: float, seed: int,
               progress: Any) -> CodecLoss:
-    from ..transport.jitter import JitterConfig
-    from ..transport.netsim import BernoulliLoss, GilbertElliottLoss, LossModel, NetworkConditions
-    from ..transport.pipeline import simulate
-    from ..transport.redundancy import RedundancyController
+    from voip_codec.transport.jitter import JitterConfig
+    from voip_codec.transport.netsim import (
+        BernoulliLoss,
+        GilbertElliottLoss,
+        LossModel,
+        NetworkConditions,
+    )
+    from voip_codec.transport.pipeline import simulate
+    from voip_codec.transport.redundancy import RedundancyController
 
     codec = transcoder.codec
     assert codec is not None
@@ -551,7 +552,8 @@ def _common_arguments(parser: argparse.ArgumentParser, default_codecs: Sequence[
                         help="add a FocalCodec checkpoint directory (repeatable)")
     parser.add_argument("--clip-dir", type=Path, default=None,
                         help="folder of audio files, searched recursively "
-                             "(default ../shared/speech/eval)")
+                             "(default $VOIP_CODEC_SHARED/speech/eval, else "
+                             "../shared/speech/eval beside the checkout)")
     parser.add_argument("--clips", type=int, default=default_clips,
                         help="use at most N clips, picked evenly from the sorted list "
                              f"(default {default_clips or 'all'})")
@@ -705,7 +707,7 @@ def load_clips_paths(clip_dir: Path) -> list[Path]:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..audio import AudioError
+    from voip_codec.audio import AudioError
 
     return (ValueError, FileNotFoundError, AudioError)
 
@@ -719,7 +721,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
         rows = run_quality(_codecs_with_models(args, args.codecs), clips, args.metrics, cache,
                            progress=not args.quiet)
     except _user_errors() as exc:
-        print(f"bench quality: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     report = {"context": _context(args, clips), "quality": [asdict(r) for r in rows],
               "cache": {"hits": cache.hits, "misses": cache.misses}}
@@ -745,7 +747,7 @@ def run_loss_command(args: argparse.Namespace) -> int:
                         args.redundancy, args.burst, args.delay_ms, args.seed, args.metrics,
                         cache=cache, progress=not args.quiet)
     except _user_errors() as exc:
-        print(f"bench loss: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     report = {"context": {**_context(args, clips), **_loss_context(args, clips)},
               "loss": [asdict(r) for r in rows],
@@ -765,7 +767,7 @@ def run_codec_speed(args: argparse.Namespace) -> int:
     try:
         rows = measure_codecs(args.codecs, args.codec_threads, seconds=args.seconds)
     except _user_errors() as exc:
-        print(f"bench speed: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
@@ -901,7 +903,7 @@ def run_report_command(args: argparse.Namespace) -> int:
             if args.readme is not None:
                 update_readme(args.readme, report)
         except (OSError, ValueError) as exc:
-            print(f"bench report: error: {exc}", file=sys.stderr)
+            print(f"voip-codec: error: {exc}", file=sys.stderr)
             return 1
         _emit(report, args)
         return 0
@@ -931,7 +933,7 @@ def run_report_command(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
         t2 = time.perf_counter()
     except _user_errors() as exc:
-        print(f"bench report: error: {exc}", file=sys.stderr)
+        print(f"voip-codec: error: {exc}", file=sys.stderr)
         return 1
     report = {
         "context": {**_context(args, clips), **_loss_context(args, loss_clips),

@@ -6,14 +6,17 @@ whole clip at once (:meth:`Transcoder.transcode`, for quality) or frame by frame
 
 * :class:`FrameCodecTranscoder`: any codec of the frame contract (registry names such as
   ``codec2-700c``, ``pcm16``, ``focalcodec-default``, or a FocalCodec checkpoint directory);
-* :class:`AvTranscoder`: Opus (libopus, VBR) through PyAV's codec contexts, with the bitrate
-  measured from the packets actually produced;
-* :class:`AvFrameCodec`: the fixed-size-payload peers (Opus in hard CBR, AMR-NB) as codecs of the
-  frame contract, so they also run through the packet / jitter / concealment simulation;
+  the fixed-payload Opus and AMR-NB codecs ``opus-6k``, ``opus-8k``, ``amrnb-4.75k`` of
+  :mod:`voip_codec.codecs.av` among them, so they also run in the loss simulation);
+* :class:`AvTranscoder`: variable-bitrate Opus (libopus) through the same PyAV contexts
+  (:class:`~voip_codec.codecs.av.AvContexts`), with the bitrate measured from the packets
+  actually produced;
 * :class:`IdentityTranscoder`: the original audio (reference row of the quality table).
 
 :func:`resolve_codec` maps a command-line name to a transcoder, or to a :class:`MissingCodec`
 that says why it cannot run (checkpoint absent, package missing), so a report can list it.
+Codec names are those of the codec registry (:func:`voip_codec.codecs.registry.get_codec`) plus
+the benchmark-only entries above; there is no second list of codecs here.
 """
 
 from __future__ import annotations
@@ -23,26 +26,20 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..codecs.base import (
-    Codec,
-    CodecError,
-    CodecInfo,
-    FrameDecoder,
-    FrameEncoder,
-    check_payload,
-    check_pcm_frame,
-)
+from voip_codec.codecs.av import INPUT_RATE, AvConfig, AvContexts, AvFrameCodec, check_av_codecs
+from voip_codec.codecs.base import Codec
+
+from .paths import conformance_model_dir
 
 __all__ = [
     "AV_PEERS",
+    "CODEC_ALIASES",
     "DEFAULT_CODECS",
-    "AvFrameCodec",
     "AvTranscoder",
     "CodecStream",
     "FrameCodecTranscoder",
@@ -54,59 +51,26 @@ __all__ = [
     "resolve_codec",
 ]
 
-INPUT_RATE = 16000
-"""Sample rate (Hz) of the speech given to every transcoder."""
 
-
-@dataclass(frozen=True)
-class AvPeer:
-    """An FFmpeg codec configuration run through PyAV."""
-
-    encoder: str
-    """FFmpeg encoder name."""
-    decoder: str
-    """FFmpeg decoder name."""
-    sample_rate: int
-    """Codec sample rate in Hz (input is resampled to it)."""
-    bit_rate: int
-    """Target bitrate in bits per second."""
-    frame_ms: float
-    """Frame duration in milliseconds."""
-    options: tuple[tuple[str, str], ...] = ()
-    """Encoder options (FFmpeg private options)."""
-    label: str = ""
-    """Human-readable name for reports."""
-    fixed_payload: bool = False
-    """Every frame encodes to the same number of bytes (hard CBR Opus, AMR-NB): the peer is
-    run as a frame-contract codec (:class:`AvFrameCodec`) and so also in the loss benchmark."""
-
-
-AV_PEERS: dict[str, AvPeer] = {
-    f"opus-{kbps}k-{ms}ms": AvPeer(
+AV_PEERS: dict[str, AvConfig] = {
+    f"opus-{kbps}k-{ms}ms": AvConfig(
         "libopus", "libopus", 16000, kbps * 1000, float(ms),
         (("application", "voip"), ("frame_duration", str(ms)), ("vbr", "on")),
         f"Opus {kbps} kbps, {ms} ms frames (libopus in av)")
     for kbps in (6, 8) for ms in (20, 80)
 }
-AV_PEERS.update({
-    f"opus-{kbps}k-20ms-cbr": AvPeer(
-        "libopus", "libopus", 16000, kbps * 1000, 20.0,
-        (("application", "voip"), ("frame_duration", "20"), ("vbr", "off")),
-        f"Opus {kbps} kbps hard CBR, 20 ms frames (libopus in av)", fixed_payload=True)
-    for kbps in (6, 8)
-})
-AV_PEERS["amrnb-4.75k"] = AvPeer("libopencore_amrnb", "amrnb", 8000, 4750, 20.0, (),
-                                 "AMR-NB 4.75 kbps (libopencore_amrnb in av, 8 kHz)",
-                                 fixed_payload=True)
-"""Peer codecs available through PyAV, by name."""
+"""Variable-bitrate Opus peers, by name: their packets vary in size, so they are benchmark
+transcoders (:class:`AvTranscoder`), not frame-contract codecs. The fixed-payload Opus and AMR-NB
+variants are registered codecs (:mod:`voip_codec.codecs.av`: ``opus-6k``, ``opus-8k``,
+``amrnb-4.75k``)."""
 
-AV_CODEC_IDS: dict[str, int] = {name: 200 + i for i, name in enumerate(AV_PEERS)}
-"""Packet-header codec ids of the peers run as frame codecs (experimental range 64..255)."""
+CODEC_ALIASES: dict[str, str] = {"opus-6k-20ms-cbr": "opus-6k", "opus-8k-20ms-cbr": "opus-8k"}
+"""Earlier benchmark names of registered codecs (still accepted on the command line)."""
 
 DEFAULT_CODECS: tuple[str, ...] = (
     "original", "focalcodec-default", "focalcodec-65k", "focalcodec-4k", "focalcodec-2k",
     "focalcodec-conformance", "codec2-700c", "codec2-1200", "codec2-3200", "opus-6k-20ms",
-    "opus-6k-80ms", "opus-8k-20ms", "opus-8k-80ms", "opus-8k-20ms-cbr", "amrnb-4.75k",
+    "opus-6k-80ms", "opus-8k-20ms", "opus-8k-80ms", "opus-8k", "amrnb-4.75k",
 )
 """Codecs of ``bench quality`` / ``bench report`` when none are named."""
 
@@ -150,7 +114,7 @@ class Transcoder(abc.ABC):
     frame_ms: float
     """Frame duration in milliseconds."""
     align_method: str = "xcorr"
-    """How :func:`~voip_codec.bench.metrics.estimate_delay` finds its delay."""
+    """How :func:`~voip_codec_bench.metrics.estimate_delay` finds its delay."""
     codec: Codec | None = None
     """The frame-contract codec when there is one (only those run in the loss benchmark)."""
 
@@ -216,14 +180,16 @@ class FrameCodecTranscoder(Transcoder):
 
     Args:
         codec: the codec.
-        label: description for reports (default: the codec name).
+        label: description for reports (default: the PyAV codec's description, else the codec
+            name).
     """
 
     def __init__(self, codec: Codec, label: str | None = None) -> None:
         self.codec = codec
         self._codec: Codec = codec
         self.name = codec.info.name
-        self.label = label or codec.info.name
+        default = codec.label if isinstance(codec, AvFrameCodec) else codec.info.name
+        self.label = label or default
         self.frame_ms = codec.info.frame_ms
         # Codec2 is a vocoder: its output phase does not follow the input, so waveform
         # cross-correlation is unreliable; intelligibility peaks at the true delay.
@@ -265,78 +231,11 @@ class FrameCodecTranscoder(Transcoder):
         return _FrameCodecStream(self._codec)
 
 
-class _AvContexts:
-    """PyAV encoder + decoder contexts of one :class:`AvPeer`, fed 16 kHz float frames.
-
-    8 kHz peers (AMR-NB) get their input through a streaming factor-2 FIR decimator whose
-    history carries over between frames, so every frame gives exactly one codec frame.
-    """
-
-    def __init__(self, peer: AvPeer) -> None:
-        import av
-
-        if peer.sample_rate not in (INPUT_RATE, INPUT_RATE // 2):
-            raise ValueError(f"peer rate {peer.sample_rate} Hz: only 16 and 8 kHz are supported")
-        self._av = av
-        self.peer = peer
-        self.frame_samples = round(INPUT_RATE * peer.frame_ms / 1000)
-        enc: Any = av.CodecContext.create(peer.encoder, "w")
-        enc.sample_rate = peer.sample_rate
-        enc.layout = "mono"
-        enc.format = "s16"
-        enc.bit_rate = peer.bit_rate
-        enc.options = dict(peer.options)
-        enc.open()
-        dec: Any = av.CodecContext.create(peer.decoder, "r")
-        dec.sample_rate = peer.sample_rate
-        dec.layout = "mono"
-        dec.open()
-        self._enc, self._dec = enc, dec
-        self._pts = 0
-        self.output_rate = peer.sample_rate
-        """Rate of the decoded audio (FFmpeg's libopus decoder outputs 48 kHz)."""
-        self._decimator = None
-        if peer.sample_rate != INPUT_RATE:
-            from ..codecs.codec2 import StreamingFIRResampler
-
-            self._decimator = StreamingFIRResampler(1, 2)
-
-    def encode_codec_rate(self, pcm: np.ndarray | None) -> list[bytes]:
-        """Encode samples already at the codec rate (None flushes the encoder)."""
-        frame = None
-        if pcm is not None:
-            ints = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
-            frame = self._av.AudioFrame.from_ndarray(ints[None, :], format="s16", layout="mono")
-            frame.sample_rate = self.peer.sample_rate
-            frame.pts = self._pts
-            self._pts += ints.shape[0]
-        return [bytes(p) for p in self._enc.encode(frame)]
-
-    def encode(self, frame: np.ndarray) -> list[bytes]:
-        """Encode one 16 kHz frame of ``frame_samples``; returns the packets produced."""
-        x = np.asarray(frame, dtype=np.float32)
-        if self._decimator is not None:
-            x = self._decimator.process(x)
-        return self.encode_codec_rate(x)
-
-    def decode(self, packets: list[bytes]) -> np.ndarray:
-        """Decode packets; returns float32 samples at :attr:`output_rate`."""
-        out = []
-        for data in packets:
-            for frame in self._dec.decode(self._av.Packet(data)):
-                self.output_rate = int(frame.sample_rate)
-                arr = frame.to_ndarray().reshape(-1)
-                if arr.dtype == np.int16:
-                    arr = arr.astype(np.float32) / 32768.0
-                out.append(arr.astype(np.float32))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-
 class _AvStream(CodecStream):
-    """Frame-by-frame :class:`CodecStream` over :class:`_AvContexts` (speed runs)."""
+    """Frame-by-frame :class:`CodecStream` over PyAV contexts (speed runs)."""
 
-    def __init__(self, peer: AvPeer) -> None:
-        self._ctx = _AvContexts(peer)
+    def __init__(self, peer: AvConfig) -> None:
+        self._ctx = AvContexts(peer)
         self.frame_samples = self._ctx.frame_samples
 
     def encode(self, frame: np.ndarray) -> list[bytes]:
@@ -344,110 +243,6 @@ class _AvStream(CodecStream):
 
     def decode(self, packets: list[bytes]) -> np.ndarray:
         return self._ctx.decode(packets)
-
-
-def _check_av_codecs(peer: AvPeer) -> str:
-    """Check that PyAV and its FFmpeg have the peer's encoder and decoder; returns av's version.
-
-    Raises:
-        ImportError: PyAV is missing.
-        ValueError: FFmpeg in this PyAV build lacks the encoder or decoder.
-    """
-    try:
-        import av
-    except ImportError as exc:
-        raise ImportError("peer codecs need PyAV: pip install av") from exc
-    for codec_name, mode in ((peer.encoder, "w"), (peer.decoder, "r")):
-        try:
-            av.codec.Codec(codec_name, mode)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001 - PyAV raises several types for "unknown"
-            raise ValueError(f"this PyAV/FFmpeg build has no "
-                             f"{'encoder' if mode == 'w' else 'decoder'} "
-                             f"{codec_name!r}") from exc
-    return str(av.__version__)
-
-
-class _AvFrameEncoder(FrameEncoder):
-    def __init__(self, codec: AvFrameCodec) -> None:
-        self.info = codec.info
-        self._peer = codec.peer
-        self._ctx = _AvContexts(self._peer)
-
-    def encode(self, pcm: np.ndarray) -> bytes:
-        packets = self._ctx.encode(check_pcm_frame(pcm, self.info))
-        if len(packets) != 1 or len(packets[0]) != self.info.bytes_per_frame:
-            raise CodecError(f"{self.info.name}: the encoder gave packets of "
-                             f"{[len(p) for p in packets]} bytes for one frame, expected one "
-                             f"of {self.info.bytes_per_frame}")
-        return packets[0]
-
-    def reset(self) -> None:
-        self._ctx = _AvContexts(self._peer)
-
-
-class _AvPayloadDecoder:
-    def __init__(self, codec: AvFrameCodec) -> None:
-        self.info = codec.info
-        self._peer = codec.peer
-        self._ctx = _AvContexts(self._peer)
-
-    def decode_payload(self, payload: bytes) -> np.ndarray:
-        pcm = self._ctx.decode([check_payload(payload, self.info)])
-        n = self.info.output_frame_samples
-        if pcm.shape[0] != n:
-            raise CodecError(f"{self.info.name}: the decoder gave {pcm.shape[0]} samples for "
-                             f"one frame, expected {n}")
-        return pcm
-
-    def reset(self) -> None:
-        self._ctx = _AvContexts(self._peer)
-
-
-class AvFrameCodec(Codec):
-    """A fixed-payload PyAV peer (hard CBR Opus, AMR-NB) as a codec of the frame contract.
-
-    The payload size and the decoder's output rate are measured by coding one silent frame.
-    ``decode(None)`` repeats the last payload with a fade (the generic
-    :class:`~voip_codec.transport.plc.ConcealingDecoder`): FFmpeg exposes neither libopus's PLC
-    nor its in-band FEC, and AMR-NB's bad-frame handling is not reachable through PyAV either.
-
-    Args:
-        name: a key of :data:`AV_PEERS` whose peer has ``fixed_payload``.
-
-    Raises:
-        ImportError: PyAV is missing.
-        ValueError: unknown name, a variable-size peer, or FFmpeg lacks the codec.
-    """
-
-    def __init__(self, name: str) -> None:
-        peer = AV_PEERS.get(name)
-        if peer is None or not peer.fixed_payload:
-            raise ValueError(f"{name!r} is not a fixed-payload peer codec")
-        self._av_version = _check_av_codecs(peer)
-        self.peer = peer
-        probe = _AvContexts(peer)
-        packets = probe.encode(np.zeros(probe.frame_samples, dtype=np.float32))
-        if len(packets) != 1:
-            raise ValueError(f"{name}: the encoder does not return one packet per frame")
-        out_rate = round(probe.decode(packets).shape[0] * 1000 / peer.frame_ms)
-        self.info = CodecInfo(name=name, codec_id=AV_CODEC_IDS[name], frame_ms=peer.frame_ms,
-                              bits_per_frame=8 * len(packets[0]), input_sample_rate=INPUT_RATE,
-                              output_sample_rate=out_rate)
-
-    def fingerprint(self) -> str:
-        """Peer configuration and the PyAV version (which pins its FFmpeg/libopus)."""
-        return json.dumps({"peer": self.peer.__dict__, "av": self._av_version}, sort_keys=True,
-                          default=str)
-
-    def new_encoder(self) -> FrameEncoder:
-        """A fresh encoder (new PyAV context)."""
-        return _AvFrameEncoder(self)
-
-    def new_decoder(self) -> FrameDecoder:
-        """A fresh decoder with repeat-and-fade concealment."""
-        from ..transport.plc import ConcealingDecoder
-
-        return ConcealingDecoder(_AvPayloadDecoder(self))
 
 
 class AvTranscoder(Transcoder):
@@ -465,21 +260,21 @@ class AvTranscoder(Transcoder):
         if name not in AV_PEERS:
             raise ValueError(f"unknown peer codec {name!r}; choose from {', '.join(AV_PEERS)}")
         self.peer = AV_PEERS[name]
-        self._av_version = _check_av_codecs(self.peer)
+        self._av_version = check_av_codecs(self.peer)
         self.name = name
         self.label = self.peer.label
         self.frame_ms = self.peer.frame_ms
 
     def fingerprint(self) -> str:
         """Peer configuration and the PyAV version (which pins its FFmpeg/libopus)."""
-        return json.dumps({"peer": self.peer.__dict__, "av": self._av_version}, sort_keys=True,
+        return json.dumps({"peer": asdict(self.peer), "av": self._av_version}, sort_keys=True,
                           default=str)
 
     def transcode(self, pcm: np.ndarray) -> Transcoded:
         """See :meth:`Transcoder.transcode`; payload bits are the packets' measured bytes x 8."""
-        from ..audio import resample
+        from voip_codec.audio import resample
 
-        stream = _AvContexts(self.peer)
+        stream = AvContexts(self.peer)
         x = resample(np.asarray(pcm, dtype=np.float32), INPUT_RATE, self.peer.sample_rate)
         n = round(self.peer.sample_rate * self.frame_ms / 1000)
         frames = max(1, -(-x.shape[0] // n))
@@ -498,16 +293,11 @@ class AvTranscoder(Transcoder):
         return _AvStream(self.peer)
 
 
-def conformance_model_dir() -> Path:
-    """``../shared/conformance/tiny_causal`` beside the project root (random weights)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "tiny_causal"
-
-
 _SAFE = re.compile(r"[^a-z0-9._-]+")
 
 
 def _checkpoint_transcoder(path: Path, name: str, label: str) -> Transcoder:
-    from ..codecs.focalcodec import load_focalcodec_codec
+    from voip_codec.codecs.focalcodec import load_focalcodec_codec
 
     return FrameCodecTranscoder(load_focalcodec_codec(str(path), name, 64), label)
 
@@ -516,10 +306,11 @@ def resolve_codec(spec: str) -> Transcoder | MissingCodec:
     """Turn a codec name or checkpoint path into a runnable transcoder.
 
     Args:
-        spec: ``"original"``; a registered codec name (``codec2-700c``, ``pcm16``,
-            ``focalcodec-default``, ...); a key of :data:`AV_PEERS`; ``focalcodec-conformance``
-            (the random-weight conformance model in ``../shared``); or a FocalCodec checkpoint
-            directory / ``config.json`` path, optionally as ``NAME=PATH``.
+        spec: ``"original"``; a registered codec name (``codec2-700c``, ``pcm16``, ``opus-6k``,
+            ``focalcodec-default``, ...) or one of :data:`CODEC_ALIASES`; a key of
+            :data:`AV_PEERS`; ``focalcodec-conformance`` (the random-weight conformance model,
+            see :func:`~voip_codec_bench.paths.conformance_model_dir`); or a FocalCodec
+            checkpoint directory / ``config.json`` path, optionally as ``NAME=PATH``.
 
     Returns:
         A :class:`Transcoder`, or a :class:`MissingCodec` when the codec exists but cannot run
@@ -528,17 +319,15 @@ def resolve_codec(spec: str) -> Transcoder | MissingCodec:
     Raises:
         ValueError: ``spec`` names no known codec and is not an existing path.
     """
-    from ..codecs.registry import available_codecs, get_codec
+    from voip_codec.codecs.registry import available_codecs, get_codec
 
     loaders: dict[str, Callable[[], Transcoder]] = {"original": IdentityTranscoder}
-    for peer, cfg in AV_PEERS.items():
-        if cfg.fixed_payload:
-            loaders[peer] = lambda p=peer, c=cfg: FrameCodecTranscoder(  # type: ignore[misc]
-                AvFrameCodec(p), c.label)
-        else:
-            loaders[peer] = lambda p=peer: AvTranscoder(p)  # type: ignore[misc]
+    for peer in AV_PEERS:
+        loaders[peer] = lambda p=peer: AvTranscoder(p)  # type: ignore[misc]
     for reg in available_codecs():
         loaders[reg] = lambda r=reg: FrameCodecTranscoder(get_codec(r))  # type: ignore[misc]
+    for alias, reg in CODEC_ALIASES.items():
+        loaders[alias] = loaders[reg]
     loaders["focalcodec-conformance"] = lambda: _checkpoint_transcoder(
         conformance_model_dir(), "focalcodec-conformance",
         "focalcodec-conformance (random weights)")

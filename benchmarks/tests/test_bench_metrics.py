@@ -1,4 +1,4 @@
-"""Metric plumbing of the evaluation harness (``voip_codec.bench``) on short clips.
+"""Metric plumbing of the evaluation harness (``voip_codec_bench``) on short clips.
 
 Covers delay alignment, resampling of narrowband outputs, the identity codec, reporting of
 missing metric packages and missing codecs, the result cache (and its model fingerprint), the
@@ -19,10 +19,10 @@ pytest.importorskip("pystoi")
 pytest.importorskip("pesq")
 
 from voip_codec.audio import resample  # noqa: E402
-from voip_codec.bench import metrics as metrics_mod  # noqa: E402
-from voip_codec.bench.cache import ResultCache, file_digest  # noqa: E402
-from voip_codec.bench.harness import Clip, run_loss, run_quality  # noqa: E402
-from voip_codec.bench.metrics import (  # noqa: E402
+from voip_codec_bench import metrics as metrics_mod  # noqa: E402
+from voip_codec_bench.cache import ResultCache, file_digest  # noqa: E402
+from voip_codec_bench.harness import Clip, run_loss, run_quality  # noqa: E402
+from voip_codec_bench.metrics import (  # noqa: E402
     METRIC_RATE,
     MetricSet,
     MetricUnavailableError,
@@ -31,14 +31,14 @@ from voip_codec.bench.metrics import (  # noqa: E402
     to_metric_rate,
     word_error_rate,
 )
-from voip_codec.bench.peers import (  # noqa: E402
+from voip_codec_bench.peers import (  # noqa: E402
     CodecStream,
     MissingCodec,
     Transcoded,
     Transcoder,
     resolve_codec,
 )
-from voip_codec.bench.report import (  # noqa: E402
+from voip_codec_bench.report import (  # noqa: E402
     README_BEGIN,
     README_END,
     render_markdown,
@@ -193,8 +193,11 @@ def _has_libopus() -> bool:
 
 @pytest.mark.skipif(not _has_libopus(), reason="PyAV with libopus not installed")
 def test_cbr_opus_is_a_frame_codec_and_runs_under_loss(clip: Clip) -> None:
-    cbr = resolve_codec("opus-8k-20ms-cbr")
-    assert not isinstance(cbr, MissingCodec) and cbr.codec is not None
+    from voip_codec.codecs.registry import get_codec
+
+    cbr = resolve_codec("opus-8k-20ms-cbr")  # the earlier name of the registered opus-8k
+    assert not isinstance(cbr, MissingCodec) and cbr.codec is get_codec("opus-8k")
+    assert cbr.name == "opus-8k" and cbr.label.startswith("Opus 8 kbps hard CBR")
     info = cbr.codec.info
     assert (info.frame_ms, info.bytes_per_frame, info.output_frame_samples) == (20.0, 20, 960)
     enc, dec = cbr.codec.new_encoder(), cbr.codec.new_decoder()
@@ -218,8 +221,8 @@ def test_model_fingerprint_is_in_the_cache_key(tmp_path: Path, clip: Clip) -> No
     import torch
 
     from tests._shared import conformance_dir
-    from voip_codec.bench.peers import FrameCodecTranscoder
     from voip_codec.codecs.focalcodec import load_focalcodec_codec
+    from voip_codec_bench.peers import FrameCodecTranscoder
 
     codec = load_focalcodec_codec(str(conformance_dir()), "fc-test", 200)
     short = Clip(clip.path, clip.digest + "-1s", clip.pcm[:METRIC_RATE])
@@ -282,3 +285,26 @@ def test_readme_table_is_rewritten_between_markers(tmp_path: Path, clip: Clip) -
     bare.write_text("no markers\n")
     with pytest.raises(ValueError, match="bench-quality:begin"):
         update_readme(bare, report)
+
+
+def test_bench_commands_come_from_the_plugin_entry_point() -> None:
+    """`voip-codec bench` is the voip-codec-bench distribution's entry point, not runtime code."""
+    from importlib.metadata import entry_points
+
+    from voip_codec.cli import PLUGIN_GROUP, build_parser
+    from voip_codec_bench.cli import add_parser
+
+    [ep] = [ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name == "bench"]
+    assert ep.load() is add_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    bench = sub.choices["bench"]  # type: ignore[index]
+    commands = next(a for a in bench._actions if a.dest == "bench_command")
+    assert set(commands.choices) == {"speed", "loss", "quality", "report", "call"}
+
+
+def test_speed_precision_choices_match_the_model() -> None:
+    pytest.importorskip("torch")
+    from voip_codec.codec.precision import PRECISIONS
+    from voip_codec_bench.cli import PRECISION_CHOICES
+
+    assert tuple(PRECISION_CHOICES) == tuple(PRECISIONS)

@@ -1,7 +1,7 @@
 """Per-codec speed: encode/decode CPU time per audio second, per-frame latency, peak memory.
 
 Each (codec, thread count) runs in a fresh Python process (``python -m
-voip_codec.bench.codec_speed --one NAME --threads N``) so that its peak resident memory is its
+voip_codec_bench.codec_speed --one NAME --threads N``) so that its peak resident memory is its
 own and thread settings cannot leak between runs. The child streams ``seconds`` of speech (the
 first clips of the eval split, repeated; seeded noise bursts when the split is absent) frame by
 frame through a fresh encoder and decoder and reports:
@@ -61,14 +61,14 @@ class CodecSpeed:
 
 
 def _speech(seconds: float) -> np.ndarray:
-    from .harness import default_clip_dir
+    from .paths import default_clip_dir
 
     rate = 16000
     need = int(seconds * rate)
     clip_dir = default_clip_dir()
     parts: list[np.ndarray] = []
     if clip_dir.is_dir():
-        from ..audio import read_audio
+        from voip_codec.audio import read_audio
 
         for path in sorted(clip_dir.rglob("*.flac"))[:4]:
             parts.append(read_audio(path, rate)[0])
@@ -102,7 +102,7 @@ def measure_codec_in_process(name: str, threads: int, seconds: float) -> CodecSp
     """Measure one codec in this process (call it in a fresh process for a clean RSS).
 
     Args:
-        name: codec name or checkpoint path (see :func:`~voip_codec.bench.peers.resolve_codec`).
+        name: codec name or checkpoint path (see :func:`~voip_codec_bench.peers.resolve_codec`).
         threads: torch intra-op threads.
         seconds: audio seconds streamed.
 
@@ -165,17 +165,17 @@ def measure_codecs(codecs: Sequence[str], threads: Sequence[int] = (1, 2),
 
     if any(t < 1 for t in threads) or seconds <= 0:
         raise ValueError("thread counts must be >= 1 and seconds > 0")
-    root = Path(__file__).resolve().parents[2]
     rows = []
     jobs = [(c, t) for c in codecs for t in threads]
     for name, n_threads in tqdm(jobs, desc="speed", disable=not progress, leave=False,
                                 file=sys.stderr):
         env = {**os.environ, "OMP_NUM_THREADS": str(n_threads),
-               "MKL_NUM_THREADS": str(n_threads), "OPENBLAS_NUM_THREADS": str(n_threads)}
-        cmd = [sys.executable, "-m", "voip_codec.bench.codec_speed", "--one", name,
+               "MKL_NUM_THREADS": str(n_threads), "OPENBLAS_NUM_THREADS": str(n_threads),
+               "PYTHONPATH": _child_pythonpath()}
+        cmd = [sys.executable, "-m", "voip_codec_bench.codec_speed", "--one", name,
                "--threads", str(n_threads), "--seconds", str(seconds)]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root,
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                                   timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             rows.append(CodecSpeed(name, n_threads, "error", f"timed out after {timeout_s:g} s"))
@@ -190,6 +190,18 @@ def measure_codecs(codecs: Sequence[str], threads: Sequence[int] = (1, 2),
 
 def _fmt(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def _child_pythonpath() -> str:
+    """PYTHONPATH for the child processes: the folders this process imported ``voip_codec`` and
+    ``voip_codec_bench`` from come first, so a child times the same code (a source checkout run
+    with ``python -m`` included)."""
+    import voip_codec
+
+    first = [str(Path(voip_codec.__file__).resolve().parents[1]),
+             str(Path(__file__).resolve().parents[1])]
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(dict.fromkeys(first + rest))
 
 
 def format_speed_table(rows: Sequence[CodecSpeed]) -> str:
@@ -210,7 +222,7 @@ def format_speed_table(rows: Sequence[CodecSpeed]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Child entry point: measure one codec and print one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m voip_codec.bench.codec_speed",
+    parser = argparse.ArgumentParser(prog="python -m voip_codec_bench.codec_speed",
                                      description="time one codec (child of measure_codecs)")
     parser.add_argument("--one", required=True, help="codec name or checkpoint path")
     parser.add_argument("--threads", type=int, default=1)

@@ -1,1 +1,0 @@
-"""Benchmarks behind ``voip-codec bench``: they print figures, they never assert timings."""
