@@ -158,6 +158,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         "frames": res.frames, "concealed": res.concealed_frames,
         "concealed_fraction": round(res.concealed_fraction, 4),
         "recovered_from_redundancy": j.recovered_from_redundancy, "late": j.late,
+        "skipped": j.skipped,
         "duplicate": j.duplicate, "playout_delay_ms": round(j.current_delay_ms, 1),
         "packets_sent": res.packets_sent, "packet_kbps": round(res.bitrate_bps / 1000, 3),
         "codec_kbps": codec.info.bitrate / 1000,
