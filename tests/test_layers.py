@@ -4,10 +4,9 @@ grouped convolution in bf16 against fp32."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-
-import pytest
 
 from voip_codec.codec.layers import (
     _RING_HEADROOM,

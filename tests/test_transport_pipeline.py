@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -168,3 +171,26 @@ def test_packetizer_bundles_and_caps_redundancy_at_stream_start() -> None:
     assert packets[2].redundant == (b"\x01" * 7, b"\x02" * 7, b"\x03" * 7)  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="redundancy"):
         p.redundancy = 4
+
+
+def test_simulate_command_models_dtx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``voip-codec simulate --dtx``: the 1.6 s pause is not sent (but for keep-alives), and the
+    output still lasts exactly as long as the input."""
+    from voip_codec.audio import read_audio
+    from voip_codec.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "voip_codec" / "assets" / "sample_speech.flac"
+    speech, _ = read_audio(sample, 16000)
+    pcm = np.concatenate([speech, np.zeros(16000 * 8 // 5, np.float32), speech])
+    src = tmp_path / "pause.wav"
+    sf.write(src, pcm, 16000)
+    args = ["simulate", "--codec", "codec2-700c", "--input", str(src), "--output",
+            str(tmp_path / "out.wav"), "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*args, "--dtx"]) == 0
+    dtx = json.loads(capsys.readouterr().out)
+    assert plain["dtx_frames"] == 0
+    assert dtx["dtx_frames"] >= 16  # of the 20 silent 80 ms frames, keep-alives excepted
+    assert dtx["packets_sent"] <= plain["packets_sent"] - 16
+    assert dtx["output_seconds"] == plain["output_seconds"] == plain["input_seconds"]

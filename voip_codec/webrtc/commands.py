@@ -47,6 +47,9 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames-per-packet", type=int, default=1, help="80 ms frames per packet")
     p.add_argument("--redundancy", type=int, default=1, help="initial K, 0..3 (default 1)")
     p.add_argument("--no-adaptive", action="store_true", help="keep K fixed")
+    p.add_argument("--dtx", action="store_true",
+                   help="discontinuous transmission: frames below -50 dBFS are not sent, but for "
+                        "one keep-alive frame a second")
     p.add_argument("--playout-delay", type=playout_delay_ms, default=160.0, metavar="MS",
                    help="initial receiver playout delay, ms (default 160); it then adapts to the "
                         "measured jitter between min(80, MS) and 800 ms. 40 is a low-delay "
@@ -126,7 +129,6 @@ def add_demo_parser(sub: Any) -> None:
                    help="speech to send (default: the bundled LibriSpeech sample)")
     p.add_argument("--output", default="demo-output.wav", help="recording of the received "
                                                               "audio (48 kHz WAV)")
-    p.add_argument("--dtx", action="store_true", help="discontinuous transmission in silence")
     _transport_args(p)
     _network_args(p)
     p.set_defaults(func=run_demo_command)
@@ -148,7 +150,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     adaptive = None if args.no_adaptive else RedundancyController(initial=args.redundancy)
     res = simulate(pcm, codec, network=net, seed=args.seed,
                    frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
-                   adaptive=adaptive, jitter=jitter_config(args.playout_delay))
+                   adaptive=adaptive, jitter=jitter_config(args.playout_delay), dtx=args.dtx)
     write_audio(args.output, res.audio, res.sample_rate)
     j = res.jitter
     summary = {
@@ -158,7 +160,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         "frames": res.frames, "concealed": res.concealed_frames,
         "concealed_fraction": round(res.concealed_fraction, 4),
         "recovered_from_redundancy": j.recovered_from_redundancy, "late": j.late,
-        "skipped": j.skipped,
+        "skipped": j.skipped, "dtx_frames": res.dtx_frames,
         "duplicate": j.duplicate, "playout_delay_ms": round(j.current_delay_ms, 1),
         "packets_sent": res.packets_sent, "packet_kbps": round(res.bitrate_bps / 1000, 3),
         "codec_kbps": codec.info.bitrate / 1000,
@@ -201,7 +203,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     elif args.input:
         source = MediaPlayer(args.input).audio
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
-                          adaptive=not args.no_adaptive,
+                          adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay))
     secret = os.environ.get("VOIP_CODEC_SIGNALING_SECRET")
     ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
