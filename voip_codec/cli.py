@@ -1,7 +1,7 @@
 """The ``voip-codec`` command line.
 
 Sub-commands: ``encode``, ``decode``, ``info``, ``codecs``, ``conformance``, ``serve``,
-``demo``, ``simulate``, ``call``, ``bench speed``. Errors in user
+``demo``, ``simulate``, ``call``, ``models list|pull``, ``bench speed``. Errors in user
 input (missing or unreadable files, a token file made by another model, a truncated file, missing
 weights) print one line ``voip-codec: error: ...`` and exit with status 1 (2 for bad usage);
 never a traceback.
@@ -14,13 +14,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .errors import UserError, check_output_path
+
 __all__ = ["main"]
 
 _ENCODE_BLOCK = 16000 * 4  # samples per streaming push when encoding files (4 s)
 _DECODE_BLOCK = 200  # tokens per streaming push when decoding files (4 s)
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user-facing error: printed as one line, exit status 1."""
 
 
@@ -48,6 +50,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .tokenfile import TokenFile, write_token_file
 
     torch.set_num_threads(args.threads)
+    check_output_path(args.output)
     model = _load_model(args.model, args.precision)
     pcm, _ = read_audio(args.input, model.sample_rate_input)
     enc = StreamingEncoder(model)
@@ -81,6 +84,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .tokenfile import read_token_file
 
     torch.set_num_threads(args.threads)
+    check_output_path(args.output)
     tf = read_token_file(args.input)
     model = _load_model(args.model, args.precision)
     if tf.bits != model.bits_per_token:
@@ -223,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)  # `voip-codec serve`: the signaling server (no torch needed)
 
+    from .models_cli import add_parser as add_models_parser
+
+    add_models_parser(sub)  # `voip-codec models list|pull`: official checkpoints (no torch)
+
     bench = sub.add_parser("bench", help="benchmarks (print figures)")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
     bsub.required = True
@@ -254,7 +262,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .codec.loading import CheckpointError
     from .tokenfile import TokenFileError
 
-    return (CliError, AudioError, ConfigError, CheckpointError, TokenFileError, OSError,
+    return (UserError, AudioError, ConfigError, CheckpointError, TokenFileError, OSError,
             ValueError)
 
 
@@ -266,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except _user_errors() as exc:
-        print(f"voip-codec: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"voip-codec: error: {message or type(exc).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("voip-codec: interrupted", file=sys.stderr)
