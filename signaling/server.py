@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import itertools
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -461,9 +464,50 @@ async def start_server(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound_port = runner.addresses[0][1] if runner.addresses else port
     return RunningServer(runner=runner, host=host, port=bound_port)
+
+
+class BindError(OSError):
+    """The server could not listen on the asked address (port taken, no permission, bad host)."""
+
+
+async def serve(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Listen, log the URL once bound, and serve until SIGINT or SIGTERM.
+
+    Args:
+        app: Application from :func:`create_app`.
+        host: Address to bind.
+        port: TCP port; 0 picks a free one (the log line names the real one).
+
+    Raises:
+        BindError: When the address cannot be bound; nothing is logged as listening then.
+    """
+    try:
+        server = await start_server(app, host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use (another server? pick another --port)"
+        raise BindError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if app[STATE_KEY].config.secret is None:
+        logger.warning("Signaling running WITHOUT authentication on %s:%d", host, server.port)
+    logger.info("Signaling listening on %s", server.ws_url)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        logger.info("Signaling stopped")
 
 
 def run_server(
@@ -485,14 +529,12 @@ def run_server(
 
     Raises:
         ValueError: When no secret is available and ``insecure_no_auth`` is False.
+        BindError: When the address cannot be bound.
     """
     if secret is None and not insecure_no_auth:
         secret = secret_from_env()
     app = create_app(secret, insecure_no_auth=insecure_no_auth, **limits)
-    if secret is None:
-        logger.warning("Signaling running WITHOUT authentication on %s:%d", host, port)
-    logger.info("Signaling listening on ws://%s:%d%s", host, port, WS_PATH)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    asyncio.run(serve(app, host, port))
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -545,7 +587,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "serve", help="run the WebSocket signaling server", description=_DESCRIPTION
     )
     _add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, error_prefix="voip-codec: error")
     return parser
 
 
@@ -585,13 +627,19 @@ def run(args: argparse.Namespace) -> int:
         args: Namespace from :func:`add_parser` or :func:`main`.
 
     Returns:
-        Exit status: 0 after a clean shutdown, 2 on a configuration error.
+        Exit status: 0 after a clean shutdown (SIGINT or SIGTERM), 2 on a configuration error,
+        1 when the address cannot be bound. Errors are one line on stderr.
     """
+    prefix = getattr(args, "error_prefix", "error")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         secret = resolve_secret(args)
+    except (ValueError, OSError) as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return 2
+    try:
         run_server(
             args.host,
             args.port,
@@ -604,9 +652,12 @@ def run(args: argparse.Namespace) -> int:
             idle_timeout_s=args.idle_timeout,
             heartbeat_s=args.heartbeat,
         )
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
+    except BindError as exc:
+        print(f"{prefix}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 
