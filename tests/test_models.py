@@ -29,7 +29,7 @@ def run_cli(home: Path, endpoint: str, *args: str,
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "HUGGINGFACE_")) and k != "XDG_CACHE_HOME"}
     env.update(HF_HOME=str(home), HF_ENDPOINT=endpoint, OMP_NUM_THREADS="1",
-               **(extra_env or {}))
+               PYTHONPATH=str(ROOT), **(extra_env or {}))
     return subprocess.run([sys.executable, "-m", "voip_codec.cli", *args], capture_output=True,
                           text=True, timeout=180, cwd=ROOT, env=env)
 
