@@ -113,7 +113,7 @@ def _print_demo(r: Any) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """``voip-codec demo``."""
-    from .call import CallOptions, run_demo
+    from .call import CallError, CallOptions, run_demo
 
     check_input_path(args.input)
     if args.output is None:  # never litter the working folder
@@ -126,9 +126,12 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
               f"two peers, impairment relay; input {args.input}", file=sys.stderr)
-    result = asyncio.run(run_demo(
-        args.input, args.output, codec, options=options, loss=args.loss, burst=args.burst,
-        delay_ms=args.delay, jitter_ms=args.jitter, rate_kbps=args.rate, seed=args.seed))
+    try:
+        result = asyncio.run(run_demo(
+            args.input, args.output, codec, options=options, loss=args.loss, burst=args.burst,
+            delay_ms=args.delay, jitter_ms=args.jitter, rate_kbps=args.rate, seed=args.seed))
+    except CallError as exc:
+        raise UserError(f"the demo call failed: {exc}") from None
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
     else:
@@ -308,7 +311,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                 raise UserError(str(exc)) from None
             recorder = None
             stop = asyncio.Event()
-            tasks = []
+            tasks: list[asyncio.Future[Any]] = []
             if args.output == "speaker":
                 tasks.append(asyncio.ensure_future(play_to_speaker(peer.track, stop)))
             elif args.output:
