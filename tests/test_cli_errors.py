@@ -137,7 +137,11 @@ def test_ctrl_c_while_waiting_exits_130_quietly(server: tuple[str, int]) -> None
     assert err.strip().splitlines() in ([], ["voip-codec: interrupted"]) and out == ""
 
 
-def test_output_in_a_missing_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+def test_output_in_a_missing_folder_is_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # in-process: the same main() as the console script, without five interpreter start-ups
+    from voip_codec.cli import main
+
     missing = tmp_path / "no-such-folder"
     sf.write(tmp_path / "in.wav", np.zeros(16000, dtype=np.float32), 16000)
     cases = [
@@ -150,13 +154,16 @@ def test_output_in_a_missing_folder_is_refused_before_any_work(tmp_path: Path) -
          str(missing / "x.wav")],
     ]
     for args in cases:
-        line = error_line(run_cli(*args))
-        assert line == f"voip-codec: error: output folder {missing} does not exist (create it " \
-                       "first, or write somewhere else)", args
+        capsys.readouterr()
+        assert main(args) == 1, args
+        err = capsys.readouterr().err
+        assert err == f"voip-codec: error: output folder {missing} does not exist (create it " \
+                      "first, or write somewhere else)\n", args
         assert not missing.exists()
-    line = error_line(run_cli("call", "--room", "r", "--server", "ws://127.0.0.1:9/ws",
-                              "--input", str(missing / "in.wav")))
-    assert line == f"voip-codec: error: input file {missing / 'in.wav'} does not exist"
+    assert main(["call", "--room", "r", "--server", "ws://127.0.0.1:9/ws", "--input",
+                 str(missing / "in.wav")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"voip-codec: error: input file {missing / 'in.wav'} does not exist\n"
 
 
 def test_demo_leaves_the_working_folder_clean(tmp_path: Path) -> None:

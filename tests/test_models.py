@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import huggingface_hub  # noqa: F401 - the `hub` extra: these tests need the real client
+import pytest
 
+from voip_codec.cli import main
 from voip_codec.tokenfile import read_token_file
 
 from ._shared import conformance_dir
@@ -134,14 +136,27 @@ def test_pull_of_missing_repo_file_or_offline_is_one_line(tmp_path: Path) -> Non
         assert not any("/resolve/" in path for _, path in hub.requests[before:])
 
 
-def test_unknown_model_name_is_a_usage_error(tmp_path: Path) -> None:
-    proc = run_cli(tmp_path, "http://127.0.0.1:9", "models", "pull", "focalcodec-1k")
-    assert proc.returncode == 2
-    assert "invalid choice: 'focalcodec-1k'" in proc.stderr and "focalcodec-65k" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_unknown_model_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["models", "pull", "focalcodec-1k"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'focalcodec-1k'" in err and "focalcodec-65k" in err
 
 
-def test_missing_official_model_says_how_to_pull(tmp_path: Path) -> None:
-    line = one_error_line(run_cli(tmp_path, "http://127.0.0.1:9", "info", "--model",
-                                  "focalcodec-2k"))
-    assert "voip-codec models pull focalcodec-2k" in line
+def test_missing_official_model_says_how_to_pull(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["info", "--model", "focalcodec-2k"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("voip-codec: error: ") and err.count("\n") == 1
+    assert "voip-codec models pull focalcodec-2k" in err and str(tmp_path / "hub") in err
+    assert main(["models", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows] == ["NAME", "default", "focalcodec-65k",
+                                                "focalcodec-4k", "focalcodec-2k"]
+    assert all(row.split()[2] == "missing" for row in rows[2:])
