@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import itertools
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -478,9 +481,57 @@ async def start_server(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound_port = runner.addresses[0][1] if runner.addresses else port
     return RunningServer(runner=runner, host=host, port=bound_port)
+
+
+class BindError(OSError):
+    """The server could not listen on the asked address (port taken, no permission, bad host).
+
+    ``str()`` is the one-line reason, without the ``[Errno N]`` prefix of an OSError.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def serve_app(app: web.Application, host: str = DEFAULT_HOST,
+                    port: int = DEFAULT_PORT) -> None:
+    """Listen, log the URL once bound, and serve until SIGINT or SIGTERM.
+
+    Args:
+        app: Application from :func:`create_app`.
+        host: Address to bind.
+        port: TCP port; 0 picks a free one (the log line names the real one).
+
+    Raises:
+        BindError: When the address cannot be bound; nothing is logged as listening then.
+    """
+    try:
+        server = await start_server(app, host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use (another server? pick another --port)"
+        raise BindError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if app[STATE_KEY].config.secret is None:
+        logger.warning("Signaling running WITHOUT authentication on %s:%d", host, server.port)
+    logger.info("Signaling listening on %s", server.ws_url)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        logger.info("Signaling stopped")
 
 
 def run_server(
@@ -502,14 +553,12 @@ def run_server(
 
     Raises:
         ValueError: When no secret is available and ``insecure_no_auth`` is False.
+        BindError: When the address cannot be bound.
     """
     if secret is None and not insecure_no_auth:
         secret = secret_from_env()
     app = create_app(secret, insecure_no_auth=insecure_no_auth, **limits)
-    if secret is None:
-        logger.warning("Signaling running WITHOUT authentication on %s:%d", host, port)
-    logger.info("Signaling listening on ws://%s:%d%s", host, port, WS_PATH)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    asyncio.run(serve_app(app, host, port))
 
 
 def resolve_secret(args: argparse.Namespace) -> bytes | None:
@@ -548,11 +597,12 @@ def serve(args: argparse.Namespace) -> int:
         args: Namespace from :func:`~signaling.cli.add_parser` or :func:`main`.
 
     Returns:
-        0 after a clean shutdown.
+        0 after a clean shutdown (SIGINT or SIGTERM).
 
     Raises:
         ValueError: no secret and no ``--insecure-no-auth``, or a bad limit.
-        OSError: the secret file cannot be read, or the address cannot be bound.
+        BindError: the address cannot be bound (an OSError; nothing is logged as listening).
+        OSError: the secret file cannot be read.
     """
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -578,10 +628,14 @@ def run(args: argparse.Namespace) -> int:
     signaling.server``).
 
     Returns:
-        Exit status: 0 after a clean shutdown, 2 on a configuration error.
+        Exit status: 0 after a clean shutdown, 2 on a configuration error, 1 when the address
+        cannot be bound.
     """
     try:
         return serve(args)
+    except BindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

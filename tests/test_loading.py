@@ -67,7 +67,10 @@ def test_missing_weights_error_says_where_and_how(tmp_path: Path,
     with pytest.raises(CheckpointError) as err:
         from_pretrained("lucadellalib/focalcodec_50hz_65k_causal")
     msg = str(err.value)
-    assert "empty-cache" in msg and "never downloads" in msg and "huggingface-cli download" in msg
+    assert "empty-cache" in msg and "never downloads" in msg
+    assert "voip-codec models pull focalcodec-65k" in msg
+    with pytest.raises(CheckpointError, match="huggingface-cli download someone/other"):
+        from_pretrained("someone/other")
     with pytest.raises(CheckpointError, match="no FocalCodec checkpoint"):
         from_pretrained(tmp_path / "nothing-here")
 

@@ -1,13 +1,14 @@
 """The ``voip-codec`` command line.
 
 Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``demo``, ``simulate``,
-``call``, ``codecs``, ``serve`` (see :data:`COMMANDS`), plus those of installed plugins
+``call``, ``codecs``, ``serve``, ``models`` (see :data:`COMMANDS`), plus those of installed plugins
 (:data:`PLUGIN_GROUP`: ``bench`` comes from the ``voip-codec-bench`` distribution). Building the
 parser imports neither torch nor aiortc, av or aiohttp: each command imports what it needs when
 it runs, so ``voip-codec --help``, ``serve`` and ``codecs`` work with only the ``server`` extra.
 
 Errors in user input (missing or unreadable files, a token file made by another model, a
-truncated file, missing weights, a missing optional package) print one line
+truncated file, missing weights, a missing optional package, an output
+folder that does not exist) print one line
 ``voip-codec: error: ...`` and exit with status 1 (2 for bad usage); never a traceback.
 """
 
@@ -22,13 +23,15 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError, check_output_path
+
 __all__ = ["main"]
 
 _ENCODE_BLOCK = 16000 * 4  # samples per streaming push when encoding files (4 s)
 _DECODE_BLOCK = 200  # tokens per streaming push when decoding files (4 s)
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user-facing error: printed as one line, exit status 1."""
 
 
@@ -56,6 +59,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .tokenfile import TokenFile, write_token_file
 
     torch.set_num_threads(args.threads)
+    check_output_path(args.output)
     model = _load_model(args.model, args.precision)
     pcm, _ = read_audio(args.input, model.sample_rate_input)
     enc = StreamingEncoder(model)
@@ -89,6 +93,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .tokenfile import read_token_file
 
     torch.set_num_threads(args.threads)
+    check_output_path(args.output)
     tf = read_token_file(args.input)
     model = _load_model(args.model, args.precision)
     if tf.bits != model.bits_per_token:
@@ -240,6 +245,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("voip_codec.webrtc.commands", "add_call_parser"),
     ("voip_codec.cli", "add_codecs_command"),
     ("signaling.cli", "add_parser"),  # serve: the signaling server (no torch needed)
+    ("voip_codec.models_cli", "add_parser"),  # models list|pull: official checkpoints
 )
 """The built-in subcommands, in help order: ``(module, function)``; the function takes the
 subparsers object and adds its command(s). A module listed here must import without torch,
@@ -329,10 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         print(f"voip-codec: error: {missing_module_message(exc)}", file=sys.stderr)
         return 1
-    except (CliError, ImportError, OSError, ValueError) as exc:
-        # OSError covers CheckpointError (a FileNotFoundError); ValueError covers AudioError,
-        # ConfigError, TokenFileError, CodecError and bad option values
-        print(f"voip-codec: error: {exc}", file=sys.stderr)
+    except (UserError, ImportError, OSError, ValueError) as exc:
+        # UserError covers CliError; OSError covers CheckpointError (a FileNotFoundError);
+        # ValueError covers AudioError, ConfigError, TokenFileError, CodecError and bad option
+        # values. A multi-line message is folded onto one line.
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"voip-codec: error: {message or type(exc).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("voip-codec: interrupted", file=sys.stderr)

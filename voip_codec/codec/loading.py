@@ -5,10 +5,10 @@
 * a directory holding ``config.json`` (or ``model.json``) and ``model.safetensors``;
 * a ``*.json`` path; the weights are the same path with ``.safetensors`` (then ``.pt``);
 * a path given without ``.json`` when ``<path>.json`` exists (as the official loader does);
-* a hub id such as ``lucadellalib/focalcodec_50hz_65k_causal``, resolved from the standard
-  Hugging Face cache only (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``),
-  through ``huggingface_hub`` when it is installed or by reading the cache layout directly.
-  Nothing is ever downloaded.
+* a hub id such as ``lucadellalib/focalcodec_50hz_65k_causal``, or its short name
+  ``focalcodec-65k|4k|2k``, resolved from the standard Hugging Face cache only
+  (:func:`voip_codec.hub.find_cached`). Loading never downloads; ``voip-codec models pull``
+  (:func:`voip_codec.hub.pull`) puts the official checkpoints in that cache.
 * ``"default"`` (or ``None``): the small model shipped inside this package, when present.
 
 Weights load strictly: a missing or unexpected key, or a shape mismatch, is an error naming it.
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..hub import BUNDLED_MODEL_DIR, OFFICIAL_MODELS, find_cached
 from .config import ConfigError, FocalCodecConfig
 from .model import FocalCodec
 from .precision import check_precision, int8_skeleton, model_precision, set_precision
@@ -46,72 +47,15 @@ __all__ = [
     "save_pretrained",
 ]
 
-KNOWN_HUB_MODELS = {
-    "focalcodec-65k": "lucadellalib/focalcodec_50hz_65k_causal",
-    "focalcodec-4k": "lucadellalib/focalcodec_50hz_4k_causal",
-    "focalcodec-2k": "lucadellalib/focalcodec_50hz_2k_causal",
-}
+KNOWN_HUB_MODELS = {name: m.repo_id for name, m in OFFICIAL_MODELS.items()}
 """Short names of the official causal checkpoints (0.80 / 0.60 / 0.55 kbps)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_MODEL_DIR = _ASSETS / "default_model"
+DEFAULT_MODEL_DIR = BUNDLED_MODEL_DIR
 
 
 class CheckpointError(FileNotFoundError):
     """A checkpoint could not be found or does not match the model."""
-
-
-def _hub_cache_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
-    seen: list[Path] = []
-    for d in dirs:
-        if d not in seen:
-            seen.append(d)
-    return seen
-
-
-def _from_hub_cache(repo_id: str, looked: list[str]) -> tuple[Path, Path] | None:
-    """Find ``config.json`` + weights of a hub repo in the local cache, without the network."""
-    try:
-        from huggingface_hub import hf_hub_download  # optional dependency
-    except ImportError:
-        hf_hub_download = None
-    if hf_hub_download is not None:
-        looked.append(f"huggingface_hub cache (local_files_only) for {repo_id}")
-        try:
-            config = Path(hf_hub_download(repo_id, "config.json", local_files_only=True))
-        except Exception:  # noqa: BLE001 - any miss means "not cached"; we report it below
-            config = None
-        if config is not None:
-            for name in ("model.safetensors", "model.pt"):
-                try:
-                    return config, Path(hf_hub_download(repo_id, name, local_files_only=True))
-                except Exception:  # noqa: BLE001
-                    continue
-    folder = "models--" + repo_id.replace("/", "--")
-    for cache in _hub_cache_dirs():
-        root = cache / folder
-        looked.append(str(root / "snapshots" / "*"))
-        snaps = root / "snapshots"
-        if not snaps.is_dir():
-            continue
-        ref = root / "refs" / "main"
-        candidates = []
-        if ref.is_file():
-            candidates.append(snaps / ref.read_text().strip())
-        candidates += sorted(p for p in snaps.iterdir() if p.is_dir())
-        for snap in candidates:
-            if (snap / "config.json").is_file():
-                for name in ("model.safetensors", "model.pt"):
-                    if (snap / name).is_file():
-                        return snap / "config.json", snap / name
-    return None
 
 
 def _weights_beside(config: Path) -> Path | None:
@@ -169,12 +113,18 @@ def resolve_checkpoint(source: str | os.PathLike[str] | None) -> tuple[Path, Pat
                 f"{cfg_path.with_suffix('.safetensors')} or {cfg_path.with_suffix('.pt')})"
             )
     if _HUB_ID.match(name) and not path.exists():
-        found = _from_hub_cache(name, looked)
+        found = find_cached(name, looked)
         if found is not None:
-            return found[0], found[1], name
+            return found.config, found.weights, name
+    short = next((n for n, m in OFFICIAL_MODELS.items() if m.repo_id == name), None)
+    if short is not None:
+        raise CheckpointError(
+            f"{source} ({name}) is not downloaded yet; run `voip-codec models pull {short}` "
+            "(needs the hub extra and internet access; loading never downloads). Looked in: "
+            + "; ".join(looked))
     raise CheckpointError(
         f"no FocalCodec checkpoint found for {name!r}. Looked in: " + "; ".join(looked) + ". "
-        "This program never downloads weights. On a machine with internet access run "
+        "Loading never downloads weights. On a machine with internet access run "
         f"`huggingface-cli download {name if _HUB_ID.match(name) else 'OWNER/NAME'}` (or "
         "`python -c \"import huggingface_hub as h; h.snapshot_download('REPO')\"`), then copy "
         "the snapshot folder (config.json + model.safetensors) here and pass its path, or copy "

@@ -10,9 +10,13 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from signaling.tokens import SECRET_ENV
+
+from ..errors import UserError, check_output_path
 from ..transport.jitter import JitterConfig
 
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
@@ -74,6 +78,16 @@ def jitter_config(playout_delay: float) -> JitterConfig:
                         min_delay_ms=min(JitterConfig.min_delay_ms, playout_delay))
 
 
+def check_input_path(path: str) -> None:
+    """Fail in one line when a local input file is missing (URLs and devices are not checked).
+
+    Raises:
+        UserError: ``path`` names no file.
+    """
+    if "://" not in path and not Path(path).is_file():
+        raise UserError(f"input file {path} does not exist")
+
+
 def _get_codec(name: str | None):  # type: ignore[no-untyped-def]
     from ..codecs.registry import get_codec
 
@@ -102,8 +116,12 @@ def _print_demo(r: Any) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """``voip-codec demo``."""
-    from .call import CallOptions, run_demo
+    from .call import CallError, CallOptions, run_demo
 
+    check_input_path(args.input)
+    if args.output is None:  # never litter the working folder
+        args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
+    check_output_path(args.output)
     codec = _get_codec(args.codec)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
@@ -111,9 +129,12 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
               f"two peers, impairment relay; input {args.input}", file=sys.stderr)
-    result = asyncio.run(run_demo(
-        args.input, args.output, codec, options=options, loss=args.loss, burst=args.burst,
-        delay_ms=args.delay, jitter_ms=args.jitter, rate_kbps=args.rate, seed=args.seed))
+    try:
+        result = asyncio.run(run_demo(
+            args.input, args.output, codec, options=options, loss=args.loss, burst=args.burst,
+            delay_ms=args.delay, jitter_ms=args.jitter, rate_kbps=args.rate, seed=args.seed))
+    except CallError as exc:
+        raise UserError(f"the demo call failed: {exc}") from None
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
     else:
@@ -127,8 +148,9 @@ def add_demo_parser(sub: Any) -> None:
                                     "peers, impairment relay, speech in, recording out")
     p.add_argument("--input", default=str(SAMPLE_SPEECH),
                    help="speech to send (default: the bundled LibriSpeech sample)")
-    p.add_argument("--output", default="demo-output.wav", help="recording of the received "
-                                                              "audio (48 kHz WAV)")
+    p.add_argument("--output", default=None,
+                   help="recording of the received audio (48 kHz WAV; default: "
+                        "demo-output.wav in a new temporary folder, whose path is printed)")
     _transport_args(p)
     _network_args(p)
     p.set_defaults(func=run_demo_command)
@@ -142,6 +164,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     from ..transport.redundancy import RedundancyController
     from .call import loss_model
 
+    check_output_path(args.output)
     codec = _get_codec(args.codec)
     pcm, _ = read_audio(args.input, codec.info.input_sample_rate)
     net = NetworkConditions(loss=loss_model(args.loss, args.burst), delay_ms=args.delay,
@@ -187,12 +210,56 @@ def add_simulate_parser(sub: Any) -> None:
     p.set_defaults(func=run_simulate_command)
 
 
+WAIT_NOTICE_S = 10.0
+"""Seconds between the "waiting for a peer" lines of a ``call`` that is alone in its room."""
+
+_SIGNALING_HINTS = {
+    "auth_required": "the signaling server at {url} requires a join token: set {env} to the "
+                     "secret the server was started with",
+    "invalid_token": "the signaling server at {url} refused the join token: {env} differs "
+                     "from the server's secret",
+    "token_expired": "the signaling server at {url} says the join token has expired (are "
+                     "this machine's and the server's clocks right?)",
+    "room_full": "room {room} on {url} already holds two peers; pick another --room",
+    "peer_id_taken": "another peer in room {room} already uses the id {peer}; pass another "
+                     "--peer",
+    "server_full": "the signaling server at {url} has no room left; try again later",
+}
+
+
+def _signaling_message(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a failure to reach or use the signaling server."""
+    from signaling.client import SignalingClosed, SignalingError
+
+    if isinstance(exc, SignalingError):
+        hint = _SIGNALING_HINTS.get(exc.code)
+        if hint is not None:
+            return hint.format(url=args.server, room=args.room, peer=args.peer, env=SECRET_ENV)
+        return f"the signaling server at {args.server} refused: {exc.code}: {exc.message}"
+    if isinstance(exc, SignalingClosed):
+        return f"the signaling server at {args.server} closed the connection"
+    reason = str(exc)
+    if isinstance(getattr(exc, "os_error", None), ConnectionRefusedError):
+        reason = "connection refused"  # aiohttp's text repeats host, port and "ssl:default"
+    return (f"cannot reach the signaling server at {args.server} ({reason}); is `voip-codec "
+            "serve` running there?")
+
+
+async def _announce_waiting(args: argparse.Namespace) -> None:
+    """Say every WAIT_NOTICE_S seconds that this peer is alone in its room."""
+    while True:
+        print(f"voip-codec: waiting for a peer in room {args.room} on {args.server} "
+              "(Ctrl-C to stop)", file=sys.stderr, flush=True)
+        await asyncio.sleep(WAIT_NOTICE_S)
+
+
 async def _call(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
     from aiortc.contrib.media import MediaPlayer, MediaRecorder
 
-    from signaling.client import SignalingClient
+    from signaling.client import SignalingClient, SignalingClosed, SignalingError
 
-    from .call import CallOptions, CallPeer, collect, recv_message
+    from .call import CallError, CallOptions, CallPeer, collect, recv_message
     from .devices import microphone_track, play_to_speaker
     from .loopback import loopback_candidates
 
@@ -205,55 +272,89 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay))
-    secret = os.environ.get("VOIP_CODEC_SIGNALING_SECRET")
+    secret = os.environ.get(SECRET_ENV)
     ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
+    client = SignalingClient(args.server, args.room, args.peer,
+                             secret=secret.encode() if secret else None)
+    peer: CallPeer | None = None
     with ctx:
-        peer = CallPeer(codec, options, source=source, name=args.peer)
-        client = SignalingClient(args.server, args.room, args.peer,
-                                 secret=secret.encode() if secret else None)
-        await client.connect()
-        role = await client.join()
-        if role == "offerer":
-            await client.send({"type": "offer", "sdp": await peer.create_offer()})
-            await peer.accept_answer((await recv_message(client, "answer", 60))["sdp"])
-        else:
-            offer = await recv_message(client, "offer", args.wait)
-            await client.send({"type": "answer", "sdp": await peer.accept_offer(offer["sdp"])})
-        await peer.wait_open()
-        recorder = None
-        stop = asyncio.Event()
-        tasks = []
-        if args.output == "speaker":
-            tasks.append(asyncio.ensure_future(play_to_speaker(peer.track, stop)))
-        elif args.output:
-            recorder = MediaRecorder(args.output)
-            recorder.addTrack(peer.track)
-            await recorder.start()
-        else:
-            tasks.append(asyncio.ensure_future(collect(peer.track, stop)))
         try:
-            if peer.sender is not None and args.duration is None:
-                await peer.sender.finished.wait()
-                await asyncio.sleep(1.5)
+            peer = CallPeer(codec, options, source=source, name=args.peer)
+            try:
+                await client.connect()
+                role = await client.join()
+            except (SignalingError, SignalingClosed, aiohttp.ClientError, OSError) as exc:
+                raise UserError(_signaling_message(exc, args)) from None
+            try:
+                if role == "offerer":
+                    await client.send({"type": "offer", "sdp": await peer.create_offer()})
+                    try:
+                        answer = await recv_message(client, "answer", 60)
+                    except TimeoutError:
+                        raise UserError(f"the other peer in room {args.room} did not answer "
+                                        "within 60 s") from None
+                    await peer.accept_answer(answer["sdp"])
+                else:
+                    notice = asyncio.ensure_future(_announce_waiting(args))
+                    try:
+                        offer = await recv_message(client, "offer", args.wait)
+                    except TimeoutError:
+                        raise UserError(f"no peer joined room {args.room} on {args.server} "
+                                        f"within {args.wait:g} s (start the other side with "
+                                        "the same --room and --server, or raise --wait)"
+                                        ) from None
+                    finally:
+                        notice.cancel()
+                    await client.send({"type": "answer",
+                                       "sdp": await peer.accept_offer(offer["sdp"])})
+                await peer.wait_open()
+            except (SignalingError, SignalingClosed) as exc:
+                raise UserError(_signaling_message(exc, args)) from None
+            except CallError as exc:
+                raise UserError(str(exc)) from None
+            recorder = None
+            stop = asyncio.Event()
+            tasks: list[asyncio.Future[Any]] = []
+            if args.output == "speaker":
+                tasks.append(asyncio.ensure_future(play_to_speaker(peer.track, stop)))
+            elif args.output:
+                recorder = MediaRecorder(args.output)
+                recorder.addTrack(peer.track)
+                await recorder.start()
             else:
-                await asyncio.sleep(args.duration or 30.0)
+                tasks.append(asyncio.ensure_future(collect(peer.track, stop)))
+            try:
+                if peer.sender is not None and args.duration is None:
+                    await peer.sender.finished.wait()
+                    await asyncio.sleep(1.5)
+                else:
+                    await asyncio.sleep(args.duration or 30.0)
+            finally:
+                stop.set()
+                if recorder is not None:
+                    await recorder.stop()
+                for t in tasks:
+                    with contextlib.suppress(Exception):
+                        await t
+            return {"role": role, "codec": codec.info.name, "receiver": peer.track.stats(),
+                    "sender": peer.sender.stats.to_dict() if peer.sender else None}
         finally:
-            stop.set()
-            if recorder is not None:
-                await recorder.stop()
-            for t in tasks:
+            # always leave the room and release the sockets, also on errors and Ctrl-C, so no
+            # "unclosed session" noise follows the one-line error
+            with contextlib.suppress(Exception):
+                await client.close()
+            if peer is not None:
                 with contextlib.suppress(Exception):
-                    await t
-            stats = {"role": role, "codec": codec.info.name, "receiver": peer.track.stats(),
-                     "sender": peer.sender.stats.to_dict() if peer.sender else None}
-            await client.close()
-            await peer.close()
-    return stats
+                    await peer.close()
 
 
 def run_call_command(args: argparse.Namespace) -> int:
     """``voip-codec call``."""
     logging.basicConfig(level=logging.WARNING)
+    if args.input not in (None, "mic"):
+        check_input_path(args.input)
+    if args.output not in (None, "speaker"):
+        check_output_path(args.output)
     stats = asyncio.run(_call(args))
     print(json.dumps(stats, indent=2) if args.json else stats)
     return 0
