@@ -76,24 +76,30 @@ def _hub_cache_dirs() -> list[Path]:
     return seen
 
 
-def _from_hub_cache(repo_id: str, looked: list[str]) -> tuple[Path, Path] | None:
-    """Find ``config.json`` + weights of a hub repo in the local cache, without the network."""
+def _from_hf_local_files(repo_id: str, looked: list[str]) -> tuple[Path, Path] | None:
+    """Ask ``huggingface_hub`` (if installed) for a cached hub repo, without the network."""
     try:
         from huggingface_hub import hf_hub_download  # optional dependency
     except ImportError:
-        hf_hub_download = None
-    if hf_hub_download is not None:
-        looked.append(f"huggingface_hub cache (local_files_only) for {repo_id}")
+        return None
+    looked.append(f"huggingface_hub cache (local_files_only) for {repo_id}")
+    try:
+        config = Path(hf_hub_download(repo_id, "config.json", local_files_only=True))
+    except Exception:  # noqa: BLE001 - any miss means "not cached"; the caller reports it
+        return None
+    for name in ("model.safetensors", "model.pt"):
         try:
-            config = Path(hf_hub_download(repo_id, "config.json", local_files_only=True))
-        except Exception:  # noqa: BLE001 - any miss means "not cached"; we report it below
-            config = None
-        if config is not None:
-            for name in ("model.safetensors", "model.pt"):
-                try:
-                    return config, Path(hf_hub_download(repo_id, name, local_files_only=True))
-                except Exception:  # noqa: BLE001
-                    continue
+            return config, Path(hf_hub_download(repo_id, name, local_files_only=True))
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
+def _from_hub_cache(repo_id: str, looked: list[str]) -> tuple[Path, Path] | None:
+    """Find ``config.json`` + weights of a hub repo in the local cache, without the network."""
+    found = _from_hf_local_files(repo_id, looked)
+    if found is not None:
+        return found
     folder = "models--" + repo_id.replace("/", "--")
     for cache in _hub_cache_dirs():
         root = cache / folder
@@ -153,17 +159,17 @@ def resolve_checkpoint(source: str | os.PathLike[str] | None) -> tuple[Path, Pat
     if path.is_dir():
         for cfg in ("config.json", "model.json"):
             if (path / cfg).is_file():
-                weights = _weights_beside(path / cfg)
-                if weights is not None:
-                    return path / cfg, weights, name
+                beside = _weights_beside(path / cfg)
+                if beside is not None:
+                    return path / cfg, beside, name
         looked.append(f"{path}/config.json + model.safetensors")
     else:
         cfg_path = path if path.suffix == ".json" else Path(str(path) + ".json")
         looked.append(str(cfg_path))
         if cfg_path.is_file():
-            weights = _weights_beside(cfg_path)
-            if weights is not None:
-                return cfg_path, weights, name
+            beside = _weights_beside(cfg_path)
+            if beside is not None:
+                return cfg_path, beside, name
             raise CheckpointError(
                 f"found {cfg_path} but no weights beside it (expected "
                 f"{cfg_path.with_suffix('.safetensors')} or {cfg_path.with_suffix('.pt')})"
