@@ -99,7 +99,7 @@ def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
-FloatLayer = nn.Linear | nn.Conv1d | nn.ConvTranspose1d
+_FloatLayer = nn.Linear | nn.Conv1d | nn.ConvTranspose1d
 """The float layers that :class:`Int8Linear` replaces."""
 
 
@@ -148,7 +148,7 @@ class Int8Linear(nn.Module):
         self._stale = True  # packed weight out of date (packed on first use)
 
     @classmethod
-    def from_float(cls, layer: FloatLayer) -> Int8Linear:
+    def from_float(cls, layer: _FloatLayer) -> Int8Linear:
         """Quantise an ``nn.Linear`` or a kernel-1 ``Conv1d``/``ConvTranspose1d``."""
         layout = _layout(layer)
         w2d = linear_weight(layer)
@@ -225,9 +225,9 @@ def _fp32_subtrees(model: nn.Module) -> tuple[str, ...]:
     return ()
 
 
-def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, FloatLayer]]:
+def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
     """(parent, attribute, layer) of every layer that int8 mode quantises."""
-    out: list[tuple[nn.Module, str, FloatLayer]] = []
+    out: list[tuple[nn.Module, str, _FloatLayer]] = []
     keep = _fp32_subtrees(model)
     for path, parent in model.named_modules():
         for name, child in parent.named_children():
