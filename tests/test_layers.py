@@ -13,6 +13,7 @@ from voip_codec.codec.layers import (
     append_frames,
     depthwise_causal_conv,
     grouped_causal_conv,
+    modules_as,
 )
 
 
@@ -85,6 +86,27 @@ def test_streaming_depthwise_matches_the_conv_kernel() -> None:
         torch.testing.assert_close(depthwise_causal_conv(ext, weight, bias),
                                    F.conv1d(ext.transpose(1, 2), weight, bias,
                                             groups=16).transpose(1, 2), rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_depthwise_without_bias_matches_the_conv_kernel() -> None:
+    g = torch.Generator().manual_seed(3)
+    for kernel, frames in ((7, 4), (7, 40)):  # streaming path, convolution-kernel path
+        ext = torch.randn(1, kernel - 1 + frames, 8, generator=g)
+        weight = torch.randn(8, 1, kernel, generator=g)
+        expected = F.conv1d(ext.transpose(1, 2), weight, groups=8).transpose(1, 2)
+        torch.testing.assert_close(depthwise_causal_conv(ext, weight, None), expected,
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_modules_as_types_items_in_order_and_rejects_others() -> None:
+    convs = torch.nn.ModuleList(torch.nn.Conv1d(2, 2, k) for k in (1, 3))
+    typed = modules_as(convs, torch.nn.Conv1d)
+    assert [c.kernel_size for c in typed] == [(1,), (3,)]
+    assert all(a is b for a, b in zip(typed, convs, strict=True))
+    mixed = torch.nn.ModuleList([torch.nn.Conv1d(2, 2, 1), torch.nn.Linear(2, 2)])
+    with pytest.raises(TypeError, match="^expected Conv1d, found Linear$"):
+        modules_as(mixed, torch.nn.Conv1d)
 
 
 @torch.inference_mode()

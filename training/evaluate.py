@@ -32,11 +32,13 @@ import soundfile as sf
 import soxr
 import torch
 
+from voip_codec.codec.model import FocalCodec
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "speech"
 
 
-def load_distillmos():
+def load_distillmos() -> torch.nn.Module | None:
     try:
         import torchaudio  # noqa: F401
     except Exception:  # absent, or a CUDA build that fails to load with the CPU torch
@@ -76,7 +78,7 @@ def shift(deg: np.ndarray, lag: int, n: int) -> np.ndarray:
     return out
 
 
-def run_model_streaming(model, x: np.ndarray) -> tuple[np.ndarray, int]:
+def run_model_streaming(model: FocalCodec, x: np.ndarray) -> tuple[np.ndarray, int]:
     from voip_codec.codec.streaming import StreamingDecoder, StreamingEncoder
 
     enc, dec = StreamingEncoder(model), StreamingDecoder(model)

@@ -139,8 +139,8 @@ def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch
     if stage == "B":
         loss = feat + aux
     else:
-        raw: list[torch.Tensor] = []
-        hook = model.decoder.head.proj.register_forward_hook(lambda m, i, o: raw.append(o))
+        head_out: list[torch.Tensor] = []
+        hook = model.decoder.head.proj.register_forward_hook(lambda m, i, o: head_out.append(o))
         try:
             wave = model.decoder(qfeats)[0]
         finally:
@@ -149,7 +149,7 @@ def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch
         sl = spec(wave[:, :n], y[:, :n])
         rec = sl["mel"] + args.mag_weight * sl["mag"] + sl["sc"]
         if args.clip_weight:
-            clip = clip_penalty(raw[0])
+            clip = clip_penalty(head_out[0])
             rec = rec + args.clip_weight * clip
             logs["clip"] = float(clip.detach())
         logs.update({k: float(v.detach()) for k, v in sl.items()})
@@ -182,7 +182,7 @@ def plot(log_path: Path, png: Path) -> None:
         ax.legend()
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
-    starts = {}
+    starts: dict[str, int] = {}
     for r in rows:
         starts.setdefault(r["stage"], r["step"])
     for ax in axes:

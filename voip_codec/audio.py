@@ -43,7 +43,7 @@ def _read_av(path: Path) -> tuple[np.ndarray, int] | None:
 
     try:
         with av.open(str(path)) as container:
-            streams = [s for s in container.streams if s.type == "audio"]
+            streams = container.streams.audio
             if not streams:
                 return None
             stream = streams[0]

@@ -12,6 +12,7 @@ a real-time gateway does every 80 ms.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from .model import DecoderState, EncoderState, FocalCodec
 from .state import StreamState
 
 __all__ = ["StreamBatch"]
+
+_Id = TypeVar("_Id", bound=Hashable)
+"""The stream-id type of one :meth:`StreamBatch.step` call (its results use the same ids)."""
 
 
 class _Rows:
@@ -80,9 +84,9 @@ class StreamBatch:
     @torch.inference_mode()
     def step(
         self,
-        pcm: Mapping[Hashable, np.ndarray | torch.Tensor] | None = None,
-        tokens: Mapping[Hashable, np.ndarray | torch.Tensor] | None = None,
-    ) -> tuple[dict[Hashable, np.ndarray], dict[Hashable, np.ndarray]]:
+        pcm: Mapping[_Id, np.ndarray | torch.Tensor] | None = None,
+        tokens: Mapping[_Id, np.ndarray | torch.Tensor] | None = None,
+    ) -> tuple[dict[_Id, np.ndarray], dict[_Id, np.ndarray]]:
         """One tick: encode one chunk per sending stream, decode one block per receiving stream.
 
         Args:
@@ -97,15 +101,15 @@ class StreamBatch:
         Raises:
             ValueError: a missing active stream or a wrongly sized input.
         """
-        toks_out = {} if pcm is None else self._step_encode(dict(pcm))
-        audio_out = {} if tokens is None else self._step_decode(dict(tokens))
+        toks_out: dict[_Id, np.ndarray] = {} if pcm is None else self._step_encode(pcm)
+        audio_out: dict[_Id, np.ndarray] = {} if tokens is None else self._step_decode(tokens)
         return toks_out, audio_out
 
     def _advance(
-        self, rows: _Rows, inputs: dict[Hashable, np.ndarray | torch.Tensor], what: str,
+        self, rows: _Rows, inputs: Mapping[_Id, np.ndarray | torch.Tensor], what: str,
         length: int, dtype: torch.dtype,
         step: Callable[[torch.Tensor, StreamState | None], tuple[torch.Tensor, StreamState]],
-    ) -> dict[Hashable, np.ndarray]:
+    ) -> dict[_Id, np.ndarray]:
         """Validate one tick's inputs, step the batched rows, then run and append joiners.
 
         A joining stream's first call runs alone (its first-call padding depends on its own
@@ -114,25 +118,26 @@ class StreamBatch:
         missing = [i for i in rows.ids if i not in inputs]
         if missing:
             raise ValueError(f"{what}: active streams {missing} supplied nothing this tick")
-        items = {}
+        items: dict[_Id, torch.Tensor] = {}
         for sid, x in inputs.items():
             t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
             if t.shape != (length,):
                 raise ValueError(f"{what}[{sid!r}] must have shape ({length},), got "
                                  f"{tuple(t.shape)}")
             items[sid] = t.to(dtype)
-        out: dict[Hashable, np.ndarray] = {}
-        if rows.ids:
-            result, rows.state = step(torch.stack([items[i] for i in rows.ids]), rows.state)
-            out.update({sid: result[r].numpy() for r, sid in enumerate(rows.ids)})
+        row_of = {sid: r for r, sid in enumerate(rows.ids)}
+        active = sorted((s for s in items if s in row_of), key=row_of.__getitem__)  # = rows.ids
+        out: dict[_Id, np.ndarray] = {}
+        if active:
+            result, rows.state = step(torch.stack([items[s] for s in active]), rows.state)
+            out.update({sid: result[r].numpy() for r, sid in enumerate(active)})
         for sid in [s for s in items if s not in out]:
             result, state = step(items[sid][None], None)
             out[sid] = result[0].numpy()
             rows.append(sid, state)
         return out
 
-    def _step_encode(self, pcm: dict[Hashable, np.ndarray | torch.Tensor]
-                     ) -> dict[Hashable, np.ndarray]:
+    def _step_encode(self, pcm: Mapping[_Id, np.ndarray | torch.Tensor]) -> dict[_Id, np.ndarray]:
         def encode(x: torch.Tensor, state: StreamState | None
                    ) -> tuple[torch.Tensor, StreamState]:
             assert state is None or isinstance(state, EncoderState)
@@ -141,8 +146,8 @@ class StreamBatch:
         return self._advance(self._enc, pcm, "pcm", self.model.chunk_size, torch.float32,
                              encode)
 
-    def _step_decode(self, tokens: dict[Hashable, np.ndarray | torch.Tensor]
-                     ) -> dict[Hashable, np.ndarray]:
+    def _step_decode(self, tokens: Mapping[_Id, np.ndarray | torch.Tensor]
+                     ) -> dict[_Id, np.ndarray]:
         def decode(x: torch.Tensor, state: StreamState | None
                    ) -> tuple[torch.Tensor, StreamState]:
             assert state is None or isinstance(state, DecoderState)

@@ -22,6 +22,7 @@ from .layers import (
     Snake,
     causal_extend,
     depthwise_causal_conv,
+    modules_as,
     pointwise,
 )
 from .state import StreamState
@@ -51,6 +52,10 @@ class _FocalModulation(nn.Module):
         self.context_proj = nn.Conv1d(dim, dim, 1)
         self.out_proj = nn.Linear(dim, dim)
 
+    def _level_convs(self) -> list[nn.Conv1d]:
+        """The depthwise convolution of each focal level (``layers.<level>.0``)."""
+        return modules_as((seq[0] for seq in modules_as(self.layers, nn.Sequential)), nn.Conv1d)
+
     def forward(self, x: Tensor, contexts: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
         h = self.in_proj(x)
         query = h[..., :self.dim]
@@ -58,8 +63,7 @@ class _FocalModulation(nn.Module):
         gates = h[..., 2 * self.dim:]
         total: Tensor | None = None
         new_contexts = []
-        for i, seq in enumerate(self.layers):
-            conv = seq[0]
+        for i, conv in enumerate(self._level_convs()):
             ext, new_ctx = causal_extend(ctx, None if contexts is None else contexts[i],
                                          conv.kernel_size[0] - 1, "replicate")
             new_contexts.append(new_ctx)
@@ -166,7 +170,7 @@ class FocalEncoder(nn.Module):
         Returns: ``(latents (B, T, output_dim), state)``.
         """
         contexts = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(modules_as(self.layers, _FocalDownScale)):
             x = layer.downscale(x)
             x, ctx = layer.focal_block(x, None if state is None else state.contexts[i])
             contexts.append(ctx)
@@ -203,7 +207,7 @@ class FocalDecoder(nn.Module):
         """
         x = self.in_proj(codes)
         contexts = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(modules_as(self.layers, _FocalUpScale)):
             x, ctx = layer.focal_block(x, None if state is None else state.contexts[i])
             x = layer.upscale(x)
             contexts.append(ctx)

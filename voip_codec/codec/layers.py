@@ -6,6 +6,9 @@ expressed so that they also run on that layout where it avoids copies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,8 +23,11 @@ __all__ = [
     "depthwise_causal_conv",
     "grouped_causal_conv",
     "linear_weight",
+    "modules_as",
     "pointwise",
 ]
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 _RING_HEADROOM = 64
@@ -142,13 +148,13 @@ def _time_major_kernel(weight: Tensor) -> Tensor:
     return kernel
 
 
-def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Depthwise convolution over an already left-extended sequence ("valid" positions only).
 
     Args:
         extended: ``(batch, kernel - 1 + time, channels)``.
         weight: ``(channels, 1, kernel)`` (the Conv1d layout).
-        bias: ``(channels,)``.
+        bias: ``(channels,)`` or None.
 
     Returns:
         ``(batch, time, channels)``.
@@ -166,7 +172,8 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor) -> Ten
         w = _time_major_kernel(weight)
         scratch = extended.new_empty(extended.shape[0], kernel, extended.shape[2])
         frames = [torch.mul(extended[:, t:t + kernel], w, out=scratch).sum(1) for t in range(T)]
-        return torch.stack(frames, dim=1) + bias
+        out = torch.stack(frames, dim=1)
+        return out if bias is None else out + bias
     out = F.conv1d(extended.transpose(1, 2), weight, bias, groups=weight.shape[0])
     return out.transpose(1, 2)
 
@@ -238,6 +245,23 @@ def linear_weight(layer: nn.Module) -> Tensor:
     if isinstance(layer, nn.Conv1d):
         return layer.weight[:, :, 0]
     raise TypeError(f"{type(layer).__name__} is not a linear or kernel-1 convolution layer")
+
+
+def modules_as(modules: Iterable[nn.Module], kind: type[_M]) -> list[_M]:
+    """The items of ``modules`` (e.g. an ``nn.ModuleList``) as a list typed ``kind``.
+
+    ``nn.ModuleList`` yields plain ``nn.Module`` items, whose attributes a type checker can only
+    see as ``Tensor | Module``; this checks each item once per call and gives typed access.
+
+    Raises:
+        TypeError: an item is not a ``kind`` (e.g. a layer swapped for another type).
+    """
+    out: list[_M] = []
+    for m in modules:
+        if not isinstance(m, kind):
+            raise TypeError(f"expected {kind.__name__}, found {type(m).__name__}")
+        out.append(m)
+    return out
 
 
 def pointwise(layer: nn.Module, x: Tensor) -> Tensor:

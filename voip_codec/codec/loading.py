@@ -97,17 +97,17 @@ def resolve_checkpoint(source: str | os.PathLike[str] | None) -> tuple[Path, Pat
     if path.is_dir():
         for cfg in ("config.json", "model.json"):
             if (path / cfg).is_file():
-                weights = _weights_beside(path / cfg)
-                if weights is not None:
-                    return path / cfg, weights, name
+                beside = _weights_beside(path / cfg)
+                if beside is not None:
+                    return path / cfg, beside, name
         looked.append(f"{path}/config.json + model.safetensors")
     else:
         cfg_path = path if path.suffix == ".json" else Path(str(path) + ".json")
         looked.append(str(cfg_path))
         if cfg_path.is_file():
-            weights = _weights_beside(cfg_path)
-            if weights is not None:
-                return cfg_path, weights, name
+            beside = _weights_beside(cfg_path)
+            if beside is not None:
+                return cfg_path, beside, name
             raise CheckpointError(
                 f"found {cfg_path} but no weights beside it (expected "
                 f"{cfg_path.with_suffix('.safetensors')} or {cfg_path.with_suffix('.pt')})"

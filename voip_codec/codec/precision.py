@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,8 @@ __all__ = [
     "model_precision",
     "set_precision",
 ]
+
+_M = TypeVar("_M", bound=nn.Module)
 
 PRECISIONS = ("fp32", "bf16", "int8")
 """Supported precision names."""
@@ -96,6 +99,10 @@ def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
+_FloatLayer = nn.Linear | nn.Conv1d | nn.ConvTranspose1d
+"""The float layers that :class:`Int8Linear` replaces."""
+
+
 def _layout(layer: nn.Module) -> str:
     """The :class:`Int8Linear` layout that keeps ``layer``'s weight shape."""
     if isinstance(layer, nn.Linear):
@@ -117,6 +124,13 @@ class Int8Linear(nn.Module):
     ``(..., in)`` inputs in all three cases.
     """
 
+    weight: Tensor
+    """int8 buffer in the replaced layer's shape."""
+    weight_scale: Tensor
+    """``(out,)`` fp32 buffer: the scale of each output channel."""
+    bias: Tensor | None
+    """``(out,)`` fp32 buffer, or None for a layer without bias."""
+
     def __init__(self, in_features: int, out_features: int, bias: bool, layout: str = "linear"
                  ) -> None:
         super().__init__()
@@ -134,7 +148,7 @@ class Int8Linear(nn.Module):
         self._stale = True  # packed weight out of date (packed on first use)
 
     @classmethod
-    def from_float(cls, layer: nn.Module) -> Int8Linear:
+    def from_float(cls, layer: _FloatLayer) -> Int8Linear:
         """Quantise an ``nn.Linear`` or a kernel-1 ``Conv1d``/``ConvTranspose1d``."""
         layout = _layout(layer)
         w2d = linear_weight(layer)
@@ -146,6 +160,7 @@ class Int8Linear(nn.Module):
                              else q.reshape(new.weight.shape))
             new.weight_scale.copy_(scale)
             if layer.bias is not None:
+                assert new.bias is not None  # built with a bias exactly when the layer has one
                 new.bias.copy_(layer.bias.detach().float())
         new._pack()
         return new
@@ -210,9 +225,9 @@ def _fp32_subtrees(model: nn.Module) -> tuple[str, ...]:
     return ()
 
 
-def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
     """(parent, attribute, layer) of every layer that int8 mode quantises."""
-    out = []
+    out: list[tuple[nn.Module, str, _FloatLayer]] = []
     keep = _fp32_subtrees(model)
     for path, parent in model.named_modules():
         for name, child in parent.named_children():
@@ -240,7 +255,7 @@ def model_precision(model: nn.Module) -> str:
     return "bf16" if torch.bfloat16 in dtypes else "fp32"
 
 
-def set_precision(model: nn.Module, precision: str) -> nn.Module:
+def set_precision(model: _M, precision: str) -> _M:
     """Convert an fp32 model in place to ``precision`` and return it.
 
     The model's :meth:`~voip_codec.codec.model.FocalCodec.fingerprint` is kept: tokens do not
@@ -266,7 +281,7 @@ def set_precision(model: nn.Module, precision: str) -> nn.Module:
     return model.eval()
 
 
-def int8_skeleton(model: nn.Module) -> nn.Module:
+def int8_skeleton(model: _M) -> _M:
     """Swap the int8 targets of an fp32 model for empty :class:`Int8Linear` shells (to load an
     int8 checkpoint into without quantising the random initial weights first)."""
     for parent, name, layer in _int8_targets(model):

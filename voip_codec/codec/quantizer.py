@@ -16,6 +16,9 @@ __all__ = ["BinarySphericalQuantizer"]
 class BinarySphericalQuantizer(nn.Module):
     """Tokens <-> codes <-> latents for a ``2**D`` codebook."""
 
+    weights: Tensor
+    """``(D,)`` int64 buffer: the value of each bit, MSB first."""
+
     def __init__(self, codebook_size: int) -> None:
         super().__init__()
         if codebook_size < 2 or codebook_size & (codebook_size - 1):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WavLMConfig
-from .layers import FeedForward, append_frames, causal_extend, grouped_causal_conv
+from .layers import FeedForward, append_frames, causal_extend, grouped_causal_conv, modules_as
 from .state import StreamState
 
 __all__ = ["WavLM", "WavLMState", "relative_position_bucket"]
@@ -192,7 +192,7 @@ class WavLM(nn.Module):
         keys: list[Tensor] = []
         values: list[Tensor] = []
         windows: dict[int, tuple[int, int, Tensor, Tensor, bool]] = {}  # shared by all layers
-        for i, layer in enumerate(self.encoder.layers):
+        for i, layer in enumerate(modules_as(self.encoder.layers, _Layer)):
             cache = None if state is None else (state.keys[i], state.values[i])
             a = layer.attention_norm(x)
             attn, k_new, v_new = self._attention(layer.attention, a, cache, cached, phase,
