@@ -1,26 +1,41 @@
-"""Shared fixtures."""
+"""Test tiers (see docs/architecture.md):
+
+* ``tests/unit``: no torch, no aiortc (checked: a run of only this tier fails if either was
+  imported);
+* ``tests/model``: the FocalCodec model (torch);
+* ``tests/integration``: real calls, subprocess CLI runs, fresh virtual environments, fuzzing at
+  100k inputs; marked ``integration`` automatically.
+
+CI runs all three (``.ci/run``). This file imports neither torch nor aiortc.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
-import torch
 
-from voip_codec.codec import FocalCodec
-from voip_codec.codec.config import tiny_config
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _threads() -> None:
-    torch.set_num_threads(2)
+TESTS = Path(__file__).resolve().parent
+UNIT = TESTS / "unit"
+INTEGRATION = TESTS / "integration"
+HEAVY = ("torch", "aiortc")
+"""Packages the unit tier must run without."""
 
 
-@pytest.fixture(scope="session")
-def tiny_model() -> FocalCodec:
-    """A seeded random tiny causal model (window 64 frames, so 2 s already rolls the cache)."""
-    torch.manual_seed(0)
-    model = FocalCodec(tiny_config(4096))
-    with torch.no_grad():
-        for p in model.parameters():  # perturb constant inits so every tensor matters
-            p.add_(0.05 * torch.randn_like(p))
-        model.decoder.head.proj.weight.mul_(0.5)
-    return model.eval()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    items = getattr(session, "items", [])
+    if not items or not all(item.path.is_relative_to(UNIT) for item in items):
+        return
+    loaded = [name for name in HEAVY if name in sys.modules]
+    if loaded:
+        session.config.get_terminal_writer().line(
+            f"unit tier imported {', '.join(loaded)}: tests/unit must run without torch and "
+            "aiortc (move the test to tests/model or tests/integration)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

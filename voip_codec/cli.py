@@ -56,7 +56,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from .audio import read_audio
     from .codec.streaming import StreamingEncoder
-    from .tokenfile import TokenFile, write_token_file
+    from .wire.tokenfile import TokenFile, write_token_file
 
     torch.set_num_threads(args.threads)
     check_output_path(args.output)
@@ -90,7 +90,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     from .audio import write_audio
     from .codec.streaming import StreamingDecoder
-    from .tokenfile import read_token_file
+    from .wire.tokenfile import read_token_file
 
     torch.set_num_threads(args.threads)
     check_output_path(args.output)

@@ -29,8 +29,8 @@ from voip_codec.transport.jitter import JitterConfig
 from voip_codec.transport.netsim import NetworkConditions
 from voip_codec.webrtc.call import CallOptions, CallPeer, run_demo
 from voip_codec.webrtc.commands import SAMPLE_SPEECH, default_codec_name, jitter_config
-from voip_codec.webrtc.loopback import loopback_candidates
-from voip_codec.webrtc.relay import ImpairmentRelay
+from voip_codec.webrtc.contrib.loopback import loopback_candidates
+from voip_codec.webrtc.contrib.relay import ImpairmentRelay
 
 __all__ = ["measure_bitrates", "measure_latency"]
 

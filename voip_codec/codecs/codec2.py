@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bitpack import pack_tokens, unpack_tokens
+from ..wire.bitpack import pack_tokens, unpack_tokens
 from .base import Codec, CodecInfo, FrameDecoder, FrameEncoder, check_payload, check_pcm_frame
 from .plc import ConcealingDecoder
 

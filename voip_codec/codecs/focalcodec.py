@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..bitpack import pack_tokens, unpack_tokens
 from ..codec.model import DecoderState, EncoderState, FocalCodec
+from ..wire.bitpack import pack_tokens, unpack_tokens
 from .base import Codec, CodecInfo, FrameDecoder, FrameEncoder, check_payload, check_pcm_frame
 from .plc import ConcealingDecoder
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..packet import (
+from ..wire.packet import (
     FLAG_END,
     FLAG_SILENCE,
     FLAG_START,

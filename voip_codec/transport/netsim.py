@@ -29,6 +29,7 @@ __all__ = [
     "BernoulliLoss",
     "GilbertElliottLoss",
     "LossModel",
+    "loss_model",
     "NetworkConditions",
     "NetworkSimulator",
     "NetworkStats",
@@ -228,3 +229,21 @@ class NetworkSimulator:
             out.extend(self.send(send_time, data))
         out.sort(key=lambda item: item[0])
         return out
+
+
+def loss_model(loss: float, burst: float = 1.0) -> LossModel:
+    """The loss model the command line's ``--loss`` / ``--burst`` describe.
+
+    Args:
+        loss: packet loss rate in [0, 1).
+        burst: mean burst length in packets; 1 or less gives independent (Bernoulli) loss, more
+            gives Gilbert-Elliott bursts of that mean length.
+
+    Raises:
+        ValueError: ``loss`` outside [0, 1).
+    """
+    if not 0.0 <= loss < 1.0:
+        raise ValueError(f"loss must be in [0, 1), got {loss}")
+    if loss == 0.0:
+        return NoLoss()
+    return BernoulliLoss(loss) if burst <= 1.0 else GilbertElliottLoss(loss, burst)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..packet import FLAG_END, FLAG_SILENCE, FLAG_START, MAX_NEW_FRAMES, MAX_REDUNDANCY, AudioPacket
+from ..wire.packet import (
+    FLAG_END,
+    FLAG_SILENCE,
+    FLAG_START,
+    MAX_NEW_FRAMES,
+    MAX_REDUNDANCY,
+    AudioPacket,
+)
 
 __all__ = ["Packetizer"]
 

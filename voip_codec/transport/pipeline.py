@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codecs.base import Codec, FrameDecoder
-from ..packet import LossReport
+from ..wire.packet import LossReport
 from .jitter import FrameSource, JitterConfig, JitterStats
 from .link import memory_link_pair
 from .netsim import NetworkConditions, NetworkStats

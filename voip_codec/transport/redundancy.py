@@ -2,7 +2,7 @@
 
 The receiver feeds every accepted packet's sequence number (and every playout tick) into
 :class:`LossStatistics`, and periodically (e.g. once a second) sends the resulting
-:class:`~voip_codec.packet.LossReport` back. The sender's :class:`RedundancyController` turns
+:class:`~voip_codec.wire.packet.LossReport` back. The sender's :class:`RedundancyController` turns
 reports into ``K``, the number of redundant copies of preceding frames per packet (0..3):
 
 * the wanted ``K`` grows with the loss rate (thresholds 1 %, 4 %, 12 % for K = 1, 2, 3) and is
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..packet import MAX_REDUNDANCY, LossReport
+from ..wire.packet import MAX_REDUNDANCY, LossReport
 from .jitter import unwrap
 
 __all__ = ["LossStatistics", "RedundancyController", "wanted_redundancy"]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.base import CodecInfo, FrameDecoder, FrameEncoder
-from ..packet import (
+from ..wire.packet import (
     AUDIO_HEADER_SIZE,
     MAX_REDUNDANCY,
     AudioPacket,

@@ -195,17 +195,6 @@ async def recv_message(client: Any, wanted: str, timeout_s: float) -> dict[str, 
             raise CallError(f"signaling error: {msg.get('code')}: {msg.get('message')}")
 
 
-def loss_model(loss: float, burst: float = 1.0) -> Any:
-    """Bernoulli loss for ``burst <= 1``, else Gilbert-Elliott with that mean burst length."""
-    from ..transport.netsim import BernoulliLoss, GilbertElliottLoss, NoLoss
-
-    if not 0.0 <= loss < 1.0:
-        raise ValueError(f"loss must be in [0, 1), got {loss}")
-    if loss == 0.0:
-        return NoLoss()
-    return BernoulliLoss(loss) if burst <= 1.0 else GilbertElliottLoss(loss, burst)
-
-
 @dataclass
 class DemoResult:
     """What the loopback demo measured."""
@@ -248,9 +237,9 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
     from signaling.client import SignalingClient
 
     from ..audio import read_audio, write_audio
-    from ..transport.netsim import NetworkConditions
-    from .loopback import loopback_candidates
-    from .relay import ImpairmentRelay
+    from ..transport.netsim import NetworkConditions, loss_model
+    from .contrib.loopback import loopback_candidates
+    from .contrib.relay import ImpairmentRelay
 
     pcm, _ = read_audio(input_path, codec.info.input_sample_rate)
     input_seconds = len(pcm) / codec.info.input_sample_rate

@@ -159,10 +159,9 @@ def add_demo_parser(sub: Any) -> None:
 def run_simulate_command(args: argparse.Namespace) -> int:
     """``voip-codec simulate``: the packet/jitter/concealment path in memory, seeded."""
     from ..audio import read_audio, write_audio
-    from ..transport.netsim import NetworkConditions
+    from ..transport.netsim import NetworkConditions, loss_model
     from ..transport.pipeline import simulate
     from ..transport.redundancy import RedundancyController
-    from .call import loss_model
 
     check_output_path(args.output)
     codec = _get_codec(args.codec)
@@ -260,8 +259,8 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     from signaling.client import SignalingClient, SignalingClosed, SignalingError
 
     from .call import CallError, CallOptions, CallPeer, collect, recv_message
-    from .devices import microphone_track, play_to_speaker
-    from .loopback import loopback_candidates
+    from .contrib.devices import microphone_track, play_to_speaker
+    from .contrib.loopback import loopback_candidates
 
     codec = _get_codec(args.codec)
     source = None

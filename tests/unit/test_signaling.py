@@ -38,7 +38,7 @@ from signaling.tokens import (
 )
 
 SECRET = b"test-secret-0123456789abcdef"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO_TIMEOUT_S = 10.0
 STEP_TIMEOUT_S = 3.0
 

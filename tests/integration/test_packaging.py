@@ -1,6 +1,6 @@
 """What gets installed: a runtime wheel without the benchmarks, and a CLI that installs light.
 
-The two ``integration`` tests build from a copy of the source tree (so the checkout gets no
+The last two tests build from a copy of the source tree (so the checkout gets no
 ``build/`` or ``*.egg-info``): one builds the runtime wheel and lists it; one makes a fresh
 virtual environment, installs only ``.[server]`` into it (pip fetches aiohttp and numpy from the
 package index) and runs ``voip-codec --help``, ``serve --help``, ``codecs`` and a real ``serve``
@@ -20,9 +20,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 _BLOCK_HEAVY = """
 import importlib.abc, sys
@@ -122,7 +120,6 @@ def test_plugins_add_commands_through_entry_points(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "pcm16" in proc.stdout
 
 
-@pytest.mark.integration
 def test_runtime_wheel_holds_no_benchmarks(tmp_path: Path) -> None:
     src = _source_copy(tmp_path)
     # offline with this environment's setuptools when it is new enough for pyproject.toml's
@@ -149,7 +146,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.integration
 def test_server_extra_runs_cli_and_serve_without_torch(tmp_path: Path) -> None:
     src = _source_copy(tmp_path)
     venv = tmp_path / "venv"

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = secrets.token_urlsafe(32)
 WAITING = "voip-codec: waiting for a peer in room"
 

@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ..transport.netsim import NetworkConditions, NetworkSimulator
+from ...transport.netsim import NetworkConditions, NetworkSimulator
 
 __all__ = ["DirectionStats", "ImpairmentRelay"]
 
@@ -120,7 +120,7 @@ class ImpairmentRelay:
         out = _CANDIDATE.sub(repl, sdp)
         if not real:
             raise ValueError("SDP has no 127.0.0.1 host candidate to relay; gather candidates "
-                             "with voip_codec.webrtc.loopback.loopback_candidates()")
+                             "with voip_codec.webrtc.contrib.loopback.loopback_candidates()")
         self._addr[sender] = ("127.0.0.1", real[0])
         out = re.sub(r"^(m=application )\d+", rf"\g<1>{port}", out, flags=re.MULTILINE)
         return out

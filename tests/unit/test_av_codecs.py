@@ -16,7 +16,7 @@ from voip_codec.codecs.base import CodecError
 from voip_codec.codecs.plc import ConcealingDecoder
 from voip_codec.codecs.registry import codec_name_for_id, get_codec, register_codec
 
-SAMPLE = Path(__file__).resolve().parents[1] / "voip_codec" / "assets" / "sample_speech.flac"
+SAMPLE = Path(__file__).resolve().parents[2] / "voip_codec" / "assets" / "sample_speech.flac"
 
 # name -> (codec id, payload bytes per 20 ms frame, decoder rate, waveform correlation floor)
 EXPECTED = {

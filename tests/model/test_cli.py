@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests._shared import conformance_dir, speech_clips
 from voip_codec.cli import main
 from voip_codec.codec import FocalCodec
 from voip_codec.codec.loading import save_pretrained
-
-from ._shared import conformance_dir, speech_clips
 
 
 @pytest.fixture()

@@ -77,7 +77,6 @@ __all__ = [
     "AudioPacket",
     "LossReport",
     "PacketError",
-    "is_loss_report",
     "parse_packet",
 ]
 
@@ -247,22 +246,6 @@ def parse_packet(data: bytes | bytearray | memoryview) -> AudioPacket | LossRepo
     raise PacketError(f"unknown message type {kind}, expected {TYPE_AUDIO} (audio) or "
                       f"{TYPE_LOSS_REPORT} (loss report)")
 
-
-def is_loss_report(data: bytes | bytearray | memoryview | str) -> bool:
-    """True when ``data`` is a valid loss report (what a receiver sends back to a sender).
-
-    Audio and reports share one data channel; this routes them without raising: anything else,
-    malformed reports included, gives False.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        return False
-    raw = bytes(data)
-    if len(raw) < _PREAMBLE.size or raw[:2] != MAGIC or raw[3] != TYPE_LOSS_REPORT:
-        return False
-    try:
-        return isinstance(parse_packet(raw), LossReport)
-    except PacketError:
-        return False
 
 
 def _parse_audio(raw: bytes) -> AudioPacket:

@@ -10,11 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests._shared import conformance_dir
 from voip_codec.codec import FocalCodec, FocalCodecConfig
 from voip_codec.codec.config import ConfigError, full_size_config, tiny_config
 from voip_codec.codec.loading import CheckpointError, from_pretrained, save_pretrained
-
-from ._shared import conformance_dir
 
 
 @pytest.fixture()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voip_codec.bitpack import unpack_tokens
+from tests._shared import conformance_dir
 from voip_codec.codecs.base import CodecError
 from voip_codec.codecs.focalcodec import load_focalcodec_codec
 from voip_codec.codecs.registry import get_codec
-
-from ._shared import conformance_dir
+from voip_codec.wire.bitpack import unpack_tokens
 
 CLIP = "librispeech_84-121123-0001"
 

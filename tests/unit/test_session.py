@@ -1,17 +1,12 @@
-"""SendSession / ReceiveSession over links: loss, reordering, duplicates, DTX, garbage, and the
-aiortc sender and receiver track running through the same pair."""
+"""SendSession / ReceiveSession over memory links: loss, reordering, duplicates, DTX, garbage.
+(The aiortc sender and receiver track running through the same pair: tests/integration.)"""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import numpy as np
 import pytest
-import soundfile as sf
 
 from voip_codec.codecs.registry import get_codec
-from voip_codec.packet import FLAG_END, FLAG_START, AudioPacket, LossReport, parse_packet
 from voip_codec.transport.jitter import FrameSource, JitterConfig, PlayoutFrame
 from voip_codec.transport.link import CallbackLink, Link, MemoryLink, memory_link_pair
 from voip_codec.transport.netsim import LossModel, NetworkConditions
@@ -19,6 +14,7 @@ from voip_codec.transport.packetizer import Packetizer
 from voip_codec.transport.pipeline import simulate
 from voip_codec.transport.redundancy import RedundancyController
 from voip_codec.transport.session import EncodedFrame, ReceiveSession, SendSession
+from voip_codec.wire.packet import FLAG_END, FLAG_START, AudioPacket, LossReport, parse_packet
 
 PERIOD = 0.08
 N = 1280  # pcm16: 80 ms at 16 kHz
@@ -226,56 +222,3 @@ def test_dtx_needs_a_vad_threshold_and_a_keepalive_interval() -> None:
         tx.send_frame(tx.encode_frame(np.zeros(N, dtype=np.float32)))
     assert tx.stats.dtx_frames == 0 and tx.stats.packets == 3
 
-
-def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path) -> None:
-    """A real loopback call: Alice's CodecSender and Bob's CodecReceiverTrack hold the session
-    classes; Bob's loss reports come back over the data channel to Alice's SendSession."""
-    from aiortc.contrib.media import MediaPlayer
-
-    from voip_codec.webrtc.call import CallOptions, CallPeer, collect
-    from voip_codec.webrtc.datachannel import DataChannelLink
-    from voip_codec.webrtc.loopback import loopback_candidates
-
-    wav = tmp_path / "in.wav"
-    sf.write(wav, speech_with_pause(8, 4)[:int(1.6 * 16000)], 16000)
-    codec = get_codec("codec2-700c")
-
-    async def main() -> tuple[CallPeer, CallPeer]:
-        with loopback_candidates():
-            player = MediaPlayer(str(wav))
-            alice = CallPeer(codec, CallOptions(), source=player.audio, name="alice")
-            bob = CallPeer(codec, CallOptions(), name="bob")
-            try:
-                await alice.accept_answer(await bob.accept_offer(await alice.create_offer()))
-                await asyncio.wait_for(asyncio.gather(alice.wait_open(), bob.wait_open()), 15)
-                stop = asyncio.Event()
-                recording = asyncio.ensure_future(collect(bob.track, stop))
-                assert alice.sender is not None
-                await asyncio.wait_for(alice.sender.finished.wait(), 15)
-                for _ in range(100):  # at most 2 s to play out the rest
-                    if bob.track.ended:
-                        break
-                    await asyncio.sleep(0.02)
-                stop.set()
-                await recording
-            finally:
-                await alice.close()
-                await bob.close()
-        return alice, bob
-
-    alice, bob = asyncio.run(main())
-    assert alice.sender is not None
-    assert isinstance(alice.sender.session, SendSession)
-    assert isinstance(bob.track.session, ReceiveSession)
-    assert isinstance(alice.link, DataChannelLink) and isinstance(alice.link, Link)
-    assert alice.track.session.sender is alice.sender.session
-    assert alice.sender.session.link is alice.link
-    sent = alice.sender.stats
-    rx = bob.track.session.stats
-    assert sent.frames == 20 and sent.packets == 21  # 1.6 s + the end-of-stream frame
-    assert rx.frames_received == 21 and rx.ended and rx.invalid == 0
-    # Bob's reports crossed the channel, were classified by Alice's receive session and
-    # reached her send session
-    assert bob.track.session.reports_sent >= 1
-    assert sent.reports == bob.track.session.reports_sent
-    assert bob.track.stats() == rx.to_dict()

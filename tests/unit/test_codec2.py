@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 
 from tests._shared import shared_dir
-from voip_codec.bitpack import unpack_tokens
 from voip_codec.codecs import registry
 from voip_codec.codecs.base import Codec, CodecError, CodecInfo, FrameDecoder, FrameEncoder
 from voip_codec.codecs.codec2 import CODEC2_MODES, Codec2Codec, StreamingFIRResampler
@@ -20,6 +19,7 @@ from voip_codec.codecs.registry import (
     register_codec,
     unregister_codec,
 )
+from voip_codec.wire.bitpack import unpack_tokens
 
 
 def speech() -> np.ndarray:

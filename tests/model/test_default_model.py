@@ -7,10 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from tests._shared import speech_clips
 from voip_codec.codec.loading import DEFAULT_MODEL_DIR, from_pretrained
 from voip_codec.codec.streaming import StreamingDecoder, StreamingEncoder
-
-from ._shared import speech_clips
 
 MAX_BYTES = 30 * 1024 * 1024
 

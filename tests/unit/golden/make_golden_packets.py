@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voip_codec.packet import FLAG_START, AudioPacket, LossReport
+from voip_codec.wire.packet import FLAG_START, AudioPacket, LossReport
 
 OUT = Path(__file__).resolve().parent / "packets"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voip_codec.bitpack import pack_tokens, packed_size, unpack_tokens
+from voip_codec.wire.bitpack import pack_tokens, packed_size, unpack_tokens
 
 
 @st.composite

@@ -11,7 +11,6 @@ import soundfile as sf
 
 from tests._shared import shared_dir
 from voip_codec.codecs.registry import get_codec
-from voip_codec.packet import LossReport
 from voip_codec.transport.jitter import FrameSource, JitterConfig
 from voip_codec.transport.netsim import (
     BernoulliLoss,
@@ -26,6 +25,7 @@ from voip_codec.transport.redundancy import (
     RedundancyController,
     wanted_redundancy,
 )
+from voip_codec.wire.packet import LossReport
 
 BUFFER_160 = JitterConfig(initial_delay_ms=160, min_delay_ms=160, max_delay_ms=160)
 
@@ -161,7 +161,7 @@ def test_controller_hysteresis() -> None:
 
 
 def test_packetizer_bundles_and_caps_redundancy_at_stream_start() -> None:
-    from voip_codec.packet import parse_packet
+    from voip_codec.wire.packet import parse_packet
 
     p = Packetizer(codec_id=16, frames_per_packet=2, redundancy=3, first_seq=65535)
     out = [p.push(bytes([i]) * 7) for i in range(6)]
@@ -179,7 +179,7 @@ def test_simulate_command_models_dtx(tmp_path: Path, capsys: pytest.CaptureFixtu
     from voip_codec.audio import read_audio
     from voip_codec.cli import main
 
-    sample = Path(__file__).resolve().parents[1] / "voip_codec" / "assets" / "sample_speech.flac"
+    sample = Path(__file__).resolve().parents[2] / "voip_codec" / "assets" / "sample_speech.flac"
     speech, _ = read_audio(sample, 16000)
     pcm = np.concatenate([speech, np.zeros(16000 * 8 // 5, np.float32), speech])
     src = tmp_path / "pause.wav"

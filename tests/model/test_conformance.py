@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+from tests._shared import conformance_dir
 from voip_codec.codec.loading import from_pretrained
 from voip_codec.conformance import check_clip, main
-
-from ._shared import conformance_dir
 
 CLIPS = ["librispeech_84-121123-0001", "librispeech_84-121123-0006"]
 

@@ -12,13 +12,13 @@ from pystoi import stoi
 
 from voip_codec.audio import read_audio
 from voip_codec.codecs.registry import get_codec
-from voip_codec.packet import FLAG_END, parse_packet
 from voip_codec.transport.jitter import JitterConfig
 from voip_codec.transport.packetizer import Packetizer
 from voip_codec.webrtc.call import run_demo
 from voip_codec.webrtc.commands import SAMPLE_SPEECH
+from voip_codec.webrtc.contrib.relay import ImpairmentRelay
 from voip_codec.webrtc.receiver import CodecReceiverTrack
-from voip_codec.webrtc.relay import ImpairmentRelay
+from voip_codec.wire.packet import FLAG_END, parse_packet
 
 CODEC = "codec2-700c"
 

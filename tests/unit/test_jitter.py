@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voip_codec.packet import FLAG_SILENCE, AudioPacket, LossReport
 from voip_codec.transport.jitter import FrameSource, JitterBuffer, JitterConfig, unwrap
+from voip_codec.wire.packet import FLAG_SILENCE, AudioPacket, LossReport
 
 T = 0.08
 
@@ -215,7 +215,7 @@ def test_delay_history_is_bounded_in_long_calls() -> None:
 
 
 def test_end_of_stream_stops_playout_without_concealment() -> None:
-    from voip_codec.packet import FLAG_END
+    from voip_codec.wire.packet import FLAG_END
 
     jb = JitterBuffer(JitterConfig(initial_delay_ms=160))
     arrivals = [((i + 1) * T + 0.02, packet(i, flags=FLAG_END if i == 9 else 0))
@@ -231,7 +231,7 @@ def test_end_of_stream_stops_playout_without_concealment() -> None:
 
 
 def test_end_flag_waits_for_missing_frames_and_restart_resumes() -> None:
-    from voip_codec.packet import FLAG_END, FLAG_START
+    from voip_codec.wire.packet import FLAG_END, FLAG_START
 
     jb = JitterBuffer(JitterConfig(initial_delay_ms=160))
     # frame 7 is lost: it is concealed, the end still comes after frame 9

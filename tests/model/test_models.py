@@ -15,13 +15,13 @@ from pathlib import Path
 import huggingface_hub  # noqa: F401 - the `hub` extra: these tests need the real client
 import pytest
 
+from tests._shared import conformance_dir
 from voip_codec.cli import main
-from voip_codec.tokenfile import read_token_file
+from voip_codec.wire.tokenfile import read_token_file
 
-from ._shared import conformance_dir
 from .hub_server import HubRepo, LocalHub
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPO_4K = "lucadellalib/focalcodec_50hz_4k_causal"
 SAMPLE_SPEECH = ROOT / "voip_codec" / "assets" / "sample_speech.flac"
 
