@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.jitter import JitterConfig
 from .datachannel import DataChannelLink
+from .frames import recv_audio
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
 
@@ -166,9 +167,8 @@ async def collect(track: MediaStreamTrack, stop: asyncio.Event) -> np.ndarray:
     """Read a track's frames until ``stop`` is set (or the track ends); mono float32."""
     parts = []
     while not stop.is_set():
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
+        frame = await recv_audio(track)
+        if frame is None:
             break
         data = frame.to_ndarray()
         if data.dtype == np.int16:

@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.link import CallbackLink, Link
 from ..transport.redundancy import RedundancyController
 from ..transport.session import SendSession, SendStats
+from .frames import recv_audio
 
 __all__ = ["CodecSender", "SenderStats"]
 
@@ -103,13 +104,9 @@ class CodecSender:
         n = self.info.input_frame_samples
         try:
             while True:
-                try:
-                    frame = await self.track.recv()
-                except MediaStreamError:
+                frame = await recv_audio(self.track)
+                if frame is None:
                     break
-                if not isinstance(frame, av.AudioFrame):
-                    raise TypeError(f"the source track gave {type(frame).__name__}, "
-                                    "not audio frames")
                 for out in self._resampler.resample(frame):
                     await self._frame(loop, out.to_ndarray().reshape(-1)[:n])
             for out in self._resampler.resample(None):  # the last, zero-padded partial frame

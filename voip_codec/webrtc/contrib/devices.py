@@ -8,6 +8,8 @@ import fractions
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..frames import recv_audio
+
 __all__ = ["AudioDeviceError", "microphone_track", "play_to_speaker"]
 
 
@@ -86,8 +88,7 @@ async def play_to_speaker(track: MediaStreamTrack, stop: asyncio.Event) -> None:
     sd = _sounddevice()
     with sd.OutputStream(samplerate=48000, channels=1, dtype="int16") as out:
         while not stop.is_set():
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
+            frame = await recv_audio(track)
+            if frame is None:
                 break
             await asyncio.to_thread(out.write, frame.to_ndarray().reshape(-1, 1))

@@ -15,9 +15,11 @@ Only 127.0.0.1 is ever bound or targeted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...transport.netsim import NetworkConditions, NetworkSimulator
@@ -55,14 +57,15 @@ class DirectionStats:
 
 
 class _Socket(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_datagram = on_datagram
         self.transport: asyncio.DatagramTransport | None = None
 
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)  # a datagram endpoint's own
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[no-untyped-def]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.on_datagram(data, addr)
 
 
@@ -91,7 +94,7 @@ class ImpairmentRelay:
         for side in ("a", "b"):
             # socket "a" is what B is told A's address is; it receives B's datagrams for A
             _, proto = await loop.create_datagram_endpoint(
-                lambda s=side: _Socket(lambda d, addr, s=s: self._received(s, d, addr)),
+                functools.partial(_Socket, functools.partial(self._received, side)),
                 local_addr=("127.0.0.1", 0))
             self._sock[side] = proto
         self._t0 = time.monotonic()
