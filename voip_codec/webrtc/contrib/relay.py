@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from ...transport.netsim import NetworkConditions, NetworkSimulator
 
@@ -62,8 +63,9 @@ class _Socket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)  # a datagram endpoint's own
-        self.transport = transport
+        # a datagram endpoint's transport; asyncio's selector class does not subclass
+        # DatagramTransport at run time, so this is a cast, not an isinstance check
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.on_datagram(data, addr)
