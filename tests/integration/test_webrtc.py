@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from voip_codec.webrtc.call import run_demo
 from voip_codec.webrtc.commands import SAMPLE_SPEECH
 from voip_codec.webrtc.contrib.relay import ImpairmentRelay
 from voip_codec.webrtc.receiver import CodecReceiverTrack
-from voip_codec.wire.packet import FLAG_END, parse_packet
+from voip_codec.wire.packet import FLAG_END, AudioPacket, parse_packet
 
 CODEC = "codec2-700c"
 
@@ -81,10 +82,10 @@ def test_call_through_impaired_link(tmp_path: Path, loss: float, burst: float,
 
 
 def test_receiver_track_never_stalls_and_is_recordable(tmp_path: Path) -> None:
-    async def main() -> tuple[list[int], int]:
+    async def main() -> tuple[list[int | None], int]:
         track = CodecReceiverTrack(get_codec(CODEC))
         recorder = MediaRecorder(str(tmp_path / "rec.wav"))
-        pts = []
+        pts: list[int | None] = []
         for _ in range(10):  # no packet ever arrives: silence, paced, correct pts
             frame = await track.recv()
             assert frame.sample_rate == 48000 and frame.samples == 960
@@ -94,7 +95,7 @@ def test_receiver_track_never_stalls_and_is_recordable(tmp_path: Path) -> None:
         await recorder.start()
         await asyncio.sleep(0.3)
         await recorder.stop()
-        invalid = track.stats()["invalid"]
+        invalid: int = track.stats()["invalid"]
         track.stop()
         return pts, invalid
 
@@ -128,11 +129,14 @@ def test_receiver_stops_concealing_after_end_of_stream() -> None:
     n = codec.info.input_frame_samples
     pcm, _ = read_audio(SAMPLE_SPEECH, 16000)
     packetizer = Packetizer(codec.info.codec_id, frames_per_packet=2)
-    packets = [packetizer.push(enc.encode(pcm[i * n:(i + 1) * n])) for i in range(7)]
-    packets = [p for p in packets if p is not None] + [packetizer.flush(end=True)]
-    assert len(packets) == 4 and parse_packet(packets[-1]).flags & FLAG_END
+    pushed = [packetizer.push(enc.encode(pcm[i * n:(i + 1) * n])) for i in range(7)]
+    last = packetizer.flush(end=True)
+    assert last is not None
+    packets = [p for p in pushed if p is not None] + [last]
+    end = parse_packet(last)
+    assert len(packets) == 4 and isinstance(end, AudioPacket) and end.flags & FLAG_END
 
-    async def main() -> dict:
+    async def main() -> dict[str, Any]:
         track = CodecReceiverTrack(codec, jitter=JitterConfig(initial_delay_ms=80))
         for data in packets:
             track.on_message(data)

@@ -12,13 +12,14 @@ from safetensors.torch import load_file, save_file
 
 from tests._shared import conformance_dir
 from voip_codec.codec.loading import from_pretrained
+from voip_codec.codec.model import FocalCodec
 from voip_codec.conformance import check_clip, main
 
 CLIPS = ["librispeech_84-121123-0001", "librispeech_84-121123-0006"]
 
 
 @pytest.fixture(scope="module")
-def reference_model():  # type: ignore[no-untyped-def]
+def reference_model() -> FocalCodec:
     return from_pretrained(conformance_dir())
 
 
@@ -28,7 +29,7 @@ def test_manifest_lists_the_clips_we_check() -> None:
 
 
 @pytest.mark.parametrize("clip", CLIPS)
-def test_every_reference_array_is_reproduced(reference_model, clip: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_reference_array_is_reproduced(reference_model: FocalCodec, clip: str) -> None:
     clip_dir = conformance_dir() / clip
     checks = check_clip(reference_model, clip_dir, atol=1e-4, rtol=1e-4)
     failed = [f"{c.name}: {c.max_abs_err:.3g} {c.detail}" for c in checks if not c.ok]
@@ -42,19 +43,20 @@ def test_every_reference_array_is_reproduced(reference_model, clip: str) -> None
 
 
 @pytest.mark.parametrize("clip", CLIPS)
-def test_strict_tolerance_also_holds(reference_model, clip: str) -> None:  # type: ignore[no-untyped-def]
+def test_strict_tolerance_also_holds(reference_model: FocalCodec, clip: str) -> None:
     checks = check_clip(reference_model, conformance_dir() / clip, atol=1e-5, rtol=1e-5,
                         block_sizes=())
     assert all(c.ok for c in checks), [c.name for c in checks if not c.ok]
 
 
-def test_command_exits_zero_on_reference(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_command_exits_zero_on_reference(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(conformance_dir())]) == 0
     out = capsys.readouterr().out
     assert "0 failed" in out
 
 
-def test_command_reports_a_mismatch(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_command_reports_a_mismatch(tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     src = conformance_dir()
     shutil.copy(src / "config.json", tmp_path / "config.json")
     state = load_file(str(src / "model.safetensors"))

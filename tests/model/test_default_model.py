@@ -9,13 +9,14 @@ import torch
 
 from tests._shared import speech_clips
 from voip_codec.codec.loading import DEFAULT_MODEL_DIR, from_pretrained
+from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.streaming import StreamingDecoder, StreamingEncoder
 
 MAX_BYTES = 30 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def model():
+def model() -> FocalCodec:
     torch.set_num_threads(2)
     return from_pretrained("default")
 
@@ -30,7 +31,7 @@ def clip() -> np.ndarray:
     return x[: 16000 * 4]
 
 
-def test_files_and_size(model):
+def test_files_and_size(model: FocalCodec) -> None:
     weights = DEFAULT_MODEL_DIR / "model.safetensors"
     assert (DEFAULT_MODEL_DIR / "config.json").is_file()
     assert weights.stat().st_size <= MAX_BYTES
@@ -38,14 +39,14 @@ def test_files_and_size(model):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_codebook_and_rate(model):
+def test_codebook_and_rate(model: FocalCodec) -> None:
     assert model.codebook_size == 65536
     assert model.bits_per_token == 16
     assert model.bitrate == pytest.approx(800.0)
     assert model.chunk_size == 1280 and model.sample_rate_output == 24000
 
 
-def test_streaming_equals_offline(model, clip):
+def test_streaming_equals_offline(model: FocalCodec, clip: np.ndarray) -> None:
     n = len(clip) // model.chunk_size * model.chunk_size
     x = torch.from_numpy(clip[:n])
     with torch.inference_mode():
@@ -67,7 +68,7 @@ def test_streaming_equals_offline(model, clip):
     torch.testing.assert_close(audio_st, audio_off, atol=2e-4, rtol=0)
 
 
-def test_reconstructs_real_speech(model):
+def test_reconstructs_real_speech(model: FocalCodec) -> None:
     """Non-trivial quality on one real eval clip (LibriSpeech dev-clean 84-121123-0023).
 
     Measured on the whole eval split in streaming mode (training/evaluate.py, docs/training.md):

@@ -7,7 +7,8 @@ import pytest
 
 from tests._shared import conformance_dir
 from voip_codec.codecs.base import CodecError
-from voip_codec.codecs.focalcodec import load_focalcodec_codec
+from voip_codec.codecs.focalcodec import FocalCodecCodec, load_focalcodec_codec
+from voip_codec.codecs.plc import ConcealingDecoder
 from voip_codec.codecs.registry import get_codec
 from voip_codec.wire.bitpack import unpack_tokens
 
@@ -15,17 +16,17 @@ CLIP = "librispeech_84-121123-0001"
 
 
 @pytest.fixture(scope="module")
-def codec():  # type: ignore[no-untyped-def]
+def codec() -> FocalCodecCodec:
     return load_focalcodec_codec(str(conformance_dir()), "focalcodec-test", 200)
 
 
-def frames(codec) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+def frames(codec: FocalCodecCodec) -> list[np.ndarray]:
     sig = np.load(conformance_dir() / CLIP / "input_sig.npy")[0]
     sig = np.pad(sig, (0, (-len(sig)) % 1280))
     return [sig[i:i + 1280] for i in range(0, len(sig), 1280)]
 
 
-def test_frames_reproduce_the_official_stream(codec) -> None:  # type: ignore[no-untyped-def]
+def test_frames_reproduce_the_official_stream(codec: FocalCodecCodec) -> None:
     info = codec.info
     assert (info.frame_ms, info.bits_per_frame, info.bytes_per_frame) == (80.0, 48, 6)
     assert info.input_frame_samples == 1280 and info.output_frame_samples == 1920
@@ -38,12 +39,13 @@ def test_frames_reproduce_the_official_stream(codec) -> None:  # type: ignore[no
     np.testing.assert_allclose(audio, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_token_domain_concealment_keeps_the_decoder_aligned(codec) -> None:  # type: ignore[no-untyped-def]
+def test_token_domain_concealment_keeps_the_decoder_aligned(codec: FocalCodecCodec) -> None:
     enc = codec.new_encoder()
     payloads = [enc.encode(f) for f in frames(codec)]
     lossless = codec.new_decoder()
     ref = [lossless.decode(p) for p in payloads]
     dec = codec.new_decoder()
+    assert isinstance(dec, ConcealingDecoder)
     out = []
     for i, p in enumerate(payloads):
         lost = 10 <= i < 13  # a 3-frame burst
@@ -58,7 +60,7 @@ def test_token_domain_concealment_keeps_the_decoder_aligned(codec) -> None:  # t
     assert dec.concealed_frames == 3
 
 
-def test_bad_frames_are_rejected(codec) -> None:  # type: ignore[no-untyped-def]
+def test_bad_frames_are_rejected(codec: FocalCodecCodec) -> None:
     with pytest.raises(CodecError, match="1280 samples"):
         codec.new_encoder().encode(np.zeros(1000, dtype=np.float32))
     with pytest.raises(CodecError, match="6-byte payload"):

@@ -10,11 +10,22 @@ import torch.nn.functional as F
 
 from voip_codec.codec.layers import (
     _RING_HEADROOM,
+    _Ring,
     append_frames,
     depthwise_causal_conv,
     grouped_causal_conv,
     modules_as,
 )
+
+_RING_ATTR = "_voip_ring"
+"""The private attribute by which ``append_frames`` tags a context as a view of its ring."""
+
+
+def _ring_of(context: torch.Tensor) -> _Ring:
+    """The ring buffer ``context`` is a view of."""
+    ring, _ = getattr(context, _RING_ATTR)
+    assert isinstance(ring, _Ring)
+    return ring
 
 
 def _feed(context: torch.Tensor, chunks: list[torch.Tensor], keep: int
@@ -40,7 +51,7 @@ def test_append_frames_equals_concatenation_across_ring_refills() -> None:
         history = torch.cat([history, x], 1)
     torch.testing.assert_close(last, history[:, -keep:], rtol=0, atol=0)
     # in steady state the context is a view of a buffer with room, not a fresh tensor
-    assert last._voip_ring[0].buffer.shape[1] > keep
+    assert _ring_of(last).buffer.shape[1] > keep
 
 
 @torch.inference_mode()
@@ -50,9 +61,9 @@ def test_append_frames_writes_in_place_only_for_the_newest_state() -> None:
     x1, x2, x3 = (torch.randn(1, 2, 4, generator=g) for _ in range(3))
     _, s1 = append_frames(torch.zeros(1, keep, 4), x1, 1, keep)
     ext_a, s2a = append_frames(s1, x2, 1, keep)  # newest: in place
-    assert s2a._voip_ring[0] is s1._voip_ring[0]
+    assert _ring_of(s2a) is _ring_of(s1)
     ext_b, s2b = append_frames(s1, x3, 1, keep)  # s1 continued a second time: a fork
-    assert s2b._voip_ring[0] is not s1._voip_ring[0]
+    assert _ring_of(s2b) is not _ring_of(s1)
     # neither continuation sees the other's frames
     torch.testing.assert_close(ext_a[:, -2:], x2, rtol=0, atol=0)
     torch.testing.assert_close(ext_b[:, -2:], x3, rtol=0, atol=0)

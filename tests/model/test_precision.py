@@ -14,9 +14,12 @@ from tests._shared import speech_clips
 from voip_codec.audio import read_audio
 from voip_codec.cli import main
 from voip_codec.codec.config import ConfigError
+from voip_codec.codec.focal import _FocalDownScale
+from voip_codec.codec.layers import modules_as
 from voip_codec.codec.loading import CheckpointError, from_pretrained, save_pretrained
 from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.precision import Int8Linear, check_precision, set_precision
+from voip_codec.codec.wavlm import _Layer
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +73,18 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     assert m.precision == "int8" and fp32.precision == "fp32" and models["bf16"].precision == "bf16"
     assert m.fingerprint() == fp32.fingerprint() == models["bf16"].fingerprint()
     # stage-boundary and tiny projections stay fp32; the big linear maps are int8
+    compressor = modules_as(m.compressor.layers, _FocalDownScale)
     assert isinstance(m.encoder.feature_proj, nn.Linear)
-    assert isinstance(m.compressor.layers[0].downscale.downscale, nn.Conv1d)
+    assert isinstance(compressor[0].downscale.downscale, nn.Conv1d)
     assert isinstance(m.compressor.out_proj, nn.Linear)  # 128 -> 16: the token signs
-    assert isinstance(m.encoder.encoder.layers[0].attention.qkv_proj, Int8Linear)
+    assert isinstance(modules_as(m.encoder.encoder.layers, _Layer)[0].attention.qkv_proj,
+                      Int8Linear)
     # the compressor's last block (whose output signs are the tokens) stays fp32 as a whole
-    assert not any(isinstance(x, Int8Linear) for x in m.compressor.layers[-1].modules())
-    assert isinstance(m.compressor.layers[-1].focal_block.modulation.context_proj, nn.Conv1d)
+    assert not any(isinstance(x, Int8Linear) for x in compressor[-1].modules())
+    assert isinstance(compressor[-1].focal_block.modulation.context_proj, nn.Conv1d)
     # kernel-1 convolutions elsewhere are int8, in their official weight shape
-    ctx = m.compressor.layers[0].focal_block.modulation.context_proj
-    ref = fp32.compressor.layers[0].focal_block.modulation.context_proj
+    ctx = compressor[0].focal_block.modulation.context_proj
+    ref = modules_as(fp32.compressor.layers, _FocalDownScale)[0].focal_block.modulation.context_proj
     assert isinstance(ctx, Int8Linear) and ctx.weight.shape == ref.weight.shape
     assert ctx.weight.dtype == torch.int8 and ctx.weight.dim() == 3
     # each layout computes its float layer's map to int8 accuracy

@@ -8,6 +8,7 @@ import pytest
 from voip_codec.transport.netsim import (
     BernoulliLoss,
     GilbertElliottLoss,
+    LossModel,
     NetworkConditions,
     NetworkSimulator,
 )
@@ -21,9 +22,9 @@ def ids(out: list[tuple[float, bytes]]) -> list[int]:
     return [int.from_bytes(d[:4], "big") for _, d in out]
 
 
-def fates(model: object, n: int, seed: int = 0) -> np.ndarray:
+def fates(model: LossModel, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.array([model.lost(rng) for _ in range(n)])  # type: ignore[attr-defined]
+    return np.array([model.lost(rng) for _ in range(n)])
 
 
 def burst_lengths(lost: np.ndarray) -> list[int]:

@@ -135,11 +135,15 @@ audio_packets = st.builds(
     st.sampled_from([0, FLAG_START, FLAG_SILENCE, FLAG_END, FLAG_START | FLAG_SILENCE,
                      FLAG_SILENCE | FLAG_END]), st.data())
 
-reports = st.builds(
-    lambda *a: LossReport(*a[:4], loss_rate=a[4] / 0xFFFF, mean_burst=a[5] / 256,
-                          residual_loss=a[6] / 0xFFFF, jitter_ms=a[7], playout_delay_ms=a[8]),
-    *(st.integers(0, 0xFFFF) for _ in range(4)), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
-    st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def _report(report_seq: int, highest_seq: int, expected: int, received: int, loss: int,
+            burst: int, residual: int, jitter_ms: int, playout_delay_ms: int) -> LossReport:
+    """A report from nine 16-bit fields (the float ones scaled to their wire resolution)."""
+    return LossReport(report_seq, highest_seq, expected, received, loss_rate=loss / 0xFFFF,
+                      mean_burst=burst / 256, residual_loss=residual / 0xFFFF,
+                      jitter_ms=jitter_ms, playout_delay_ms=playout_delay_ms)
+
+
+reports = st.builds(_report, *(st.integers(0, 0xFFFF) for _ in range(9)))
 
 
 @settings(FUZZ, max_examples=2_000)

@@ -39,6 +39,7 @@ def test_repeat_fade_gains_and_mute() -> None:
 
 def test_concealing_decoder_repeats_fades_and_returns_smoothly() -> None:
     enc, dec = CODEC.new_encoder(), CODEC.new_decoder()
+    assert isinstance(dec, ConcealingDecoder)
     x = tone(10)
     frames = [enc.encode(x[i * N:(i + 1) * N]) for i in range(10)]
     out = []

@@ -100,7 +100,8 @@ def test_jittery_reordering_network_plays_true_frames() -> None:
               and res.sources[k - 1] in payload]
     hits = [true_frames.get(frames[k].tobytes()) for k in steady]
     assert len(steady) >= 45 and None not in hits
-    assert hits == sorted(hits)
+    found = [h for h in hits if h is not None]  # all of them (checked above)
+    assert found == sorted(found)
 
 
 def test_resync_after_a_long_burst() -> None:
@@ -161,14 +162,16 @@ def test_controller_hysteresis() -> None:
 
 
 def test_packetizer_bundles_and_caps_redundancy_at_stream_start() -> None:
-    from voip_codec.wire.packet import parse_packet
+    from voip_codec.wire.packet import AudioPacket, parse_packet
 
     p = Packetizer(codec_id=16, frames_per_packet=2, redundancy=3, first_seq=65535)
     out = [p.push(bytes([i]) * 7) for i in range(6)]
-    packets = [parse_packet(d) for d in out if d is not None]
-    assert [len(x.redundant) for x in packets] == [0, 2, 3]  # type: ignore[union-attr]
+    parsed = [parse_packet(d) for d in out if d is not None]
+    packets = [x for x in parsed if isinstance(x, AudioPacket)]
+    assert packets == parsed  # audio packets only, no loss report
+    assert [len(x.redundant) for x in packets] == [0, 2, 3]
     assert [x.seq for x in packets] == [65535, 0, 1]
-    assert packets[2].redundant == (b"\x01" * 7, b"\x02" * 7, b"\x03" * 7)  # type: ignore[union-attr]
+    assert packets[2].redundant == (b"\x01" * 7, b"\x02" * 7, b"\x03" * 7)
     with pytest.raises(ValueError, match="redundancy"):
         p.redundancy = 4
 
