@@ -203,7 +203,7 @@ def offline_dev_stoi(model: FocalCodec, paths: Sequence[Path],
     from voip_codec_bench.cache import file_digest
     from voip_codec_bench.harness import Clip, run_quality
     from voip_codec_bench.metrics import METRIC_RATE
-    from voip_codec_bench.peers import CodecStream, Transcoded, Transcoder
+    from voip_codec_bench.peers import CodecStream, Transcoded, Transcoder, vocoder_align_method
 
     codes: set[int] = set()
 
@@ -211,6 +211,7 @@ def offline_dev_stoi(model: FocalCodec, paths: Sequence[Path],
         name = "offline-dev"
         label = "model, offline (training dev check)"
         frame_ms = 1000.0 * model.chunk_size / model.sample_rate_input
+        align_method = vocoder_align_method(True)  # as the bench aligns a FocalCodec codec
 
         def fingerprint(self) -> str:
             return "offline-dev-check"  # never cached (no cache below)

@@ -94,17 +94,18 @@ def test_training_dev_check_uses_the_harness_stoi(checkpoint: Path, clip_dir: Pa
     assert stoi == pytest.approx(float(np.mean(list(bench.values()))), abs=2e-3)
 
 
-def test_quick_dev_keeps_its_keys() -> None:
-    """``training.train.quick_dev`` returns the keys the training log and other code read."""
+def test_quick_dev_keeps_its_keys_and_aligns_the_bundled_model() -> None:
+    """``training.train.quick_dev`` returns the keys the training log and other code read, and
+    scores the bundled model near its unaligned offline STOI (0.60 on these 3 dev clips). Delays
+    found by waveform cross-correlation, which the harness used for FocalCodec before, scored it
+    0.36: its vocoder output does not follow the input's phase."""
     from training.train import quick_dev
-    from voip_codec.codec import FocalCodec
-    from voip_codec.codec.config import tiny_config
+    from voip_codec.codec.loading import from_pretrained
 
     speech_clips("dev")
-    torch.manual_seed(0)
-    dev = quick_dev(FocalCodec(tiny_config(4096)).eval(), n_clips=1)
+    dev = quick_dev(from_pretrained("default").eval(), n_clips=3)
     assert set(dev) == {"dev_stoi", "dev_codes", "silence_dbfs", "silence_peak"}
-    assert 0.0 <= dev["dev_stoi"] <= 1.0 and dev["dev_codes"] > 0
+    assert 0.55 < dev["dev_stoi"] < 0.7 and dev["dev_codes"] > 100
     assert np.isfinite(dev["silence_dbfs"]) and dev["silence_peak"] >= 0.0
 
 
