@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     produced_by = {"harness": HARNESS, "same_as": bench_command(args, clip_dir)}
     summary = summarise(rows, args.split if args.clip_dir is None else str(clip_dir),
                         args.model, minutes, len(clips))
+    quality: list[dict[str, Any]] = [asdict(r) for r in rows]
     report = {"produced_by": produced_by, "summary": summary,
               "context": {"clip_dir": str(clip_dir), "clips": len(clips),
                           "clip_files": [str(c.path.relative_to(clip_dir)) for c in clips],
                           "threads": args.threads},
-              "quality": [asdict(r) for r in rows],
-              "cache": {"hits": cache.hits, "misses": cache.misses}}
-    table = "\n".join(quality_table(report["quality"]))
+              "quality": quality, "cache": {"hits": cache.hits, "misses": cache.misses}}
+    table = "\n".join(quality_table(quality))
     text = (f"Produced by `{HARNESS}` (the code of `voip-codec bench quality`; same numbers as "
             f"`{produced_by['same_as']}`).\n\n"
             f"{summary['split']}: {len(clips)} clips, {minutes:.1f} min, metrics at 16 kHz, each "
