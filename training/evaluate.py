@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -40,6 +41,9 @@ import numpy as np
 if TYPE_CHECKING:
     from voip_codec.codec.model import FocalCodec
     from voip_codec_bench.harness import CodecQuality
+
+PROG = "training.evaluate"
+"""Prefix of the one-line errors."""
 
 HARNESS = "voip_codec_bench.harness.run_quality"
 """The function that produced every number this script reports."""
@@ -73,7 +77,7 @@ def bench_command(args: argparse.Namespace, clip_dir: Path) -> str:
              str(clip_dir), "--metrics", *_metrics(args.no_mos)]
     if args.limit:
         parts += ["--clips", str(args.limit)]
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 def _finite(value: float | None) -> float | None:
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         from voip_codec_bench.paths import shared_dir
         from voip_codec_bench.report import quality_table
     except ImportError:
-        print(f"error: {BENCH_MISSING}", file=sys.stderr)
+        print(f"{PROG}: error: {BENCH_MISSING}", file=sys.stderr)
         return 1
     args = build_parser().parse_args(argv)
     clip_dir = args.clip_dir or shared_dir() / "speech" / args.split
@@ -150,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = harness.run_quality(_codecs(args), clips, _metrics(args.no_mos), cache,
                                    progress=not args.quiet)
     except (ValueError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"{PROG}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     missing = [r for r in rows if r.status != "ok"]
     if missing:
-        print(f"error: {missing[0].name}: {missing[0].reason}", file=sys.stderr)
+        print(f"{PROG}: error: {missing[0].name}: {missing[0].reason}", file=sys.stderr)
         return 1
     minutes = sum(c.seconds for c in clips) / 60
     produced_by = {"harness": HARNESS, "same_as": bench_command(args, clip_dir)}
@@ -172,9 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary['split']}: {len(clips)} clips, {minutes:.1f} min, metrics at 16 kHz, each "
             "codec's fixed delay removed; the model streamed in 80 ms frames.\n\n"
             f"{table}\n")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
-    (args.out / "results.md").write_text(text)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+        (args.out / "results.md").write_text(text)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write to {args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     print(text)
     return 0
 

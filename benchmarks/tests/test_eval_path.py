@@ -109,8 +109,8 @@ def test_quick_dev_keeps_its_keys_and_aligns_the_bundled_model() -> None:
     assert np.isfinite(dev["silence_dbfs"]) and dev["silence_peak"] >= 0.0
 
 
-def test_missing_model_is_one_line(tmp_path: Path, clip_dir: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_one_line(tmp_path: Path, clip_dir: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     from training.evaluate import main as evaluate
 
     status = evaluate(["--model", str(tmp_path / "nope"), "--clip-dir", str(clip_dir),
@@ -118,4 +118,10 @@ def test_missing_model_is_one_line(tmp_path: Path, clip_dir: Path,
                        "--quiet"])
     assert status == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown codec") and "\n" not in err
+    assert err.startswith("training.evaluate: error: unknown codec") and "\n" not in err
+    (tmp_path / "file").write_text("not a folder")
+    status = evaluate(["--model", "pcm16", "--clip-dir", str(clip_dir), "--out",
+                       str(tmp_path / "file"), "--no-codec2", "--no-mos", "--no-cache", "-q"])
+    assert status == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("training.evaluate: error: cannot write to") and "\n" not in err
