@@ -2,245 +2,245 @@
 
     .venv/bin/python -m training.evaluate --model default --split eval --out runs/eval_default
 
-For every clip of ``../shared/speech/<split>``:
+A thin front end over the benchmark harness: it runs exactly what
+``voip-codec bench quality --codecs MODEL codec2-700c codec2-1200 original --clip-dir
+<shared>/speech/<split> --metrics stoi pesq distillmos`` runs
+(:func:`voip_codec_bench.harness.run_quality`), so the two report the same numbers for the same
+model and clips. That is:
 
-* **this model** - the clip goes through :class:`StreamingEncoder` in 1280-sample (80 ms) pushes
-  and the tokens through :class:`StreamingDecoder` one chunk at a time (then ``flush``); the 24 kHz
-  output is resampled to 16 kHz with soxr, trimmed to the input length, and its (small) delay
-  is aligned by cross-correlation within +-20 ms;
-* **Codec2 700C / 1200** (pycodec2) - 16 kHz -> 8 kHz (soxr), ONE codec2 frame per
-  ``encode``/``decode`` call (a multi-frame decode returns garbage after the first frame),
-  -> 16 kHz; the codec's fixed delay is found once by maximising STOI on a few clips
-  (as in shared/docs/evaluation-notes.md) and applied to all clips.
+* clips loaded by :func:`~voip_codec_bench.harness.load_clips` (16 kHz mono);
+* every codec (this model, Codec2 700C / 1200) run frame by frame through the codec registry's
+  frame contract (the model streams in 80 ms frames, the last one zero-padded);
+* outputs resampled to 16 kHz, each codec's fixed delay estimated once on the first clips
+  (cross-correlation; STOI search for Codec2, a vocoder) and removed, then STOI, WB-PESQ and
+  DistillMOS (:mod:`voip_codec_bench.metrics`).
 
-Metrics at 16 kHz: STOI (pystoi), WB-PESQ (pesq), DistillMOS (distillmos; it imports torchaudio
-only for its command-line file loader, so a stub module stands in for it when torchaudio is not
-installed or does not load). Writes ``results.json`` and ``results.md`` (a Markdown table).
+Results are cached in the harness's cache (``--cache``, shared with ``voip-codec bench``), keyed by
+the model's weights digest, so a re-run only scores what changed. Writes ``results.json`` (the
+harness's rows plus a summary) and ``results.md`` (a Markdown table); both name the harness that
+produced them.
+
+:func:`offline_dev_stoi` is the training run's cheap check (``training.train.quick_dev``): the model
+offline (no streaming state) on a few cropped dev clips, scored by the same harness call.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
-import time
-import types
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import soundfile as sf
-import soxr
-import torch
 
-from voip_codec.codec.model import FocalCodec
+if TYPE_CHECKING:
+    from voip_codec.codec.model import FocalCodec
+    from voip_codec_bench.harness import CodecQuality
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEECH = ROOT.parent / "shared" / "speech"
+PROG = "training.evaluate"
+"""Prefix of the one-line errors."""
 
+HARNESS = "voip_codec_bench.harness.run_quality"
+"""The function that produced every number this script reports."""
 
-def load_distillmos() -> torch.nn.Module | None:
-    try:
-        import torchaudio  # noqa: F401
-    except Exception:  # absent, or a CUDA build that fails to load with the CPU torch
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
-    try:
-        from distillmos import ConvTransformerSQAModel
-    except Exception as exc:  # pragma: no cover - reported in the table instead
-        print(f"DistillMOS unavailable: {exc}", file=sys.stderr)
-        return None
-    model = ConvTransformerSQAModel()
-    model.eval()
-    return model
+BENCH_MISSING = ("training.evaluate needs the benchmarks: pip install -e ./benchmarks "
+                 "(the voip-codec-bench distribution)")
+"""The one-line error when :mod:`voip_codec_bench` is not installed."""
+
+CODEC2 = ("codec2-700c", "codec2-1200")
+"""The Codec2 peers of the table."""
 
 
-def align(ref: np.ndarray, deg: np.ndarray, max_lag: int) -> np.ndarray:
-    """Shift ``deg`` by the lag in ``[-max_lag, max_lag]`` maximising correlation with ``ref``."""
-    n = min(len(ref), len(deg))
-    r, d = ref[:n], deg[:n]
-    spec = np.fft.rfft(r, 2 * n) * np.conj(np.fft.rfft(d, 2 * n))
-    xc = np.fft.irfft(spec, 2 * n)
-    lags = np.r_[np.arange(0, max_lag + 1), np.arange(-max_lag, 0)]
-    vals = np.r_[xc[: max_lag + 1], xc[-max_lag:]]
-    lag = int(lags[int(np.argmax(vals))])  # deg[t - lag] ~ ref[t]
-    return shift(deg, lag, len(ref))
+def model_codec(model: str) -> str:
+    """The harness's codec spec for ``--model``: ``default`` is the registered
+    ``focalcodec-default``; registry names and checkpoint paths pass through."""
+    return "focalcodec-default" if model == "default" else model
 
 
-def shift(deg: np.ndarray, lag: int, n: int) -> np.ndarray:
-    out = np.zeros(n, dtype=np.float32)
-    if lag >= 0:
-        m = min(n - lag, len(deg))
-        if m > 0:
-            out[lag:lag + m] = deg[:m]
-    else:
-        m = min(n, len(deg) + lag)
-        if m > 0:
-            out[:m] = deg[-lag:-lag + m]
-    return out
+def _metrics(no_mos: bool) -> list[str]:
+    return ["stoi", "pesq"] + ([] if no_mos else ["distillmos"])
 
 
-def run_model_streaming(model: FocalCodec, x: np.ndarray) -> tuple[np.ndarray, int]:
-    from voip_codec.codec.streaming import StreamingDecoder, StreamingEncoder
-
-    enc, dec = StreamingEncoder(model), StreamingDecoder(model)
-    outs, ntok = [], 0
-    with torch.inference_mode():
-        for s in range(0, len(x), model.chunk_size):
-            toks = enc.push(torch.from_numpy(x[s:s + model.chunk_size]))
-            ntok += toks.shape[-1]
-            if toks.shape[-1]:
-                outs.append(dec.push(toks))
-        toks = enc.flush()
-        ntok += toks.shape[-1]
-        if toks.shape[-1]:
-            outs.append(dec.push(toks))
-        outs.append(dec.flush())
-    y24 = torch.cat([o.reshape(-1) for o in outs]).numpy()
-    return soxr.resample(y24, 24000, 16000).astype(np.float32), ntok
+def _codecs(args: argparse.Namespace) -> list[str]:
+    return (([] if args.skip_model else [model_codec(args.model)])
+            + ([] if args.no_codec2 else list(CODEC2)) + ["original"])
 
 
-def run_codec2(mode: int, x: np.ndarray) -> np.ndarray:
-    import pycodec2
+def bench_command(args: argparse.Namespace, clip_dir: Path) -> str:
+    """The ``voip-codec bench quality`` command line that computes the same table."""
+    parts = ["voip-codec", "bench", "quality", "--codecs", *_codecs(args), "--clip-dir",
+             str(clip_dir), "--metrics", *_metrics(args.no_mos)]
+    if args.limit:
+        parts += ["--clips", str(args.limit)]
+    return shlex.join(parts)
 
-    c2 = pycodec2.Codec2(mode)
-    spf = c2.samples_per_frame()
-    x8 = soxr.resample(x, 16000, 8000)
-    pcm = np.clip(np.round(x8 * 32767), -32768, 32767).astype(np.int16)
-    pcm = np.pad(pcm, (0, (-len(pcm)) % spf))
-    out = [c2.decode(c2.encode(pcm[i:i + spf])) for i in range(0, len(pcm), spf)]
-    y8 = np.concatenate(out).astype(np.float32) / 32768.0
-    return soxr.resample(y8, 8000, 16000).astype(np.float32)
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def summarise(rows: Sequence[CodecQuality], split: str, model: str, minutes: float,
+              clips: int) -> dict[str, Any]:
+    """The short summary of ``results.json``: per-codec mean STOI, WB-PESQ and DistillMOS."""
+    model_row = next((r for r in rows if r.name == model_codec(model)), None)
+    return {
+        "split": split, "clips": clips, "minutes": minutes, "model": model,
+        "model_bitrate_bps": (1000.0 * model_row.kbps
+                              if model_row is not None and model_row.kbps is not None else None),
+        "systems": {r.name: {"stoi": _finite(r.metrics.get("stoi")),
+                             "pesq": _finite(r.metrics.get("pesq")),
+                             "mos": _finite(r.metrics.get("distillmos"))}
+                    for r in rows if r.status == "ok"},
+        "codec_delay_ms": {r.name: r.delay_ms for r in rows if r.status == "ok"},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m training.evaluate``."""
+    from voip_codec_bench.cache import DEFAULT_CACHE_DIR
+
+    ap = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="streaming evaluation of a model vs Codec2, through the benchmark harness "
+                    "(the same numbers as `voip-codec bench quality`)")
+    ap.add_argument("--model", default="default",
+                    help="'default', a registered FocalCodec name (focalcodec-65k, ...) or a "
+                         "checkpoint directory (default: default)")
+    ap.add_argument("--split", default="eval", choices=["dev", "eval"],
+                    help="split of <shared>/speech (default eval)")
+    ap.add_argument("--clip-dir", type=Path, default=None,
+                    help="score these audio files instead of the split")
+    ap.add_argument("--out", type=Path, default=Path("runs/eval_default"),
+                    help="folder for results.json and results.md (default runs/eval_default)")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="N clips only, picked evenly from the sorted list as `bench quality "
+                         "--clips` does (0: all)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--no-codec2", action="store_true", help="no Codec2 rows")
+    ap.add_argument("--no-mos", action="store_true", help="no DistillMOS")
+    ap.add_argument("--skip-model", action="store_true",
+                    help="only the Codec2 and original-signal rows")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR,
+                    help=f"the harness's result cache, shared with `voip-codec bench` "
+                         f"(default {DEFAULT_CACHE_DIR})")
+    ap.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="streaming evaluation vs Codec2")
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--split", default="eval", choices=["dev", "eval"])
-    ap.add_argument("--out", type=Path, default=Path("runs/eval_default"))
-    ap.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-codec2", action="store_true")
-    ap.add_argument("--no-mos", action="store_true")
-    ap.add_argument("--skip-model", action="store_true",
-                    help="only the Codec2 and original-signal scores (they are cached)")
-    ap.add_argument("--cache", type=Path, default=Path("runs/eval_cache"),
-                    help="per-clip scores of Codec2 and of the original are cached here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    from pesq import pesq
-    from pystoi import stoi
-
-    from voip_codec.codec.loading import from_pretrained
-
-    model = None if args.skip_model else from_pretrained(args.model)
-    clips = sorted((SPEECH / args.split).rglob("*.flac"))
-    if args.limit:
-        clips = clips[: args.limit]
-    mos_model = None if args.no_mos else load_distillmos()
-
-    systems = ([] if args.skip_model else ["model"]) + (
-        [] if args.no_codec2 else ["codec2_700C", "codec2_1200"])
-    cache_file = args.cache / f"{args.split}_{'mos' if mos_model is not None else 'nomos'}.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-    audio = {}
-    for c in clips:
-        x, sr = sf.read(str(c), dtype="float32")
-        assert sr == 16000
-        audio[c] = x
-
-    # Codec2 fixed delay: maximise mean STOI over a few clips
-    c2_lag = cache.get("_lag", {})
-    if not args.no_codec2 and not c2_lag:
-        probe = clips[:: max(1, len(clips) // 4)][:4]
-        for mode in (700, 1200):
-            key = "700C" if mode == 700 else "1200"
-            decoded = [(audio[c], run_codec2(mode, audio[c])) for c in probe]
-            best = max(range(0, 801, 20), key=lambda lag: np.mean(
-                [stoi(x, shift(y, -lag, len(x)), 16000) for x, y in decoded]))
-            c2_lag[key] = best
-            print(f"codec2 {key}: delay {best} samples at 16 kHz", flush=True)
-
-    rows: dict[str, list[dict]] = {s: [] for s in systems}
-    ref_mos = []
-    stream_time, total_audio, tokens = 0.0, 0.0, 0
-    for i, c in enumerate(clips):
-        x = audio[c]
-        total_audio += len(x) / 16000
-        outs = {}
-        if model is not None:
-            t = time.perf_counter()
-            y, ntok = run_model_streaming(model, x)
-            stream_time += time.perf_counter() - t
-            tokens += ntok
-            outs["model"] = align(x, y, 320)
-        if not args.no_codec2:
-            for key, mode in (("700C", 700), ("1200", 1200)):
-                name = f"codec2_{key}"
-                if f"{name}/{c.name}" in cache:
-                    rows[name].append(cache[f"{name}/{c.name}"])
-                    continue
-                outs[name] = shift(run_codec2(mode, x), -c2_lag[key], len(x))
-        for s, y in outs.items():
-            r = {"clip": str(c.relative_to(SPEECH)), "stoi": float(stoi(x, y, 16000))}
-            try:
-                r["pesq"] = float(pesq(16000, x, y, "wb"))
-            except Exception:  # e.g. no utterance detected
-                r["pesq"] = float("nan")
-            if mos_model is not None:
-                with torch.no_grad():
-                    r["mos"] = float(mos_model(torch.from_numpy(y)[None]).reshape(-1)[0])
-            rows[s].append(r)
-            if s != "model":
-                cache[f"{s}/{c.name}"] = r
-        if mos_model is not None:
-            if f"ref/{c.name}" not in cache:
-                with torch.no_grad():
-                    cache[f"ref/{c.name}"] = float(
-                        mos_model(torch.from_numpy(x)[None]).reshape(-1)[0])
-            ref_mos.append(cache[f"ref/{c.name}"])
-        if i % 10 == 0:
-            print(f"{i + 1}/{len(clips)} {c.name}: " + " ".join(
-                f"{s}: stoi {rows[s][-1]['stoi']:.3f}" for s in systems), flush=True)
-
-    cache["_lag"] = c2_lag
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text(json.dumps(cache))
-
-    def mean(s: str, k: str) -> float:
-        v = [r[k] for r in rows[s] if k in r and not np.isnan(r[k])]
-        return float(np.mean(v)) if v else float("nan")
-
-    bitrate = model.bitrate if model is not None else float("nan")
-    summary = {
-        "split": args.split, "clips": len(clips), "minutes": total_audio / 60,
-        "model": str(args.model), "model_bitrate_bps": bitrate,
-        "model_tokens_per_s": tokens / total_audio,
-        "model_stream_rtf_in_eval_process": stream_time / total_audio,
-        "reference_distillmos": float(np.mean(ref_mos)) if ref_mos else None,
-        "systems": {s: {k: mean(s, k) for k in ("stoi", "pesq", "mos")} for s in systems},
-        "codec2_delay_samples": c2_lag,
-    }
-    rates = {"model": f"{bitrate / 1000:.2f}", "codec2_700C": "0.70", "codec2_1200": "1.20"}
-    names = {"model": f"this model ({args.model}), streaming 80 ms",
-             "codec2_700C": "Codec2 700C", "codec2_1200": "Codec2 1200"}
-    lines = ["| system | kbps | STOI | WB-PESQ | DistillMOS |", "|---|---|---|---|---|"]
-    for s in systems:
-        m = summary["systems"][s]
-        lines.append(f"| {names[s]} | {rates[s]} | {m['stoi']:.3f} | {m['pesq']:.2f} | "
-                     f"{m['mos']:.2f} |" if not np.isnan(m["mos"]) else
-                     f"| {names[s]} | {rates[s]} | {m['stoi']:.3f} | {m['pesq']:.2f} | n/a |")
-    if ref_mos:
-        lines.append(f"| original (16 kHz) | - | 1.000 | - | {np.mean(ref_mos):.2f} |")
-    table = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"summary": summary, "per_clip": rows},
-                                                      indent=1))
-    (args.out / "results.md").write_text(
-        f"{args.split} split, {len(clips)} clips, {total_audio / 60:.1f} min, 16 kHz metrics\n\n"
-        + table + "\n")
-    print(table)
-    print(json.dumps(summary, indent=1))
+    """Run the evaluation; returns the exit status (errors are one line on stderr)."""
+    try:
+        from voip_codec_bench import harness
+        from voip_codec_bench.cache import ResultCache
+        from voip_codec_bench.paths import shared_dir
+        from voip_codec_bench.report import quality_table
+    except ImportError:
+        print(f"{PROG}: error: {BENCH_MISSING}", file=sys.stderr)
+        return 1
+    args = build_parser().parse_args(argv)
+    clip_dir = args.clip_dir or shared_dir() / "speech" / args.split
+    try:
+        if args.limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {args.limit}")
+        harness.set_threads(args.threads)
+        clips = harness.load_clips(clip_dir, args.limit or None)
+        cache = ResultCache(None if args.no_cache else args.cache)
+        rows = harness.run_quality(_codecs(args), clips, _metrics(args.no_mos), cache,
+                                   progress=not args.quiet)
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    missing = [r for r in rows if r.status != "ok"]
+    if missing:
+        print(f"{PROG}: error: {missing[0].name}: {missing[0].reason}", file=sys.stderr)
+        return 1
+    minutes = sum(c.seconds for c in clips) / 60
+    produced_by = {"harness": HARNESS, "same_as": bench_command(args, clip_dir)}
+    summary = summarise(rows, args.split if args.clip_dir is None else str(clip_dir),
+                        args.model, minutes, len(clips))
+    quality: list[dict[str, Any]] = [asdict(r) for r in rows]
+    report = {"produced_by": produced_by, "summary": summary,
+              "context": {"clip_dir": str(clip_dir), "clips": len(clips),
+                          "clip_files": [str(c.path.relative_to(clip_dir)) for c in clips],
+                          "threads": args.threads},
+              "quality": quality, "cache": {"hits": cache.hits, "misses": cache.misses}}
+    table = "\n".join(quality_table(quality))
+    text = (f"Produced by `{HARNESS}` (the code of `voip-codec bench quality`; same numbers as "
+            f"`{produced_by['same_as']}`).\n\n"
+            f"{summary['split']}: {len(clips)} clips, {minutes:.1f} min, metrics at 16 kHz, each "
+            "codec's fixed delay removed; the model streamed in 80 ms frames.\n\n"
+            f"{table}\n")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+        (args.out / "results.md").write_text(text)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write to {args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    print(text)
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# the training run's dev check
+
+
+def offline_dev_stoi(model: FocalCodec, paths: Sequence[Path],
+                     seconds: float = 6.0) -> tuple[float, int]:
+    """Mean STOI of the model run offline on the first ``seconds`` of each clip, scored by
+    :func:`~voip_codec_bench.harness.run_quality` (same resampling, delay alignment and STOI as
+    :func:`main` and ``voip-codec bench quality``), and the number of distinct tokens used.
+
+    Args:
+        model: the model (left in its mode; run without gradients).
+        paths: audio files.
+        seconds: crop of each clip.
+
+    Returns:
+        ``(mean STOI, distinct tokens)``; STOI is NaN when pystoi is not installed.
+    """
+    import torch
+
+    from voip_codec.audio import read_audio
+    from voip_codec_bench.cache import file_digest
+    from voip_codec_bench.harness import Clip, run_quality
+    from voip_codec_bench.metrics import METRIC_RATE
+    from voip_codec_bench.peers import CodecStream, Transcoded, Transcoder, vocoder_align_method
+
+    codes: set[int] = set()
+
+    class Offline(Transcoder):
+        name = "offline-dev"
+        label = "model, offline (training dev check)"
+        frame_ms = 1000.0 * model.chunk_size / model.sample_rate_input
+        align_method = vocoder_align_method(True)  # as the bench aligns a FocalCodec codec
+
+        def fingerprint(self) -> str:
+            return "offline-dev-check"  # never cached (no cache below)
+
+        def transcode(self, pcm: np.ndarray) -> Transcoded:
+            with torch.inference_mode():
+                toks = model.encode_step(torch.from_numpy(np.ascontiguousarray(pcm))[None])[0]
+                codes.update(toks.flatten().tolist())
+                y = model.decode_step(toks)[0][0].numpy()
+            return Transcoded(y.astype(np.float32), model.sample_rate_output, 0,
+                              pcm.shape[0] / METRIC_RATE)
+
+        def open_stream(self) -> CodecStream:
+            raise ValueError("the offline dev check has no stream")
+
+    n = int(seconds * METRIC_RATE)
+    clips = [Clip(p, f"{file_digest(p)}-{n}", read_audio(p, METRIC_RATE)[0][:n]) for p in paths]
+    [row] = run_quality([Offline()], clips, ["stoi"], progress=False)
+    stoi = row.metrics.get("stoi")
+    return (float("nan") if stoi is None else float(stoi)), len(codes)
 
 
 if __name__ == "__main__":

@@ -209,23 +209,17 @@ def save_checkpoint(path: Path, model: FocalCodec, opt: torch.optim.Optimizer, s
 
 @torch.no_grad()
 def quick_dev(model: FocalCodec, n_clips: int = 6) -> dict[str, float]:
-    """Offline STOI on a few dev clips (a cheap progress check; the report uses evaluate.py)."""
-    import soundfile as sf
-    import soxr
-    from pystoi import stoi
+    """Offline STOI on a few dev clips (a cheap progress check; the report uses evaluate.py).
+
+    Scored by the benchmark harness (``training.evaluate.offline_dev_stoi``): the same
+    resampling, delay alignment and STOI as ``training.evaluate`` and ``voip-codec bench``.
+    """
+    from .evaluate import offline_dev_stoi
 
     clips = sorted((SPEECH / "dev").rglob("*.flac"))[:: max(1, 58 // n_clips)][:n_clips]
-    scores, codes = [], set()
-    for c in clips:
-        x, _ = sf.read(str(c), dtype="float32")
-        x = x[: 16000 * 6]
-        toks = model.encode_step(torch.from_numpy(x)[None])[0]
-        codes.update(toks.flatten().tolist())
-        y = model.decode_step(toks)[0][0].numpy()
-        y16 = soxr.resample(y, 24000, 16000)[: len(x)]
-        scores.append(stoi(x[: len(y16)], y16, 16000, extended=False))
+    stoi, codes = offline_dev_stoi(model, clips, seconds=6.0)
     quiet = model.decode_step(model.encode_step(torch.zeros(1, 3 * 16000))[0])[0][0].numpy()
-    return {"dev_stoi": float(np.mean(scores)), "dev_codes": len(codes),
+    return {"dev_stoi": stoi, "dev_codes": codes,
             "silence_dbfs": float(20 * np.log10(np.sqrt(np.mean(quiet ** 2)) + 1e-12)),
             "silence_peak": float(np.abs(quiet).max())}
 

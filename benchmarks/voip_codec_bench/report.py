@@ -15,8 +15,8 @@ from typing import Any
 
 from .metrics import METRICS
 
-__all__ = ["README_BEGIN", "README_END", "machine_description", "readme_quality_section",
-           "render_markdown", "update_readme", "write_report"]
+__all__ = ["README_BEGIN", "README_END", "machine_description", "quality_table",
+           "readme_quality_section", "render_markdown", "update_readme", "write_report"]
 
 README_BEGIN = "<!-- bench-quality:begin -->"
 README_END = "<!-- bench-quality:end -->"
@@ -51,7 +51,16 @@ def _num(value: Any, digits: int) -> str:
 _DIGITS = {"stoi": 3, "pesq": 2, "distillmos": 2, "dwer": 1, "speaker": 3, "plcmos": 2}
 
 
-def _quality_table(rows: list[dict[str, Any]]) -> list[str]:
+def quality_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown quality table (one line per list item) of :func:`run_quality`'s rows.
+
+    Args:
+        rows: :class:`~voip_codec_bench.harness.CodecQuality` objects as dicts
+            (``dataclasses.asdict``).
+
+    Returns:
+        The table's lines: header, separator, one row per codec.
+    """
     metrics = list(dict.fromkeys(m for r in rows for m in [*r["metrics"], *r["missing_metrics"]]))
     head = ["codec", "kbps", "delay ms", *[METRICS[m].label for m in metrics]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -158,7 +167,7 @@ def render_markdown(report: dict[str, Any], plots: bool = True) -> str:
                   "16 kHz. kbps = measured payload bitrate (packet headers excluded). dWER = "
                   "pocketsphinx WER of the decoded audio against pocketsphinx's transcript of "
                   "the original (a relative intelligibility proxy).", ""]
-        lines += _quality_table(report["quality"])
+        lines += quality_table(report["quality"])
         lines.append("")
         if plots:
             lines += ["![quality vs bitrate](quality_vs_bitrate.png)", ""]
@@ -200,7 +209,7 @@ def readme_quality_section(report: dict[str, Any]) -> str:
              f"{scope} ({ctx.get('audio_seconds')} s of speech), {mach.get('cpu', '?')} "
              f"({mach.get('cores', '?')} cores, shared), {mach.get('memory_gib', '?')} GiB. "
              "Full report with loss and speed: `docs/benchmarks/report.md`.", "",
-             *_quality_table(rows), README_END]
+             *quality_table(rows), README_END]
     return "\n".join(lines)
 
 

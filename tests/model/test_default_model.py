@@ -71,8 +71,9 @@ def test_streaming_equals_offline(model: FocalCodec, clip: np.ndarray) -> None:
 def test_reconstructs_real_speech(model: FocalCodec) -> None:
     """Non-trivial quality on one real eval clip (LibriSpeech dev-clean 84-121123-0023).
 
-    Measured on the whole eval split in streaming mode (training/evaluate.py, docs/training.md):
-    mean STOI 0.540; this clip is one of the better ones (0.636 streaming, 0.628 offline here).
+    Measured on the whole eval split in streaming mode (training.evaluate through the benchmark
+    harness, docs/training.md): mean STOI 0.575; this clip is one of the better ones (0.651
+    there, delay-aligned; 0.628 offline and unaligned here).
     A weak model, far below the official checkpoints: the test guards against a broken or
     collapsed model, not for good quality.
     """
