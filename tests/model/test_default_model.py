@@ -89,3 +89,36 @@ def test_reconstructs_real_speech(model: FocalCodec) -> None:
     y16 = soxr.resample(y, 24000, 16000)[: len(x)]
     assert len(torch.unique(tokens)) > 0.3 * tokens.numel()  # no codebook collapse
     assert stoi(x[: len(y16)], y16, 16000) > 0.5
+
+
+def _level_dbfs(y: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2)) + 1e-12))
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise -70 dBFS", "tone -60 dBFS 1 kHz"])
+def test_quiet_input_decodes_quiet_and_unclipped(model: FocalCodec, kind: str) -> None:
+    """Pauses stay pauses. The first default model turned digital silence into -21 dBFS with
+    peaks at 1.0: two of its vocoder head's 480 outputs per frame had drifted past the [-1, 1]
+    clamp, where no loss on the clamped output could pull them back (a 50 Hz click train, in
+    speech too). Training now penalises head outputs beyond +-1 and mixes quiet stretches into
+    the crops (docs/training.md)."""
+    n = 3 * 16000
+    if kind == "silence":
+        x = np.zeros(n, dtype=np.float32)
+    elif kind.startswith("noise"):
+        x = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 10 ** (-70 / 20)
+    else:
+        t = np.arange(n) / 16000
+        x = (np.sqrt(2) * 10 ** (-60 / 20) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    with torch.inference_mode():
+        y = model.sig_to_sig(torch.from_numpy(x)[None])[0].numpy()
+    assert _level_dbfs(y) < -50.0, kind
+    assert float(np.abs(y).max()) < 0.99, kind
+
+
+def test_speech_is_not_clipped(model: FocalCodec, clip: np.ndarray) -> None:
+    """No sample of decoded speech at full scale (the first default model clipped 380 samples
+    of the 3.79 s bundled sample, two per 20 ms frame)."""
+    with torch.inference_mode():
+        y = model.sig_to_sig(torch.from_numpy(clip)[None])[0].numpy()
+    assert int((np.abs(y) >= 0.99).sum()) == 0
