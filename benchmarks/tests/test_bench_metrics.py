@@ -116,16 +116,17 @@ def test_identity_codec_scores_as_identity(clip: Clip) -> None:
     [row] = run_quality(["pcm16"], [clip], ["stoi", "pesq"], progress=False)
     assert row.status == "ok"
     assert row.delay_ms == 0.0
-    assert row.metrics["stoi"] > 0.99
-    assert row.metrics["pesq"] > 4.4
+    stoi, pesq = row.metrics["stoi"], row.metrics["pesq"]
+    assert stoi is not None and stoi > 0.99
+    assert pesq is not None and pesq > 4.4
     assert row.kbps == pytest.approx(256.0)
 
 
 def test_missing_metric_is_reported(monkeypatch: pytest.MonkeyPatch, clip: Clip) -> None:
     real = metrics_mod.importlib.util.find_spec
 
-    def fake_find_spec(name: str, *args: object) -> object:
-        return None if name == "pesq" else real(name, *args)
+    def fake_find_spec(name: str, package: str | None = None) -> object:
+        return None if name == "pesq" else real(name, package)
 
     monkeypatch.setattr(metrics_mod.importlib.util, "find_spec", fake_find_spec)
     ms = MetricSet(["stoi", "pesq"])
@@ -211,8 +212,9 @@ def test_cbr_opus_is_a_frame_codec_and_runs_under_loss(clip: Clip) -> None:
     assert vbr.status == "not run" and "fixed-size" in vbr.reason
     assert ok.status == "ok"
     lossless, lossy = ok.rows
-    assert lossless.metrics["stoi_lossless"] > 0.999 and lossless.concealed_pct == 0.0
-    assert lossy.concealed_pct > 5.0 and lossy.metrics["stoi_lossless"] < 0.99
+    clean, degraded = lossless.metrics["stoi_lossless"], lossy.metrics["stoi_lossless"]
+    assert clean is not None and clean > 0.999 and lossless.concealed_pct == 0.0
+    assert degraded is not None and lossy.concealed_pct > 5.0 and degraded < 0.99
 
 
 def test_model_fingerprint_is_in_the_cache_key(tmp_path: Path, clip: Clip) -> None:

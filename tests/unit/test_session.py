@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.unit.test_transport_pipeline import DropSet
 from voip_codec.codecs.registry import get_codec
 from voip_codec.transport.jitter import FrameSource, JitterConfig, PlayoutFrame
 from voip_codec.transport.link import CallbackLink, Link, MemoryLink, memory_link_pair
-from voip_codec.transport.netsim import LossModel, NetworkConditions
+from voip_codec.transport.netsim import NetworkConditions
 from voip_codec.transport.packetizer import Packetizer
 from voip_codec.transport.pipeline import simulate
 from voip_codec.transport.redundancy import RedundancyController
@@ -19,18 +20,6 @@ from voip_codec.wire.packet import FLAG_END, FLAG_START, AudioPacket, LossReport
 PERIOD = 0.08
 N = 1280  # pcm16: 80 ms at 16 kHz
 FIXED_160 = JitterConfig(initial_delay_ms=160, min_delay_ms=160, max_delay_ms=160)
-
-
-class DropSet(LossModel):
-    """Deterministic loss of the datagrams with the given send positions."""
-
-    def __init__(self, drop: set[int]) -> None:
-        self.drop = drop
-        self.count = 0
-
-    def lost(self, rng: np.random.Generator) -> bool:
-        self.count += 1
-        return self.count - 1 in self.drop
 
 
 def noise(frames: int, seed: int = 0) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "CallbackLink",
     "DatagramHandler",
     "Link",
+    "LinkBase",
     "MemoryLink",
     "SimClock",
     "memory_link_pair",
@@ -75,10 +76,50 @@ class Link(Protocol):
         ...
 
 
-def _check_size(link: Link, data: bytes) -> None:
-    if len(data) > link.mtu:
-        raise ValueError(f"{link.name}: datagram of {len(data)} bytes exceeds the link MTU "
-                         f"of {link.mtu}")
+class LinkBase:
+    """What every link here shares: its name and MTU, the receiver, the closed flag and the
+    count of datagrams it could not send.
+
+    Args:
+        name: name for logs.
+        mtu: largest datagram in bytes.
+    """
+
+    def __init__(self, name: str, mtu: int) -> None:
+        self._name = name
+        self._mtu = mtu
+        self._handler: DatagramHandler | None = None
+        self.closed = False
+        self.dropped = 0
+        """Datagrams not sent (link closed or not open, or the transport failed)."""
+
+    @property
+    def name(self) -> str:
+        """See :class:`Link`."""
+        return self._name
+
+    @property
+    def mtu(self) -> int:
+        """See :class:`Link`."""
+        return self._mtu
+
+    def set_receiver(self, handler: DatagramHandler | None) -> None:
+        """See :class:`Link`."""
+        self._handler = handler
+
+    def close(self) -> None:
+        """See :class:`Link`."""
+        self.closed = True
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self._mtu:
+            raise ValueError(f"{self._name}: datagram of {len(data)} bytes exceeds the link "
+                             f"MTU of {self._mtu}")
+
+    def _receive(self, data: bytes) -> None:
+        """Hand one received datagram to the receiver (dropped when none is set or closed)."""
+        if self._handler is not None and not self.closed:
+            self._handler(data)
 
 
 class SimClock:
@@ -92,7 +133,7 @@ class SimClock:
         self.now = now
 
 
-class MemoryLink:
+class MemoryLink(LinkBase):
     """One end of an in-memory datagram path (make pairs with :func:`memory_link_pair`).
 
     A datagram sent at ``clock.now`` goes through this end's outgoing :attr:`path` (if any) and
@@ -107,32 +148,18 @@ class MemoryLink:
 
     def __init__(self, name: str, clock: SimClock, path: NetworkSimulator | None = None,
                  mtu: int = MAX_DATAGRAM) -> None:
-        self._name = name
-        self._mtu = mtu
+        super().__init__(name, mtu)
         self.clock = clock
         self.path = path
         """The outgoing direction's simulator (its ``stats`` count what the network did)."""
         self.peer: MemoryLink | None = None
-        self._handler: DatagramHandler | None = None
         self._inbox: list[tuple[float, int, bytes]] = []  # heap of (arrival, order, datagram)
         self._order = 0
-        self.closed = False
-        self.dropped = 0
-        """Datagrams sent after either end closed."""
-
-    @property
-    def name(self) -> str:
-        """See :class:`Link`."""
-        return self._name
-
-    @property
-    def mtu(self) -> int:
-        """See :class:`Link`."""
-        return self._mtu
 
     def send(self, data: bytes) -> None:
-        """Send one datagram at ``clock.now`` (see :class:`Link`)."""
-        _check_size(self, data)
+        """Send one datagram at ``clock.now`` (see :class:`Link`); after either end closed it
+        is dropped and counted."""
+        self._check_size(data)
         peer = self.peer
         if self.closed or peer is None or peer.closed:
             self.dropped += 1
@@ -143,10 +170,6 @@ class MemoryLink:
         for when, datagram in deliveries:
             heapq.heappush(peer._inbox, (when, peer._order, datagram))
             peer._order += 1
-
-    def set_receiver(self, handler: DatagramHandler | None) -> None:
-        """See :class:`Link`."""
-        self._handler = handler
 
     def deliver(self, until: float) -> int:
         """Hand the datagrams that arrive by ``until`` to the receiver, in arrival order.
@@ -164,9 +187,8 @@ class MemoryLink:
         while self._inbox and self._inbox[0][0] <= until + 1e-9:
             when, _, datagram = heapq.heappop(self._inbox)
             count += 1
-            if self._handler is not None and not self.closed:
-                self.clock.now = when
-                self._handler(datagram)
+            self.clock.now = when
+            self._receive(datagram)
         self.clock.now = until
         return count
 
@@ -177,7 +199,7 @@ class MemoryLink:
 
     def close(self) -> None:
         """See :class:`Link`; datagrams still in flight to this end are discarded."""
-        self.closed = True
+        super().close()
         self._inbox.clear()
 
 
@@ -207,7 +229,7 @@ def memory_link_pair(forward: NetworkConditions | None = None,
     return a, b
 
 
-class CallbackLink:
+class CallbackLink(LinkBase):
     """A link made of a send function and datagrams handed in by its owner.
 
     Args:
@@ -220,27 +242,12 @@ class CallbackLink:
 
     def __init__(self, send: Callable[[bytes], None], *, name: str = "callback",
                  mtu: int = MAX_DATAGRAM) -> None:
+        super().__init__(name, mtu)
         self._send = send
-        self._name = name
-        self._mtu = mtu
-        self._handler: DatagramHandler | None = None
-        self.closed = False
-        self.dropped = 0
-        """Datagrams not sent (link closed, or the send function failed)."""
-
-    @property
-    def name(self) -> str:
-        """See :class:`Link`."""
-        return self._name
-
-    @property
-    def mtu(self) -> int:
-        """See :class:`Link`."""
-        return self._mtu
 
     def send(self, data: bytes) -> None:
         """See :class:`Link`."""
-        _check_size(self, data)
+        self._check_size(data)
         if self.closed:
             self.dropped += 1
             return
@@ -250,15 +257,6 @@ class CallbackLink:
             self.dropped += 1
             logger.debug("%s: send failed: %s", self._name, exc)
 
-    def set_receiver(self, handler: DatagramHandler | None) -> None:
-        """See :class:`Link`."""
-        self._handler = handler
-
     def deliver(self, data: bytes) -> None:
         """Hand one received datagram to the receiver (dropped when none is set or closed)."""
-        if self._handler is not None and not self.closed:
-            self._handler(data)
-
-    def close(self) -> None:
-        """See :class:`Link`."""
-        self.closed = True
+        self._receive(data)

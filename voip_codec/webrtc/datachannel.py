@@ -11,7 +11,7 @@ import logging
 
 from aiortc import RTCDataChannel
 
-from ..transport.link import DatagramHandler
+from ..transport.link import LinkBase
 
 __all__ = ["DATACHANNEL_MTU", "DataChannelLink"]
 
@@ -22,7 +22,7 @@ DATACHANNEL_MTU = 65536
 to support when it does not announce one (RFC 8841)."""
 
 
-class DataChannelLink:
+class DataChannelLink(LinkBase):
     """Sends and receives datagrams on one data channel.
 
     Sending before the channel is open or after it closed drops the datagram and counts it in
@@ -33,40 +33,23 @@ class DataChannelLink:
     """
 
     def __init__(self, channel: RTCDataChannel) -> None:
+        super().__init__(f"datachannel:{channel.label}", DATACHANNEL_MTU)
         self.channel = channel
-        self._handler: DatagramHandler | None = None
-        self.dropped = 0
-        """Datagrams not sent because the channel was not open."""
         self.text_dropped = 0
         """Text messages received and dropped."""
         channel.on("message", self._on_message)
 
-    @property
-    def name(self) -> str:
-        """``datachannel:<label>``."""
-        return f"datachannel:{self.channel.label}"
-
-    @property
-    def mtu(self) -> int:
-        """See :data:`DATACHANNEL_MTU`."""
-        return DATACHANNEL_MTU
-
     def send(self, data: bytes) -> None:
         """Send one datagram if the channel is open (else drop and count it)."""
-        if len(data) > DATACHANNEL_MTU:
-            raise ValueError(f"{self.name}: datagram of {len(data)} bytes exceeds the link MTU "
-                             f"of {DATACHANNEL_MTU}")
+        self._check_size(data)
         if self.channel.readyState != "open":
             self.dropped += 1
             return
         self.channel.send(data)
 
-    def set_receiver(self, handler: DatagramHandler | None) -> None:
-        """See :class:`~voip_codec.transport.link.Link`."""
-        self._handler = handler
-
     def close(self) -> None:
         """Close the channel."""
+        super().close()
         self.channel.close()
 
     def _on_message(self, data: bytes | str) -> None:
@@ -74,5 +57,4 @@ class DataChannelLink:
             self.text_dropped += 1
             logger.debug("%s: dropping a text message", self.name)
             return
-        if self._handler is not None:
-            self._handler(data)
+        self._receive(data)
