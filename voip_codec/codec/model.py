@@ -142,7 +142,8 @@ class FocalCodec(nn.Module):
         """Signal -> tokens, carrying state.
 
         Args:
-            sig: ``(batch, samples)`` at 16 kHz. For equality with offline processing, streaming
+            sig: ``(batch, samples)`` at 16 kHz, read within [-1, 1] (NaN as 0, +-inf and
+                beyond as +-1). For equality with offline processing, streaming
                 calls must carry a multiple of :attr:`chunk_size` samples (see
                 :class:`voip_codec.codec.streaming.StreamingEncoder`, which buffers for you).
             state: the previous call's state, or None at stream start.
@@ -153,7 +154,12 @@ class FocalCodec(nn.Module):
         """
         if sig.dim() != 2:
             raise ValueError(f"sig must be (batch, samples), got shape {tuple(sig.shape)}")
-        sig = sig.to(self.compute_dtype)
+        # A non-finite sample (a failing capture device or resampler) would enter the
+        # convolution contexts and the attention cache and turn every later token of the stream
+        # into garbage; it is read as silence (NaN) or full scale (inf), and the input is
+        # limited to full scale, the range of the audio the model knows.
+        sig = torch.nan_to_num(sig.to(self.compute_dtype), nan=0.0, posinf=1.0, neginf=-1.0)
+        sig = sig.clamp(-1.0, 1.0)
         feats, enc_state = self.encoder(sig, None if state is None else state.encoder, taps)
         raw, comp_state = self.compressor(feats, None if state is None else state.compressor)
         lats = F.normalize(raw, p=2.0, dim=-1, eps=1e-12)
