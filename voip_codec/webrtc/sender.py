@@ -19,7 +19,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from ..codecs.base import Codec
 from ..transport.link import CallbackLink, Link
 from ..transport.redundancy import RedundancyController
-from ..transport.session import SendSession, SendStats
+from ..transport.session import DEFAULT_VAD_DBFS, SendSession, SendStats
 from .frames import recv_audio
 
 __all__ = ["CodecSender", "SenderStats"]
@@ -48,7 +48,7 @@ class CodecSender:
     def __init__(self, track: MediaStreamTrack, codec: Codec,
                  send: Callable[[bytes], None] | Link, *,
                  frames_per_packet: int = 1, redundancy: int = 1, adaptive: bool = True,
-                 dtx: bool = False, vad_threshold_dbfs: float = -50.0,
+                 dtx: bool = False, vad_threshold_dbfs: float = DEFAULT_VAD_DBFS,
                  keepalive_frames: int = 12,
                  executor: concurrent.futures.Executor | None = None) -> None:
         if track.kind != "audio":
