@@ -17,6 +17,9 @@ Stages (see docs/training.md for the reasoning):
   BSQ (straight-through) -> decompressor trained to reproduce the frozen encoder's features
   (normalised MSE) plus the BSQ entropy term.
 * **C** - joint fine-tuning end to end through the BSQ: spectral losses + feature MSE + entropy.
+  With ``--adv-weight`` > 0, stage C is adversarial too: a multi-resolution STFT discriminator
+  (:mod:`training.gan`) trains beside the codec, and after ``--adv-start`` steps its hinge loss and
+  feature matching (``--fm-weight``) join the generator's loss.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ from voip_codec.codec.loading import save_pretrained
 from voip_codec.codec.model import FocalCodec
 
 from .data import CropSampler, load_split
+from .gan import (
+    MultiResolutionSTFTDiscriminator,
+    adversarial_view,
+    discriminator_loss,
+    generator_losses,
+)
 from .losses import (
     SpectralLoss,
     bit_usage_loss,
@@ -109,7 +118,16 @@ def trainable(model: FocalCodec, stage: str) -> list[torch.nn.Parameter]:
 
 
 def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch.Tensor,
-                stage: str, args: argparse.Namespace) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+                stage: str, args: argparse.Namespace,
+                disc: MultiResolutionSTFTDiscriminator | None = None,
+                fakes: list[torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """The loss of one step and its logged parts.
+
+    With ``disc`` given (stage C of an adversarial run), the discriminator's generator terms are
+    added and the decoded batch (cropped to the target's length) is appended to ``fakes`` for the
+    discriminator's own step.
+    """
     if stage == "B":
         with torch.no_grad():
             feats = model.encoder(x)[0]
@@ -156,6 +174,15 @@ def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch
         loss = rec + args.feat_weight * feat
         if stage == "C" or args.entropy_in_a:
             loss = loss + aux
+        if fakes is not None or disc is not None:
+            real_v, fake_v = adversarial_view(y[:, :n], wave[:, :n], args.adv_items,
+                                              int(args.adv_seconds * 24000))
+        if fakes is not None:
+            fakes += [real_v, fake_v]
+        if disc is not None:
+            adv, fm = generator_losses(disc, real_v, fake_v)
+            loss = loss + args.adv_weight * adv + args.fm_weight * fm
+            logs.update(adv=float(adv.detach()), fm=float(fm.detach()))
     logs["loss"] = float(loss.detach())
     return loss, logs, u
 
@@ -196,13 +223,16 @@ def plot(log_path: Path, png: Path) -> None:
 
 def save_checkpoint(path: Path, model: FocalCodec, opt: torch.optim.Optimizer, stage: str,
                     stage_step: int, global_step: int, rng: np.random.Generator,
-                    elapsed: float) -> None:
+                    elapsed: float, disc: torch.nn.Module | None = None,
+                    opt_d: torch.optim.Optimizer | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
         "model": model.state_dict(), "opt": opt.state_dict(), "stage": stage,
         "stage_step": stage_step, "global_step": global_step,
         "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
         "elapsed": elapsed,
+        "disc": None if disc is None else disc.state_dict(),
+        "opt_d": None if opt_d is None else opt_d.state_dict(),
     }, tmp)
     os.replace(tmp, path)
 
@@ -261,6 +291,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-quiet", type=float, default=0.0,
                     help="fraction of crops with a stretch of silence, low-level noise or a "
                          "quiet tone in input and target")
+    ap.add_argument("--adv-weight", type=float, default=0.0,
+                    help="weight of the adversarial (hinge) generator loss in stage C; 0 turns "
+                         "the discriminator off")
+    ap.add_argument("--fm-weight", type=float, default=0.2,
+                    help="weight of the discriminator feature-matching loss (with --adv-weight)")
+    ap.add_argument("--adv-start", type=int, default=200,
+                    help="stage-C steps the discriminator trains alone before the generator "
+                         "sees its losses")
+    ap.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
+    ap.add_argument("--adv-items", type=int, default=4,
+                    help="examples of each batch the discriminator sees")
+    ap.add_argument("--adv-seconds", type=float, default=0.5,
+                    help="length of the window of each example the discriminator sees")
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="end the last stage after this many minutes of training (0: no limit), "
                          "for equal-time ablations and session-sized runs")
@@ -291,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
 
     model = FocalCodec(default_config())
     spec = SpectralLoss()
+    disc = MultiResolutionSTFTDiscriminator() if args.adv_weight > 0 else None
+    opt_d = (torch.optim.AdamW(disc.parameters(), lr=args.lr_d, betas=(0.8, 0.99))
+             if disc is not None else None)
+    if disc is not None:
+        print(f"discriminator: {sum(p.numel() for p in disc.parameters()) / 1e6:.3f} M parameters",
+              flush=True)
     print(f"model: {model.num_parameters() / 1e6:.2f} M parameters "
           f"(encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f}, "
           f"compressor {sum(p.numel() for p in model.compressor.parameters()) / 1e6:.2f}, "
@@ -306,11 +355,19 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.bench):
                 x, y = sampler.batch(rng, args.batch)
                 t = time.time()
-                loss, logs, _ = step_losses(model, spec, torch.from_numpy(x), torch.from_numpy(y),
-                                            stage, args)
+                use_d = disc if stage == "C" else None
+                views: list[torch.Tensor] = []
+                yt = torch.from_numpy(y)
+                loss, logs, _ = step_losses(model, spec, torch.from_numpy(x), yt,
+                                            stage, args, use_d, views if use_d else None)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if use_d is not None and opt_d is not None:
+                    d_loss = discriminator_loss(use_d, views[0], views[1].detach())
+                    opt_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    opt_d.step()
                 ts.append(time.time() - t)
             print(f"stage {stage}: {np.median(ts):.3f} s/step (median of {len(ts)})", flush=True)
         return 0
@@ -327,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_rng_state(ck["torch_rng"])
         opt_state = ck["opt"]
         elapsed_before = ck["elapsed"]
+        if disc is not None and opt_d is not None and ck.get("disc") is not None:
+            disc.load_state_dict(ck["disc"])
+            opt_d.load_state_dict(ck["opt_d"])
         print(f"resumed from {ckpt_path}: stage {ck['stage']} step {stage_step}, global {global_step}",
               flush=True)
         # drop log lines written after the checkpoint (they will be recomputed identically)
@@ -370,12 +430,23 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = sampler.batch(rng, args.batch)
-            loss, logs, u = step_losses(model, spec, torch.from_numpy(x), torch.from_numpy(y),
-                                        stage, args)
+            yt = torch.from_numpy(y)
+            adversarial = disc is not None and stage == "C"
+            fakes: list[torch.Tensor] = []
+            loss, logs, u = step_losses(
+                model, spec, torch.from_numpy(x), yt, stage, args,
+                disc if adversarial and stage_step >= args.adv_start else None,
+                fakes if adversarial else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
+            if adversarial and disc is not None and opt_d is not None:
+                d_loss = discriminator_loss(disc, fakes[0], fakes[1].detach())
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                logs["disc"] = float(d_loss.detach())
             uniq, usage = code_stats(u)
             stage_step += 1
             global_step += 1
@@ -399,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 window_t, window_n = time.time(), 0
             if time.time() - last_ckpt > args.ckpt_minutes * 60:
                 save_checkpoint(ckpt_path, model, opt, stage, stage_step, global_step, rng,
-                                elapsed_before + time.time() - run_start)
+                                elapsed_before + time.time() - run_start, disc, opt_d)
                 plot(log_path, out / "loss.png")
                 last_ckpt = time.time()
         model.eval()
