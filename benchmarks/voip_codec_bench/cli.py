@@ -38,6 +38,8 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                              "all three)")
     parser.add_argument("--no-calls", action="store_true",
                         help="skip the calls-per-box search")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the per-stage profile")
     parser.add_argument("--agreement", action="store_true",
                         help="instead of speed: token agreement with fp32 and STOI of the "
                              "decoded output vs fp32, streaming real speech through the default, "

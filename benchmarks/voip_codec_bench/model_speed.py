@@ -36,6 +36,13 @@ from voip_codec.codec.loading import from_pretrained
 from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.precision import check_precision, set_precision
 
+from .cpu_profile import (
+    StageProfile,
+    cpu_info,
+    format_cpu_info,
+    format_stage_profile,
+    profile_stages,
+)
 from .paths import conformance_model_dir, default_clip_dir
 
 __all__ = ["Agreement", "CallsPerBox", "ModelSpeed", "measure_agreement",
@@ -355,20 +362,30 @@ def run(args: argparse.Namespace) -> int:
         return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     base, name = build_model(args.model)
+    torch.set_num_threads(args.threads)
+    cpu = cpu_info()
+    if not args.json:
+        print(format_cpu_info(cpu))
     speeds, calls = [], []
+    profiles: list[StageProfile] = []
     for precision in precisions:
         model = base if precision == "fp32" else set_precision(copy.deepcopy(base), precision)
         if not args.json:
             print(f"[{precision}] streaming + offline ...", file=sys.stderr)
         speeds.append(measure_model_speed(model, name, args.seconds, args.threads,
                                           progress=False))
+        if not args.no_profile:
+            if not args.json:
+                print(f"[{precision}] per-stage profile ...", file=sys.stderr)
+            profiles.append(profile_stages(model, _noise(int(args.seconds * 16000))[None]))
         if not args.no_calls:
             calls.append(measure_calls_per_box(model, args.threads, progress=not args.json))
         if model is not base:
             del model
             gc.collect()
     if args.json:
-        print(json.dumps({"speed": [asdict(r) for r in speeds],
+        print(json.dumps({"cpu": asdict(cpu), "speed": [asdict(r) for r in speeds],
+                          "stages": [asdict(p) for p in profiles],
                           "calls_per_box": [asdict(c) for c in calls]}, indent=2))
         return 0
     for r in speeds:
@@ -381,4 +398,9 @@ def run(args: argparse.Namespace) -> int:
           f"box = full-duplex calls (1 encode + 1 decode stream each) stepped together per "
           f"{_TICK_MS:.0f} ms tick with tick p95 < {_TICK_MS:.0f} ms")
     print(format_table(speeds, calls))
+    if profiles:
+        print()
+        print(f"per-stage profile: mean ms per 80 ms chunk (encode + decode of one stream), "
+              f"forward hooks on the model's modules ({profiles[0].chunks} chunks per precision)")
+        print(format_stage_profile(profiles))
     return 0
