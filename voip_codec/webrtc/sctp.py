@@ -7,17 +7,23 @@ call: each SACK costs about 93 bytes on an IPv4 wire (IP 20 + UDP 8 + DTLS 37 + 
 header 12 + SACK chunk 16).
 
 :func:`tune_sctp` changes one ``RTCSctpTransport`` instance (never the class, so other
-connections in the process keep aiortc's behaviour) in two ways, both within RFC 4960:
+connections in the process keep aiortc's behaviour):
 
-* **Delayed SACKs** (section 6.2): a SACK goes out for every second packet carrying DATA or
-  FORWARD TSN, or 200 ms after the first unacknowledged one, whichever comes first. It goes out
-  at once, as the RFC asks, when the packet left a gap in the TSN sequence, filled one, or
-  carried only duplicates (or an out-of-date FORWARD TSN), so that loss detection, and with it
-  the abandonment of ``maxRetransmits=0`` messages and the FORWARD TSN that follows (RFC 3758),
-  is as quick as before.
-* **Bundling** (section 6.10): when a SACK is pending and this side sends a DATA chunk, both go
-  in one SCTP packet, the SACK first. In a full-duplex call each side's audio packet carries the
-  acknowledgement of the other side's, and SACK-only packets all but disappear.
+* **Delayed SACKs** (RFC 4960 section 6.2): a SACK is due for every second received packet
+  carrying DATA (or FORWARD TSN), and goes out at the latest 200 ms after the first packet it
+  acknowledges. It goes out at once, as the RFC asks, when a packet leaves a gap in the TSN
+  sequence, fills one, or carries only duplicates (or an out-of-date FORWARD TSN), so loss
+  detection, and with it the abandonment of ``maxRetransmits=0`` messages and the FORWARD TSN
+  that moves the peer past them (RFC 3758), is as quick as with aiortc's own SACKs.
+* **Bundled SACKs** (section 6.10): a pending SACK rides in the same SCTP packet as our next DATA
+  chunk, ahead of it. While this side sends DATA itself (a full-duplex call), a due SACK waits
+  for that next chunk instead of leaving alone, still within the 200 ms bound; a chunk takes the
+  SACK along when it is due or when the timer would otherwise send it alone before the chunk
+  after. At one packet every 80 ms each way, every second audio packet carries a SACK and no
+  SACK-only packets remain. This is the one liberty taken with the RFC's "SHOULD ... at least
+  every second packet": the SACK for the second packet waits for our next DATA chunk (at most
+  one packet interval, never past 200 ms), as a SACK-frequency setting of RFC 6458 would allow.
+  A side that only receives SACKs every second packet, exactly as the RFC says.
 
 Nothing changes on the wire format: a stock peer parses bundled packets (aiortc's
 ``parse_packet`` reads every chunk of a packet) and cannot tell a delayed SACK from a late one.
@@ -71,7 +77,7 @@ SACK_DELAY_S = 0.2
 SACK_EVERY_PACKETS = 2
 """A SACK at least for every this many received packets carrying DATA (RFC 4960: 2)."""
 
-_PRIVATE_MEMBERS = ("_send_sack", "_send_chunk", "_sack_needed", "_sack_misordered",
+_PRIVATE_MEMBERS = ("_send_sack", "_send_chunk", "_receive_chunk", "_sack_needed", "_sack_misordered",
                     "_sack_duplicates", "_last_received_tsn", "_association_state",
                     "_local_port", "_remote_port", "_remote_verification_tag", "transport")
 """aiortc internals the extension relies on (checked on each transport it is applied to)."""
@@ -140,13 +146,23 @@ class SackTuning:
         self.stats = SackTuningStats()
         self._send_sack_now: Callable[[], Awaitable[None]] = sctp._send_sack
         self._send_chunk_alone: Callable[[Chunk], Awaitable[None]] = sctp._send_chunk
+        self._receive_chunk_inner: Callable[[Chunk], Awaitable[None]] = sctp._receive_chunk
+        self._packet_has_data = False
+        """The packet being handled carried DATA or FORWARD TSN (aiortc calls ``_send_sack``
+        after every packet while a SACK is pending, also after SACK-only ones)."""
         self._unacked_packets = 0
         self._had_gaps = False
         self._inbound_mark: tuple[int | None, int] = (None, 0)
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        """Loop time at which the pending SACK goes out alone (None: no SACK pending)."""
+        self._last_data_at: float | None = None
+        self._data_interval: float | None = None
+        """Time between this side's last two DATA chunks, seconds."""
         self._capture: list[SackChunk] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         sctp._send_sack = self._sack_due  # type: ignore[method-assign]
+        sctp._receive_chunk = self._receive_chunk  # type: ignore[method-assign]
         sctp._send_chunk = self._send_chunk  # type: ignore[method-assign]
 
     def close(self) -> None:
@@ -156,9 +172,20 @@ class SackTuning:
     def _established(self) -> bool:
         return bool(self.sctp._association_state == RTCSctpTransport.State.ESTABLISHED)
 
+    async def _receive_chunk(self, chunk: Chunk) -> None:
+        """Stands in for ``_receive_chunk``: notes packets that need acknowledging."""
+        if isinstance(chunk, (DataChunk, ForwardTsnChunk)):
+            self._packet_has_data = True
+        await self._receive_chunk_inner(chunk)
+
     async def _sack_due(self) -> None:
-        """Stands in for ``_send_sack`` at the end of each received packet that needs one."""
+        """Stands in for ``_send_sack`` at the end of each received packet while a SACK is
+        pending."""
+        if not self._packet_has_data:  # e.g. a SACK-only packet: the pending SACK waits on
+            return
+        self._packet_has_data = False
         sctp = self.sctp
+        loop = asyncio.get_running_loop()
         self._unacked_packets += 1
         gaps = bool(sctp._sack_misordered)
         filled = self._had_gaps and not gaps
@@ -166,25 +193,36 @@ class SackTuning:
         mark = (sctp._last_received_tsn, len(sctp._sack_misordered))
         stale = mark == self._inbound_mark  # nothing new: duplicates or an old FORWARD TSN
         self._inbound_mark = mark
-        if (gaps or filled or stale or sctp._sack_duplicates
-                or self._unacked_packets >= self.every_packets or not self._established()):
+        if gaps or filled or stale or sctp._sack_duplicates or not self._established():
             self.stats.immediate += 1
             await self._send_now()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay_s, self._expired)
+            return
+        if self._timer is None:
+            self._deadline = loop.time() + self.delay_s
+            self._timer = loop.call_later(self.delay_s, self._expired)
+        if self._unacked_packets >= self.every_packets and not self._sending(loop.time()):
+            self.stats.immediate += 1
+            await self._send_now()
+
+    def _sending(self, now: float) -> bool:
+        """Whether this side sends DATA itself (then our next DATA chunk carries the SACK)."""
+        return self._last_data_at is not None and now - self._last_data_at < self.delay_s
 
     async def _send_now(self) -> None:
         self._cancel_timer()
         self._unacked_packets = 0
+        self._packet_has_data = False
         await self._send_sack_now()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._deadline = None
 
     def _expired(self) -> None:
         self._timer = None
+        self._deadline = None
         if not self.sctp._sack_needed or not self._established():
             return
         task = asyncio.ensure_future(self._send_delayed())
@@ -200,13 +238,31 @@ class SackTuning:
         except ConnectionError:  # DTLS closed under us: the call is ending
             logger.debug("delayed SACK not sent: the DTLS transport is closed")
 
+    def _bundle_now(self, now: float) -> bool:
+        """Whether a DATA chunk sent now takes the pending SACK along.
+
+        It does when the SACK is due (``every_packets`` packets unacknowledged), or when it
+        would otherwise be sent alone by the timer before this side's next DATA chunk (expected
+        one send interval from now, with a margin).
+        """
+        if self._unacked_packets >= self.every_packets or self._deadline is None:
+            return True
+        interval = self._data_interval
+        return interval is None or self._deadline - now < 1.25 * interval
+
     async def _send_chunk(self, chunk: Chunk) -> None:
         """Stands in for ``_send_chunk``: a pending SACK rides along with a DATA chunk."""
         if self._capture is not None and isinstance(chunk, SackChunk):
             self._capture.append(chunk)
             return
-        if not (isinstance(chunk, DataChunk) and self.sctp._sack_needed
-                and self._established()):
+        if not isinstance(chunk, DataChunk):
+            await self._send_chunk_alone(chunk)
+            return
+        now = asyncio.get_running_loop().time()
+        if self._last_data_at is not None and now > self._last_data_at:
+            self._data_interval = now - self._last_data_at
+        self._last_data_at = now
+        if not (self.sctp._sack_needed and self._established() and self._bundle_now(now)):
             await self._send_chunk_alone(chunk)
             return
         captured: list[SackChunk] = []
@@ -217,6 +273,7 @@ class SackTuning:
             self._capture = None
         self._cancel_timer()
         self._unacked_packets = 0
+        self._packet_has_data = False
         body = b"".join(bytes(c) for c in (*captured, chunk))
         if len(body) > SCTP_MAX_PACKET_LENGTH - SCTP_COMMON_HEADER_LENGTH:
             for c in (*captured, chunk):  # too big together: one packet each, as aiortc does
