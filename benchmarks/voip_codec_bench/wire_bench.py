@@ -71,10 +71,17 @@ class DirectionCounts:
     packets: int = 0
     """Our packets handed to the link."""
     packet_bytes: int = 0
+    delivered_datagrams: int = 0
+    """Datagrams the other peer's sockets received (a cross-check of ``datagrams``)."""
+    delivered_bytes: int = 0
 
 
 class CountingSocket:
-    """Stands in for an aioice protocol's datagram transport; counts what is sent."""
+    """Stands in for a datagram protocol's transport (an aioice ``StunProtocol``'s): counts
+    what is sent, by kind, and what is received.
+
+    Use :meth:`install`, which also wraps the protocol's ``datagram_received``.
+    """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -83,10 +90,28 @@ class CountingSocket:
         self.stun = [0, 0]
         self.dtls_app = [0, 0]
         self.other = [0, 0]
+        self.received = [0, 0]
+
+    @classmethod
+    def install(cls, protocol: Any) -> CountingSocket:
+        """Count everything ``protocol`` (an ``asyncio.DatagramProtocol`` with a
+        ``transport`` attribute) sends and receives from now on."""
+        counting = cls(protocol.transport)
+        protocol.transport = counting
+        inner_received = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: Any) -> None:
+            counting.received[0] += 1
+            counting.received[1] += len(data)
+            inner_received(data, addr)
+
+        protocol.datagram_received = datagram_received
+        return counting
 
     def reset(self) -> None:
         self.datagrams = self.bytes = 0
         self.stun, self.dtls_app, self.other = [0, 0], [0, 0], [0, 0]
+        self.received = [0, 0]
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         self.datagrams += 1
@@ -161,6 +186,8 @@ def summarize(counts: DirectionCounts, seconds: float) -> dict[str, Any]:
     return {
         "packet_kbps": _kbps(counts.packet_bytes, seconds),
         "wire_kbps": _kbps(counts.udp_bytes + IP_UDP_BYTES * counts.datagrams, seconds),
+        "delivered_wire_kbps": _kbps(counts.delivered_bytes
+                                     + IP_UDP_BYTES * counts.delivered_datagrams, seconds),
         "data_kbps": _kbps(wire("data"), seconds),
         "sack_kbps": _kbps(wire("sack"), seconds),
         "stun_kbps": _kbps(counts.stun_bytes + IP_UDP_BYTES * counts.stun_datagrams, seconds),

@@ -95,8 +95,8 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
     phase_s = config.frames_per_packet * 0.040
     with loopback_candidates():
         a = CallPeer(codec, options, source=SpeechTrack(pcm, length), name="a")
-        b = CallPeer(codec, options, source=SpeechTrack(pcm, length, offset_s=1.3, start_delay_s=phase_s),
-                     name="b")
+        b = CallPeer(codec, options, name="b",
+                     source=SpeechTrack(pcm, length, offset_s=1.3, start_delay_s=phase_s))
         stop = asyncio.Event()
         drains: list[asyncio.Future[None]] = []
         try:
@@ -109,11 +109,7 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
                 assert transport is not None
                 sctp[key] = SctpPacketCounter(transport)
                 connection = transport.transport.transport.iceGatherer._connection
-                sockets[key] = []
-                for protocol in connection._protocols:
-                    counting = CountingSocket(protocol.transport)
-                    protocol.transport = counting  # type: ignore[assignment]  # a proxy
-                    sockets[key].append(counting)
+                sockets[key] = [CountingSocket.install(p) for p in connection._protocols]
             drains = [asyncio.ensure_future(_drain(p.track, stop)) for p in (a, b)]
             await asyncio.sleep(config.warmup_s)
             start: dict[str, tuple[int, int]] = {}
@@ -128,6 +124,7 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
             for key, peer in (("forward", a), ("back", b)):
                 assert peer.sender is not None
                 st, socks = sctp[key].stats, sockets[key]
+                peer_socks = sockets["back" if key == "forward" else "forward"]
                 result[key] = DirectionCounts(
                     datagrams=sum(s.datagrams for s in socks),
                     udp_bytes=sum(s.bytes for s in socks),
@@ -143,7 +140,9 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
                              "control": (st.other_packets, st.other_bytes),
                              "bundled_sacks": (st.bundled_sacks, 0)},
                     packets=peer.sender.stats.packets - start[key][0],
-                    packet_bytes=peer.sender.stats.payload_bytes - start[key][1])
+                    packet_bytes=peer.sender.stats.payload_bytes - start[key][1],
+                    delivered_datagrams=sum(s.received[0] for s in peer_socks),
+                    delivered_bytes=sum(s.received[1] for s in peer_socks))
             return result
         finally:
             stop.set()

@@ -291,3 +291,32 @@ def test_tuning_twice_returns_the_same_tuning() -> None:
             SackTuning(a.pc.sctp, delay_s=0.0)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_call_peers_tune_unless_told_not_to(enabled: bool) -> None:
+    """CallPeer (demo, call) tunes both ends by default; ``sack_tuning=False`` (--stock-sctp)
+    keeps aiortc's SCTP untouched."""
+    from voip_codec.codecs.registry import get_codec
+    from voip_codec.webrtc.call import CallOptions, CallPeer
+
+    async def run() -> None:
+        codec = get_codec("pcm16")
+        options = CallOptions(sack_tuning=enabled)
+        with loopback_candidates():
+            a, b = CallPeer(codec, options, name="a"), CallPeer(codec, options, name="b")
+            try:
+                await a.accept_answer(await b.accept_offer(await a.create_offer()))
+                await asyncio.gather(a.wait_open(), b.wait_open())
+                for peer in (a, b):
+                    assert peer.pc.sctp is not None
+                    assert (peer.sack_tuning is not None) is enabled
+                    assert ("_send_sack" in vars(peer.pc.sctp)) is enabled
+                    if enabled:
+                        assert peer.sack_tuning is not None
+                        assert peer.sack_tuning.sctp is peer.pc.sctp
+            finally:
+                await a.close()
+                await b.close()
+
+    asyncio.run(run())
