@@ -77,9 +77,10 @@ SACK_DELAY_S = 0.2
 SACK_EVERY_PACKETS = 2
 """A SACK at least for every this many received packets carrying DATA (RFC 4960: 2)."""
 
-_PRIVATE_MEMBERS = ("_send_sack", "_send_chunk", "_receive_chunk", "_sack_needed", "_sack_misordered",
-                    "_sack_duplicates", "_last_received_tsn", "_association_state",
-                    "_local_port", "_remote_port", "_remote_verification_tag", "transport")
+_PRIVATE_MEMBERS = ("_send_sack", "_send_chunk", "_receive_chunk", "_sack_needed",
+                    "_sack_misordered", "_sack_duplicates", "_last_received_tsn",
+                    "_association_state", "_local_port", "_remote_port",
+                    "_remote_verification_tag", "transport")
 """aiortc internals the extension relies on (checked on each transport it is applied to)."""
 
 _warned = False
@@ -113,7 +114,7 @@ class SackTuningStats:
     """What the extension did on one transport."""
 
     immediate: int = 0
-    """SACKs sent alone at once (every second packet, gaps, duplicates)."""
+    """SACKs sent alone at once (every second packet while not sending, gaps, duplicates)."""
     delayed: int = 0
     """SACKs sent alone when the delay timer ran out."""
     bundled: int = 0
@@ -124,10 +125,10 @@ class SackTuning:
     """Delayed and bundled SACKs on one aiortc SCTP transport (see the module docstring).
 
     Build it with :func:`tune_sctp`, which checks the aiortc version first. The instance
-    replaces the transport's ``_send_sack`` and ``_send_chunk`` with its own methods (instance
-    attributes: the class and every other transport are untouched) and calls the originals to
-    build and send SACKs, so the SACK contents (cumulative TSN, gap blocks, duplicates, window)
-    stay aiortc's.
+    replaces the transport's ``_send_sack``, ``_send_chunk`` and ``_receive_chunk`` with its own
+    methods (instance attributes: the class and every other transport are untouched) and calls
+    the originals to build and send SACKs, so the SACK contents (cumulative TSN, gap blocks,
+    duplicates, window) stay aiortc's.
 
     Args:
         sctp: the transport (``RTCPeerConnection.sctp``), before its association carries data.
