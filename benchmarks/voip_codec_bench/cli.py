@@ -19,6 +19,7 @@ from .harness import (
     add_quality_parser,
     add_report_parser,
 )
+from .wire_bench import add_arguments as add_wire_arguments
 
 __all__ = ["PRECISION_CHOICES", "add_parser"]
 
@@ -82,6 +83,13 @@ def run_call(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_wire(args: argparse.Namespace) -> int:
+    """``voip-codec bench wire``: payload and wire kbit/s per link of a full-duplex call."""
+    from .wire_bench import run
+
+    return run(args)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` and its subcommands to the ``voip-codec`` parser.
 
@@ -105,4 +113,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")
     _call_arguments(p)
     p.set_defaults(func=run_call)
+    p = bsub.add_parser("wire", help="payload and wire kbit/s per direction of full-duplex "
+                                     "calls, per link, frames per packet and K")
+    add_wire_arguments(p)
+    p.set_defaults(func=run_wire)
     return bench

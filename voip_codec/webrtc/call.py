@@ -31,6 +31,7 @@ from ..transport.jitter import JitterConfig
 from .datachannel import DataChannelLink
 from .frames import recv_audio
 from .receiver import CodecReceiverTrack
+from .sctp import SackTuning, tune_sctp
 from .sender import CodecSender
 
 __all__ = ["CallError", "CallOptions", "CallPeer", "DemoResult", "recv_message", "run_demo"]
@@ -58,6 +59,8 @@ class CallOptions:
     """Send nothing during silence (one keep-alive frame per second)."""
     jitter: JitterConfig = field(default_factory=JitterConfig)
     """Receiver jitter buffer settings."""
+    sack_tuning: bool = True
+    """Delayed and bundled SCTP SACKs (:mod:`voip_codec.webrtc.sctp`); False keeps aiortc's."""
 
 
 class CallPeer:
@@ -84,7 +87,12 @@ class CallPeer:
                                         send_report=self._send)
         self.opened = asyncio.Event()
         self.error: str | None = None
+        self.sack_tuning: SackTuning | None = None
         self.pc.on("datachannel", self._on_datachannel)
+
+    def _tune_sctp(self) -> None:
+        if self.options.sack_tuning and self.pc.sctp is not None:
+            self.sack_tuning = tune_sctp(self.pc.sctp)
 
     def _send(self, data: bytes) -> None:
         if self.link is not None:
@@ -126,6 +134,7 @@ class CallPeer:
         """Create the data channel and return the offer SDP (ICE candidates included)."""
         channel = self.pc.createDataChannel(LABEL_PREFIX + self.codec.info.name, ordered=False,
                                             maxRetransmits=0)
+        self._tune_sctp()
         self._attach(channel)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
@@ -133,6 +142,7 @@ class CallPeer:
     async def accept_offer(self, sdp: str) -> str:
         """Apply the other peer's offer and return the answer SDP."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._tune_sctp()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
 

@@ -125,7 +125,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     codec = _get_codec(args.codec)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
-                          jitter=jitter_config(args.playout_delay))
+                          jitter=jitter_config(args.playout_delay),
+                          sack_tuning=not args.stock_sctp)
     if not args.json:
         print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
               f"two peers, impairment relay; input {args.input}", file=sys.stderr)
@@ -152,6 +153,9 @@ def add_demo_parser(sub: Any) -> None:
                    help="recording of the received audio (48 kHz WAV; default: "
                         "demo-output.wav in a new temporary folder, whose path is printed)")
     _transport_args(p)
+    p.add_argument("--stock-sctp", action="store_true",
+                   help="keep aiortc's SCTP acknowledgements (a SACK packet per received "
+                        "packet) instead of delayed SACKs bundled with our audio")
     _network_args(p)
     p.set_defaults(func=run_demo_command)
 
@@ -270,7 +274,8 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
         source = MediaPlayer(args.input).audio
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
-                          jitter=jitter_config(args.playout_delay))
+                          jitter=jitter_config(args.playout_delay),
+                          sack_tuning=not args.stock_sctp)
     secret = os.environ.get(SECRET_ENV)
     ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
     client = SignalingClient(args.server, args.room, args.peer,
@@ -376,4 +381,7 @@ def add_call_parser(sub: Any) -> None:
     p.add_argument("--loopback", action="store_true",
                    help="gather 127.0.0.1 ICE candidates only (both peers on this machine)")
     _transport_args(p)
+    p.add_argument("--stock-sctp", action="store_true",
+                   help="keep aiortc's SCTP acknowledgements (a SACK packet per received "
+                        "packet) instead of delayed SACKs bundled with our audio")
     p.set_defaults(func=run_call_command)
