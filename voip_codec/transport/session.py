@@ -7,8 +7,13 @@
                                               K from loss reports)
     Link receiver -> ReceiveSession.on_datagram(bytes, now)
                      (classify once: audio -> jitter buffer, loss report -> paired SendSession)
-    ReceiveSession.tick(now) -> PlayoutFrame -> ReceiveSession.decode -> PCM frame
-    (one frame per frame period; loss reports back through the link every N played frames)
+    ReceiveSession.poll(now) -> PlayoutFrame -> ReceiveSession.decode -> PCM frame
+    (decode on arrival: a frame as soon as it is playable; concealment only when the output
+     queue would run dry) -> ReceiveSession.output (PlayoutQueue) -> read n samples on demand
+    (loss reports back through the link every N played frames)
+
+A caller that plays one whole frame per frame period may call ``tick(now)`` instead of
+``poll`` (the in-memory simulation does).
 
 Both sessions are synchronous and never read a clock: the caller passes ``now`` (seconds, any
 monotonic clock) and decides where the codec runs. ``encode_frame`` and ``decode`` touch only
@@ -40,7 +45,9 @@ from ..wire.packet import (
 from .jitter import FrameSource, JitterBuffer, JitterConfig, PlayoutFrame
 from .link import Link
 from .packetizer import Packetizer
+from .playout import PlayoutQueue
 from .redundancy import LossStatistics, RedundancyController
+from .trace import FrameTrace
 
 __all__ = [
     "DEFAULT_VAD_DBFS",
@@ -317,11 +324,16 @@ class ReceiveSession:
         jitter: jitter buffer settings (frame duration, codec id and frame size are taken from
             ``info``).
         report_interval: played frames between loss reports (12 = 0.96 s of 80 ms frames).
+        output_sample_rate: rate of the audio the caller puts in :attr:`output` (default: the
+            codec's output rate; an aiortc track resamples to 48 kHz first).
+        trace: records when each frame arrived (``arrived``) and was handed out for decoding
+            (``decode``), on the caller's clock (None: nothing is recorded).
         name: log prefix.
     """
 
     def __init__(self, info: CodecInfo, decoder: FrameDecoder, link: Link | None, *,
                  jitter: JitterConfig | None = None, report_interval: int = 12,
+                 output_sample_rate: int | None = None, trace: FrameTrace | None = None,
                  name: str = "receive") -> None:
         if report_interval < 1:
             raise ValueError(f"report_interval must be >= 1 frame, got {report_interval}")
@@ -345,6 +357,10 @@ class ReceiveSession:
         """The last loss report sent."""
         self._garbage = 0
         self._decode_ms_max = 0.0
+        self.output = PlayoutQueue(output_sample_rate or info.output_sample_rate)
+        """Decoded audio waiting to be played (the caller pushes what :meth:`decode` returns,
+        resampled to ``output_sample_rate``, and reads it on demand)."""
+        self.trace = trace
 
     def on_datagram(self, data: bytes | str, now: float) -> None:
         """Take one received datagram (garbage is counted and dropped, never raised).
@@ -363,6 +379,39 @@ class ReceiveSession:
                 logger.debug("%s: loss report with no sender to adapt", self.name)
         elif self.buffer.push_packet(message, now):
             self.loss.on_packet(message.seq)
+            if self.trace is not None:
+                first = self.buffer.unwrap_index(message.frame_index)
+                for i in range(len(message.frames)):
+                    self.trace.mark("arrived", first + i, now)
+
+    def poll(self, now: float, *, urgent: bool = False) -> PlayoutFrame | None:
+        """The next frame to decode, if one should be decoded now (decode on arrival).
+
+        A frame is handed out the moment it is playable (it is the one due next, and, before
+        playout starts, the playout delay has been reached). When it is missing, nothing is
+        handed out until the output is about to run dry (``urgent``): then the jitter buffer
+        decides between waiting a frame longer (``STRETCH``, the delay grows) and giving the
+        frame up (``CONCEALED``); both are concealed by the decoder. The delays the jitter
+        buffer sees are those at which the frame will actually be heard: ``now`` plus the audio
+        already queued in :attr:`output`.
+
+        Args:
+            now: seconds, the clock of :meth:`on_datagram`.
+            urgent: the output needs audio now (:attr:`output` holds less than one read).
+
+        Returns:
+            A frame to pass to :meth:`decode` (and push into :attr:`output`); or None: nothing
+            to decode now (the caller plays what is queued, or silence before playout starts
+            and after the stream ended).
+        """
+        if not urgent and not self.buffer.playable:
+            return None
+        frame = self.tick(now + self.output.queued_seconds)
+        if frame.source in (FrameSource.BUFFERING, FrameSource.ENDED):
+            return None
+        if self.trace is not None and frame.index is not None:
+            self.trace.mark("decode", frame.index, now)
+        return frame
 
     def tick(self, now: float) -> PlayoutFrame:
         """The frame for this frame period (call once per period).
