@@ -52,13 +52,22 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _call_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codec", default=None, help="codec (default: the demo's default)")
-    parser.add_argument("--bursts", type=int, default=12, help="latency markers (default 12)")
+    parser.add_argument("--codec", default=None, help="one codec (same as --codecs NAME)")
+    parser.add_argument("--codecs", nargs="+", default=None, metavar="NAME",
+                        help="codecs to measure (default: focalcodec-default codec2-700c "
+                             "opus-6k)")
+    parser.add_argument("--conditions", nargs="+", default=["clean", "loss10_jitter"],
+                        choices=("clean", "loss10_jitter"),
+                        help="network conditions (default: both): a clean loopback; 10%% random "
+                             "loss with 20 ms delay and 10 ms half-normal jitter")
+    parser.add_argument("--bursts", type=int, default=12,
+                        help="speech bursts per call (default 12; one per second)")
     parser.add_argument("--no-bitrates", action="store_true", help="latency only")
     parser.add_argument("--playout-delay", type=playout_delay_ms, nargs="+",
-                        default=[160.0, 40.0], metavar="MS",
-                        help="initial playout delays to measure the latency with (default: 160 = "
-                             "the default profile, 40 = low delay)")
+                        default=[0.0], metavar="MS",
+                        help="initial playout delays to measure the latency with (default: 0, "
+                             "the adaptive default that starts low)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", action="store_true")
 
 

@@ -61,6 +61,9 @@ __all__ = ["DELAY_HISTORY", "FrameSource", "JitterBuffer", "JitterConfig", "Jitt
 DELAY_HISTORY = 4096
 """Ticks of playout-delay history kept in :attr:`JitterStats.delay_samples_ms` (at least)."""
 
+LATE_HALF_LIFE = 25
+"""Frames (2 s at 80 ms) over which the target floor set by a late frame halves."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -234,6 +237,7 @@ class JitterBuffer:
         self._late_floor_ms = 0.0  # target floor set by the latest late frame
         self._late_floor_until = -1  # frame index up to which that floor holds
         self._loss_until = -1  # frame index up to which the redundancy wait is in the target
+        self._stretched: int | None = None  # index of the frame the last stretch waited for
         self._lost_recent: deque[int] = deque(maxlen=64)  # indices given up on lately
         self._base_target_ms = self.config.initial_delay_ms  # target without redundancy wait
         self.stats.target_delay_ms = self.config.initial_delay_ms
@@ -362,12 +366,14 @@ class JitterBuffer:
             index = first + i
             transit_i = now - (index - self._origin) * self._period
             self._transits.append(transit_i)
-            if self._next is not None and index < self._next:
-                self.stats.late += 1
-                # grow at once: the next frame this late waits (a stretch) instead of being lost
+            if self._next is not None and (index < self._next or index == self._stretched):
+                # it came after its deadline (given up, or waited for with a stretch): grow the
+                # target at once, so that the next frame this late is neither lost nor stretched
                 late_ms = (transit_i - min(self._transits)) * 1000.0
                 self._late_floor_ms = max(self._late_floor_ms, late_ms)
                 self._late_floor_until = index + self.config.history
+            if self._next is not None and index < self._next:
+                self.stats.late += 1
                 continue
             self.stats.frames_received += 1
             slot = self._slots.get(index)
@@ -411,7 +417,9 @@ class JitterBuffer:
             rel = (arr - arr.min()) * 1000.0
             base = float(np.percentile(rel, cfg.percentile))
         if self._frame_ref is not None and self._frame_ref <= self._late_floor_until:
-            base = max(base, self._late_floor_ms)
+            # the floor a late frame set halves every LATE_HALF_LIFE frames
+            age = self._frame_ref - (self._late_floor_until - cfg.history)
+            base = max(base, self._late_floor_ms * 0.5 ** (max(0, age) / LATE_HALF_LIFE))
         else:
             self._late_floor_ms = 0.0
         self._base_target_ms = base
@@ -492,8 +500,10 @@ class JitterBuffer:
         self._prev_concealed = True
         self.stats.concealed += 1
         max_delay = self.config.max_delay_ms / 1000.0
-        if delay + eps < self._stretch_target() and delay + period <= max_delay + eps:
+        if (delay + eps < self._stretch_target()
+                and delay + period <= max_delay + eps):
             self.stats.stretched += 1
+            self._stretched = index
             return PlayoutFrame(None, FrameSource.STRETCH, None, skipped)
         self._next = index + 1
         self._lost_recent.append(index)

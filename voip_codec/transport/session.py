@@ -64,6 +64,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_VAD_DBFS = -50.0
 """Default voice-activity threshold: frames with a lower RMS level count as silence."""
 
+TRIM_HOLDOFF_FRAMES = 25
+"""Frames played after a stretch before :meth:`ReceiveSession.trim_output` shrinks the delay
+again (2 s of 80 ms frames), so that growing and shrinking do not chase each other."""
+
 
 def classify_datagram(data: bytes | bytearray | memoryview | str,
                       name: str = "session") -> AudioPacket | LossReport | None:
@@ -357,6 +361,7 @@ class ReceiveSession:
         """The last loss report sent."""
         self._garbage = 0
         self._decode_ms_max = 0.0
+        self._last_stretch = -TRIM_HOLDOFF_FRAMES  # frames_played at the last stretch
         self.output = PlayoutQueue(output_sample_rate or info.output_sample_rate)
         """Decoded audio waiting to be played (the caller pushes what :meth:`decode` returns,
         resampled to ``output_sample_rate``, and reads it on demand)."""
@@ -384,7 +389,8 @@ class ReceiveSession:
                 for i in range(len(message.frames)):
                     self.trace.mark("arrived", first + i, now)
 
-    def poll(self, now: float, *, urgent: bool = False) -> PlayoutFrame | None:
+    def poll(self, now: float, *, urgent: bool = False, lead: float = 0.0
+             ) -> PlayoutFrame | None:
         """The next frame to decode, if one should be decoded now (decode on arrival).
 
         A frame is handed out the moment it is playable (it is the one due next, and, before
@@ -392,12 +398,14 @@ class ReceiveSession:
         handed out until the output is about to run dry (``urgent``): then the jitter buffer
         decides between waiting a frame longer (``STRETCH``, the delay grows) and giving the
         frame up (``CONCEALED``); both are concealed by the decoder. The delays the jitter
-        buffer sees are those at which the frame will actually be heard: ``now`` plus the audio
-        already queued in :attr:`output`.
+        buffer sees are those of the frame's deadline: ``now`` plus the audio already queued in
+        :attr:`output`, less ``lead`` (the time decoding and the next read need).
 
         Args:
             now: seconds, the clock of :meth:`on_datagram`.
-            urgent: the output needs audio now (:attr:`output` holds less than one read).
+            urgent: the output needs audio soon (:attr:`output` holds ``lead`` or less).
+            lead: seconds before its first sample is heard by which a frame must be here: the
+                caller's read period plus its decode time.
 
         Returns:
             A frame to pass to :meth:`decode` (and push into :attr:`output`); or None: nothing
@@ -406,7 +414,7 @@ class ReceiveSession:
         """
         if not urgent and not self.buffer.playable:
             return None
-        frame = self.tick(now + self.output.queued_seconds)
+        frame = self.tick(now + self.output.queued_seconds - lead)
         if frame.source in (FrameSource.BUFFERING, FrameSource.ENDED):
             return None
         if self.trace is not None and frame.index is not None:
@@ -427,12 +435,33 @@ class ReceiveSession:
         if played.source in (FrameSource.BUFFERING, FrameSource.ENDED):
             return played
         self.frames_played += 1
+        if played.source is FrameSource.STRETCH:
+            self._last_stretch = self.frames_played
         if played.index is not None:
             self.last_index_played = max(self.last_index_played, played.index)
         self.loss.on_tick(played.payload is None)
         if self.link is not None and self.frames_played % self.report_interval == 0:
             self._report()
         return played
+
+    def trim_output(self, n: int, level: float = 0.003) -> int:
+        """Shrink the delay in silence: drop the next ``n`` queued samples of :attr:`output` if
+        they are all quieter than ``level`` and the playout delay exceeds its target by more
+        than ``n`` samples. Nothing audible is cut, so there is no click.
+
+        Returns:
+            Samples dropped (0 or ``n``).
+        """
+        s = self.buffer.stats
+        ms = 1000.0 * n / self.output.sample_rate
+        if not self.buffer.started or s.current_delay_ms - s.target_delay_ms <= ms:
+            return 0
+        if self.frames_played - self._last_stretch < TRIM_HOLDOFF_FRAMES:
+            return 0  # the delay just had to grow: do not take it back at once
+        dropped = self.output.trim(n, level)
+        if dropped:
+            s.current_delay_ms -= ms
+        return dropped
 
     # -- may run in a worker thread: touches only the decoder
     def decode(self, frame: PlayoutFrame) -> np.ndarray:
@@ -471,7 +500,9 @@ class ReceiveSession:
     def _report(self) -> None:
         assert self.link is not None
         s = self.buffer.stats
-        report = self.loss.make_report(s.jitter_ms, s.current_delay_ms)
+        # the delay is measured at the frame's deadline, which a caller's lead can put before
+        # the fastest arrival: the report carries 0 then
+        report = self.loss.make_report(s.jitter_ms, max(0.0, s.current_delay_ms))
         if report is not None:
             self.link.send(report.to_bytes())
             self.reports_sent += 1

@@ -23,6 +23,7 @@ import concurrent.futures
 import fractions
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ class CodecReceiverTrack(MediaStreamTrack):
         super().__init__()
         info = codec.info
         self.info = info
+        self._codec = codec
         link = (CallbackLink(send_report, name="receiver-reports")
                 if send_report is not None else None)
         self.session = ReceiveSession(info, codec.new_decoder(), link, jitter=jitter,
@@ -92,6 +94,9 @@ class CodecReceiverTrack(MediaStreamTrack):
         self._decode_lock = asyncio.Lock()
         self._drain_task: asyncio.Task[None] | None = None
         self._deadline = DeadlineWarner(logger, "receiver: decoding a frame")
+        self._decode_s: deque[float] = deque(maxlen=32)  # recent decode times, seconds
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._executor.submit(self._warm_up)
         self.frame0_sample: int | None = None
         """Output sample (at ``sample_rate``) where the audio of frame 0 begins, once known."""
 
@@ -125,23 +130,52 @@ class CodecReceiverTrack(MediaStreamTrack):
         if self.session.buffer.playable and self.readyState == "live":
             self._kick()
 
-    def _kick(self) -> None:
-        if self._drain_task is not None and not self._drain_task.done():
+    def _schedule_deadline(self) -> None:
+        """Decide about the next frame at its deadline (the queue then holds just :attr:`lead_s`
+        of audio), so that its audio, decoded or concealed if it is missing, is ready in time;
+        it is decoded earlier if it arrives earlier."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if not self.session.buffer.started:
+            return
+        slack = self.session.output.queued_seconds - self.lead_s
+        if slack <= 0:
+            self._kick(urgent=True)
+        else:
+            loop = asyncio.get_running_loop()
+            self._deadline_timer = loop.call_later(slack, self._kick, True)
+
+    def _kick(self, urgent: bool = False) -> None:
+        if self._drain_task is not None and not self._drain_task.done() and not urgent:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # fed outside an event loop: recv() decodes on demand
             return
-        self._drain_task = loop.create_task(self._drain(urgent=False))
+        self._drain_task = loop.create_task(self._drain(urgent=urgent))
+
+    def _warm_up(self) -> None:
+        """Worker thread: run a throwaway decoder once (the model's lazy set-up), so the first
+        real frame is decoded at its usual speed."""
+        self._codec.new_decoder().decode(None)
+
+    @property
+    def lead_s(self) -> float:
+        """How long before it is heard a frame must be here: the time a decode takes (90th
+        percentile of the recent ones) plus 5 ms for the event loop."""
+        decode = float(np.percentile(self._decode_s, 90)) if self._decode_s else 0.0
+        return decode + 0.005
 
     async def _drain(self, urgent: bool) -> None:
         """Decode what the session hands out: every playable frame, and with ``urgent`` (the
-        queue holds less than one output frame) the due frame even if it must be concealed."""
+        queue holds less than :attr:`lead_s`) the due frame even if it must be concealed."""
         async with self._decode_lock:
             while self.readyState == "live":
-                if urgent and self.session.output.queued >= self.samples_per_frame:
-                    break
-                frame = self.session.poll(self._clock(), urgent=urgent)
+                lead = self.lead_s
+                if urgent and self.session.output.queued_seconds >= lead + 0.003:
+                    urgent = False  # enough queued: go on with the frames already here
+                frame = self.session.poll(self._clock(), urgent=urgent, lead=lead)
                 if frame is None:
                     break
                 await self._decode(frame)
@@ -172,6 +206,7 @@ class CodecReceiverTrack(MediaStreamTrack):
         pcm, lead = await loop.run_in_executor(self._executor, self._decode_resample, frame)
         now = self._clock()
         self.session.record_decode_ms((now - start) * 1e3)
+        self._decode_s.append(now - start)
         self._deadline.check(now - start, self.info.frame_ms / 1000, now)
         if self.trace is not None and frame.index is not None:
             self.trace.mark("decoded", frame.index, now)
@@ -189,11 +224,13 @@ class CodecReceiverTrack(MediaStreamTrack):
         wait = self._t0 + self._pts / self.rate - now
         if wait > 0:
             await asyncio.sleep(wait)
+        self.session.trim_output(self.samples_per_frame)  # shrink in silence
         if self.session.output.queued < self.samples_per_frame:
             await self._drain(urgent=True)
         if self.readyState != "live":
             raise MediaStreamError
         got = self.session.output.read(self.samples_per_frame)
+        self._schedule_deadline()
         now = self._clock()
         for index, offset in got.starts:
             if self.trace is not None:
@@ -219,6 +256,8 @@ class CodecReceiverTrack(MediaStreamTrack):
         super().stop()
         if self._drain_task is not None:
             self._drain_task.cancel()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         if self._own_executor:
             self._executor.shutdown(wait=False)
 

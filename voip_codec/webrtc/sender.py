@@ -135,9 +135,15 @@ class CodecSender:
             pcm = np.concatenate([np.zeros(self.align_samples, np.float32), pcm])
         return pcm
 
+    def _warm_up(self) -> None:
+        """Worker thread: run a throwaway encoder once, so the first real frame does not pay
+        for the model's lazy set-up (tens of milliseconds on a loaded machine)."""
+        self.codec.new_encoder().encode(np.zeros(self.info.input_frame_samples, np.float32))
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         n = self.info.input_frame_samples
+        await loop.run_in_executor(self._executor, self._warm_up)
         try:
             while True:
                 frame = await recv_audio(self.track)
