@@ -377,11 +377,9 @@ def run(args: argparse.Namespace) -> int:
     """``voip-codec bench call``."""
     import os
 
-    import torch
-
     from voip_codec.codecs.registry import get_codec
+    from voip_codec.threads import apply_threads
 
-    torch.set_num_threads(args.threads)
     names = args.codecs or ([args.codec] if args.codec else list(DEFAULT_CODECS))
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
@@ -390,11 +388,14 @@ def run(args: argparse.Namespace) -> int:
         "latency": []}
     for name in names:
         codec = get_codec(name)
+        apply_threads(args.threads)
         codec_ms = codec_delay_ms(codec)
         for cond in args.conditions:
             for d in args.playout_delay:
-                row = asyncio.run(measure_latency(codec, args.bursts, jitter=jitter_config(d),
-                                                  codec_ms=codec_ms, **CONDITIONS[cond]))
+                c = CONDITIONS[cond]
+                row = asyncio.run(measure_latency(
+                    codec, args.bursts, loss=c["loss"], delay_ms=c["delay_ms"],
+                    jitter_ms=c["jitter_ms"], jitter=jitter_config(d), codec_ms=codec_ms))
                 result["latency"].append({"condition": cond, "playout_delay_ms": d, **row})
         if not args.no_bitrates:
             result.setdefault("bitrates", {})[name] = asyncio.run(measure_bitrates(codec))

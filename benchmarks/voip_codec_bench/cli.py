@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from voip_codec.threads import add_threads_argument
 from voip_codec.webrtc.commands import playout_delay_ms
 
 from .harness import (
@@ -32,7 +33,7 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'full' (spec-sized, random weights; default), 'tiny', or a "
                              "checkpoint directory / hub id / 'default'")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    add_threads_argument(parser)
     parser.add_argument("--precision", nargs="+", default=list(PRECISION_CHOICES), metavar="P",
                         help="precisions to measure in this run, of fp32 bf16 int8 (default: "
                              "all three)")
@@ -67,7 +68,7 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
                         default=[0.0], metavar="MS",
                         help="initial playout delays to measure the latency with (default: 0, "
                              "the adaptive default that starts low)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_argument(parser)
     parser.add_argument("--json", action="store_true")
 
 
