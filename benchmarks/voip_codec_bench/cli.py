@@ -70,6 +70,10 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
                              "the adaptive default that starts low)")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the README's latency paragraph and table instead")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="render --markdown from a saved --json output instead of measuring")
 
 
 def run_speed(args: argparse.Namespace) -> int:

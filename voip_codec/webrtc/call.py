@@ -310,6 +310,8 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
     write_audio(output_path, out, rate)
     now = time.monotonic()
     sender = alice.sender.stats.to_dict() if alice.sender is not None else {}
+    if alice.sender is not None:  # the frame grid's shift against the input (see sender.py)
+        sender["align_samples"] = alice.sender.align_samples or 0
     sent_seconds = max(1e-9, sender.get("frames", 0) * codec.info.frame_ms / 1000)
     wire = {
         "forward_wire_kbps": round(relay.stats["ab"].wire_kbps(now), 2),

@@ -80,9 +80,10 @@ def playout_delay_ms(text: str) -> float:
 
 
 def jitter_config(playout_delay: float) -> JitterConfig:
-    """Receiver jitter-buffer settings for an initial playout delay in ms (``--playout-delay``)."""
+    """Receiver jitter-buffer settings for an initial playout delay in ms (``--playout-delay``):
+    the target starts there and never drops below ``min(80, playout_delay)`` (0 by default)."""
     return JitterConfig(initial_delay_ms=playout_delay,
-                        min_delay_ms=min(JitterConfig.min_delay_ms, playout_delay))
+                        min_delay_ms=min(80.0, playout_delay))
 
 
 def check_input_path(path: str) -> None:
