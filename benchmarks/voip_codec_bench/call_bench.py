@@ -16,7 +16,8 @@ FrameTrace` when each frame was complete, encoded, sent, arrived, handed to the 
 decoded (and resampled), queued and first heard; the differences are the stages. Two delays
 are not visible as timestamps and are measured apart: the resamplers' (the sender's frame-grid
 shift, the receiver's held-back samples) and the codec's own algorithmic delay (the envelope
-lag of its offline decode). The stage means add up to the measured mean.
+lag of its offline decode). The stage means, over the frames that start inside a speech burst,
+add up to the measured mean.
 
 Bitrates: the bundled speech sample is sent with fixed K and frames per packet; packet bytes are
 counted at the sender, wire bytes (IPv4) at the relay in both directions.
@@ -250,8 +251,11 @@ async def _connect(a: CallPeer, b: CallPeer, relay: ImpairmentRelay) -> None:
 
 
 def _budget(trace: FrameTrace, source: _SourceTrack, codec: Codec, align: int,
-            receiver_resample_s: float, codec_ms: float) -> dict[str, float]:
-    """Mean milliseconds per stage over the frames traced end to end."""
+            receiver_resample_s: float, codec_ms: float, bursts: list[tuple[int, int]]
+            ) -> dict[str, float]:
+    """Mean milliseconds per stage over the frames traced end to end whose first sample lies
+    in a speech burst (``bursts``: 48 kHz sample ranges), the frames the measured total is
+    about."""
     info = codec.info
     per_frame = round(info.frame_ms * RATE / 1000)
     shift = align * RATE / info.input_sample_rate  # 48 kHz samples the grid is shifted by
@@ -260,7 +264,7 @@ def _budget(trace: FrameTrace, source: _SourceTrack, codec: Codec, align: int,
     for f in trace.complete_frames():
         i = f * per_frame - shift
         k = int(np.floor(i / PTIME))
-        if not 0 <= k < len(hand):
+        if not 0 <= k < len(hand) or not any(a <= i < b for a, b in bursts):
             continue
         mouth = hand[k] + (i - k * PTIME) / RATE
         t = trace.get(f)
@@ -320,6 +324,8 @@ async def measure_latency(codec: Codec, bursts: int = 12, *, loss: float = 0.0,
             sender = alice.sender
             align = sender.align_samples or 0 if sender is not None else 0
             stats = bob.track.stats()
+            stretched = bob.track.buffer.stats.stretched
+            sent_frames = sender.stats.frames if sender is not None else 0
             k_now = sender.stats.redundancy if sender is not None else 0
             resample_s = bob.track.resampler_delay_s
         finally:
@@ -330,13 +336,23 @@ async def measure_latency(codec: Codec, bursts: int = 12, *, loss: float = 0.0,
     lags = envelope_lags(mouth, (np.concatenate(ear_t), np.concatenate(ear_x)),
                          [float(mouth[0][o]) for o in onsets])
     found = [x for x in lags if x is not None]
-    budget = _budget(trace, source, codec, align, resample_s, codec_ms)
-    played = max(1, stats["frames_played"])
+    n_burst = int(0.5 * RATE)
+    budget = _budget(trace, source, codec, align, resample_s, codec_ms,
+                     [(o, o + n_burst) for o in onsets])
+    # concealment within the stream: frames given up (handed to the decoder before any copy of
+    # them arrived) plus stretches; ticks after the last frame (an END packet lost) do not count
+    lost = 0
+    for f in range(sent_frames):
+        t = trace.get(f)
+        if "decode" in t and ("arrived" not in t or t["arrived"] > t["decode"]):
+            lost += 1
+    concealed = (lost + stretched) / max(1, sent_frames)
     return {"codec": codec.info.name, "bursts": bursts, "detected": len(found),
             **_percentiles(found),
             "breakdown_ms": budget,
             "breakdown_sum_ms": round(sum(v for v in budget.values() if v == v), 1),
-            "concealed_fraction": round(stats["concealed"] / played, 4),
+            "concealed_fraction": round(concealed, 4),
+            "concealed_frames": lost + stretched, "frames_sent": sent_frames,
             "frames_played": stats["frames_played"],
             "recovered_from_redundancy": stats["recovered_from_redundancy"],
             "late": stats["late"], "target_delay_ms": stats["target_delay_ms"],

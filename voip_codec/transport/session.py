@@ -384,9 +384,9 @@ class ReceiveSession:
                 logger.debug("%s: loss report with no sender to adapt", self.name)
         elif self.buffer.push_packet(message, now):
             self.loss.on_packet(message.seq)
-            if self.trace is not None:
+            if self.trace is not None:  # first arrival of each frame, own packet or copy
                 first = self.buffer.unwrap_index(message.frame_index)
-                for i in range(len(message.frames)):
+                for i in range(-len(message.redundant), len(message.frames)):
                     self.trace.mark("arrived", first + i, now)
 
     def poll(self, now: float, *, urgent: bool = False, lead: float = 0.0
