@@ -196,7 +196,7 @@ def test_deadline_warning_is_one_line_and_rate_limited(caplog: pytest.LogCapture
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and all("\n" not in line for line in lines)
     assert "missed its real-time deadline 1 time(s): 120 ms for a 80 ms frame" in lines[0]
-    assert "2 time(s)" in lines[1] and "--threads 1" in lines[1]
+    assert "2 time(s)" in lines[1] and "--threads" in lines[1]
     assert warner.missed == 3
 
 

@@ -92,7 +92,8 @@ class DeadlineWarner:
         if self._last is None or now - self._last >= self.interval_s:
             self.logger.warning(
                 "%s missed its real-time deadline %d time(s): %.0f ms for a %.0f ms frame "
-                "(machine overloaded? try --threads 1)", self.what, self._unreported,
+                "(the machine is overloaded, or --threads asks for more cores than are free)",
+                self.what, self._unreported,
                 took_s * 1e3, budget_s * 1e3)
             self._last = now
             self._unreported = 0
