@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError, check_output_path
+from .threads import add_threads_argument, apply_threads
 
 __all__ = ["main"]
 
@@ -58,7 +59,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .codec.streaming import StreamingEncoder
     from .wire.tokenfile import TokenFile, write_token_file
 
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads, load_torch=True)
     check_output_path(args.output)
     model = _load_model(args.model, args.precision)
     pcm, _ = read_audio(args.input, model.sample_rate_input)
@@ -92,7 +93,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .codec.streaming import StreamingDecoder
     from .wire.tokenfile import read_token_file
 
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads, load_torch=True)
     check_output_path(args.output)
     tf = read_token_file(args.input)
     model = _load_model(args.model, args.precision)
@@ -139,7 +140,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     """Same as ``python -m voip_codec.conformance``."""
     from .conformance import main as conformance_main
 
-    argv = [args.directory, "--atol", str(args.atol), "--rtol", str(args.rtol)]
+    argv = [args.directory, "--atol", str(args.atol), "--rtol", str(args.rtol),
+            "--threads", str(args.threads)]
     return conformance_main(argv + (["--json"] if args.json else []))
 
 
@@ -198,7 +200,7 @@ def add_file_commands(sub: Any) -> None:
                        help="checkpoint: 'default' (bundled), a directory with config.json + "
                             "model.safetensors, a .json path, a hub id found in the local "
                             "Hugging Face cache, or focalcodec-65k|4k|2k")
-        p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+        add_threads_argument(p)
         p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
                        help="compute precision (default: as stored in the checkpoint; fp32 "
                             "checkpoints convert to bf16/int8 on load, see README 'Fast CPU "
@@ -229,6 +231,7 @@ def add_file_commands(sub: Any) -> None:
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true")
+    add_threads_argument(p)
     p.set_defaults(func=cmd_conformance)
 
 

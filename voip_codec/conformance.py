@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .codec.loading import from_pretrained
 from .codec.model import FocalCodec
 from .codec.streaming import StreamingEncoder
+from .threads import add_threads_argument, apply_threads
 
 __all__ = ["Check", "run_conformance", "main"]
 
@@ -209,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("directory", help="checkpoint + clip folders (tiny_causal layout)")
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--rtol", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads, load_torch=True)
     try:
         checks = run_conformance(args.directory, args.atol, args.rtol)
     except (FileNotFoundError, ValueError) as exc:

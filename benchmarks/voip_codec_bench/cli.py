@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from voip_codec.threads import add_threads_argument
 from voip_codec.webrtc.commands import playout_delay_ms
 
 from .harness import (
@@ -33,7 +34,7 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'full' (spec-sized, random weights; default), 'tiny', or a "
                              "checkpoint directory / hub id / 'default'")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    add_threads_argument(parser)
     parser.add_argument("--precision", nargs="+", default=list(PRECISION_CHOICES), metavar="P",
                         help="precisions to measure in this run, of fp32 bf16 int8 (default: "
                              "all three)")
@@ -55,14 +56,27 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _call_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codec", default=None, help="codec (default: the demo's default)")
-    parser.add_argument("--bursts", type=int, default=12, help="latency markers (default 12)")
+    parser.add_argument("--codec", default=None, help="one codec (same as --codecs NAME)")
+    parser.add_argument("--codecs", nargs="+", default=None, metavar="NAME",
+                        help="codecs to measure (default: focalcodec-default codec2-700c "
+                             "opus-6k)")
+    parser.add_argument("--conditions", nargs="+", default=["clean", "loss10_jitter"],
+                        choices=("clean", "loss10_jitter"),
+                        help="network conditions (default: both): a clean loopback; 10%% random "
+                             "loss with 20 ms delay and 10 ms half-normal jitter")
+    parser.add_argument("--bursts", type=int, default=12,
+                        help="speech bursts per call (default 12; one per second)")
     parser.add_argument("--no-bitrates", action="store_true", help="latency only")
     parser.add_argument("--playout-delay", type=playout_delay_ms, nargs="+",
-                        default=[160.0, 40.0], metavar="MS",
-                        help="initial playout delays to measure the latency with (default: 160 = "
-                             "the default profile, 40 = low delay)")
+                        default=[0.0], metavar="MS",
+                        help="initial playout delays to measure the latency with (default: 0, "
+                             "the adaptive default that starts low)")
+    add_threads_argument(parser)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the README's latency paragraph and table instead")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="render --markdown from a saved --json output instead of measuring")
 
 
 def run_speed(args: argparse.Namespace) -> int:

@@ -24,7 +24,10 @@ from voip_codec.wire.packet import FLAG_END, AudioPacket, parse_packet
 CODEC = "codec2-700c"
 
 
-def lossless_decode(pcm: np.ndarray) -> np.ndarray:
+def lossless_decode(pcm: np.ndarray, align: int = 0) -> np.ndarray:
+    """The codec's decode of ``pcm`` framed like the sender frames it: after ``align`` samples
+    of silence (Codec2 is a vocoder: a grid 1 ms off alone scores STOI 0.905)."""
+    pcm = np.concatenate([np.zeros(align, np.float32), pcm])
     codec = get_codec(CODEC)
     enc, dec = codec.new_encoder(), codec.new_decoder()
     n = codec.info.input_frame_samples
@@ -33,27 +36,54 @@ def lossless_decode(pcm: np.ndarray) -> np.ndarray:
                            for i in range(0, len(x), n)])[:len(pcm)]
 
 
-def aligned_stoi(ref: np.ndarray, out: np.ndarray, max_lag: int = 1600) -> float:
-    """STOI after the best lag (the resamplers and playout add a small fixed delay)."""
-    best, best_lag = -2.0, 0
-    for lag in range(-max_lag, max_lag + 1, 16):
-        a = out[lag:] if lag >= 0 else np.pad(out, (-lag, 0))
-        m = min(len(a), len(ref))
-        c = float(np.dot(a[:m], ref[:m]) / (np.linalg.norm(a[:m]) * np.linalg.norm(ref[:m])
-                                            + 1e-9))
-        if c > best:
-            best, best_lag = c, lag
-    a = out[best_lag:] if best_lag >= 0 else np.pad(out, (-best_lag, 0))
-    m = min(len(a), len(ref))
-    return float(stoi(ref[:m], a[:m], 16000))
+def _envelope(x: np.ndarray, hop: int = 16) -> np.ndarray:
+    """Mean |x| per ``hop`` samples (1 ms at 16 kHz), smoothed over 5 ms."""
+    m = len(x) // hop
+    env = np.abs(x[:m * hop]).reshape(m, hop).mean(axis=1)
+    return np.convolve(env, np.ones(5) / 5, "same")
 
 
-# thresholds set from measurement (codec2-700c, 3.79 s sample, 50 ms delay, 50 +- 20 ms jitter,
-# seed 1): STOI vs the lossless decode 0.980 / 0.985 / 0.310 for the three conditions below
+def warped_stoi(ref: np.ndarray, out: np.ndarray, block_ms: int = 400, max_lag_ms: int = 500
+                ) -> float:
+    """STOI after a time-warped alignment: each 400 ms block of the reference is matched with
+    the output at its own lag, the one whose envelope correlates best (1 ms steps, within
+    ``max_lag_ms`` of the previous block's lag), because the adaptive playout delay grows by
+    whole frames (a concealed frame is inserted) and shrinks in silence, which shifts the
+    output against the reference during a call. Envelopes, not waveforms: Codec2 draws random
+    phases, so its waveforms do not correlate."""
+    e_ref, e_out = _envelope(ref), _envelope(out)
+    parts = []
+    prev = 0
+    for b in range(0, len(e_ref) - block_ms + 1, block_ms):
+        r = e_ref[b:b + block_ms] - e_ref[b:b + block_ms].mean()
+        best, best_lag = -2.0, prev
+        if np.linalg.norm(r) > 1e-6:
+            for lag in range(max(prev - max_lag_ms, -b), prev + max_lag_ms + 1):
+                a = e_out[b + lag:b + lag + block_ms]
+                if len(a) < block_ms:
+                    break
+                a = a - a.mean()
+                c = float(np.dot(a, r) / (np.linalg.norm(a) * np.linalg.norm(r) + 1e-12))
+                if c > best:
+                    best, best_lag = c, lag
+            prev = best_lag
+        start = (b + best_lag) * 16
+        seg = out[max(0, start):start + block_ms * 16]
+        parts.append(np.pad(seg, (0, block_ms * 16 - len(seg))))
+    n = len(parts) * block_ms * 16
+    return float(stoi(ref[:n], np.concatenate(parts), 16000))
+
+
+# floors set from measurement (codec2-700c, 3.79 s sample, 50 ms delay, 50 +- 20 ms jitter,
+# seed 1, adaptive playout from 0 ms, 2026-11-27, 3 runs on the loaded 2-core box): STOI after the
+# time-warped alignment against the lossless decode on the sender's frame grid was 0.954 every
+# run / 0.962 every run / 0.636-0.687; floors are the lowest minus 0.05 (0.08 for the bursty
+# case, whose spread is wider). Before (fixed 160 ms start, one global lag, a reference framed
+# 1 ms off): 0.980 / 0.985 / 0.310 against floors 0.90 / 0.85 / 0.20.
 CONDITIONS = [
     pytest.param(0.0, 1.0, 0.90, id="no-loss"),
-    pytest.param(0.10, 1.0, 0.85, id="10pct-random"),
-    pytest.param(0.20, 3.0, 0.20, id="20pct-bursty"),
+    pytest.param(0.10, 1.0, 0.90, id="10pct-random"),
+    pytest.param(0.20, 3.0, 0.55, id="20pct-bursty"),
 ]
 
 
@@ -78,7 +108,7 @@ def test_call_through_impaired_link(tmp_path: Path, loss: float, burst: float,
     if loss:
         assert result.wire["forward_dropped"] > 0
         assert rx["recovered_from_redundancy"] + rx["concealed"] > 0
-    assert aligned_stoi(lossless_decode(pcm), out) >= min_stoi
+    assert warped_stoi(lossless_decode(pcm, result.sender["align_samples"]), out) >= min_stoi
 
 
 def test_receiver_track_never_stalls_and_is_recordable(tmp_path: Path) -> None:

@@ -7,11 +7,14 @@ import torch
 
 from voip_codec.codec import FocalCodec
 from voip_codec.codec.config import tiny_config
+from voip_codec.threads import DEFAULT_THREADS
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
-    torch.set_num_threads(2)
+    # one thread, as every command defaults to (voip_codec.threads): on the loaded 2-core CI box
+    # two threads stall on each other
+    torch.set_num_threads(DEFAULT_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -90,3 +90,21 @@ def test_serve_is_wired_and_requires_a_secret() -> None:
     assert proc.returncode == 1  # the CLI's convention: 1 for errors, 2 for bad usage only
     assert proc.stderr.startswith("voip-codec: error: no secret")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_model_commands_default_to_one_torch_thread(tmp_path: Path, model_dir: Path) -> None:
+    """Two threads made encode 12x slower on the loaded 2-core box: 1 unless --threads says."""
+    import torch
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    torch.set_num_threads(2)
+    try:
+        assert main(["encode", str(wav), str(tmp_path / "t.fct"), "--model", str(model_dir),
+                     "-q"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["decode", str(tmp_path / "t.fct"), str(tmp_path / "o.wav"), "--model",
+                     str(model_dir), "-q", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

@@ -11,13 +11,14 @@ from tests._shared import speech_clips
 from voip_codec.codec.loading import DEFAULT_MODEL_DIR, from_pretrained
 from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.streaming import StreamingDecoder, StreamingEncoder
+from voip_codec.threads import DEFAULT_THREADS
 
 MAX_BYTES = 30 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def model() -> FocalCodec:
-    torch.set_num_threads(2)
+    torch.set_num_threads(DEFAULT_THREADS)
     return from_pretrained("default")
 
 

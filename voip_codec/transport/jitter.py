@@ -61,6 +61,9 @@ __all__ = ["DELAY_HISTORY", "FrameSource", "JitterBuffer", "JitterConfig", "Jitt
 DELAY_HISTORY = 4096
 """Ticks of playout-delay history kept in :attr:`JitterStats.delay_samples_ms` (at least)."""
 
+LATE_HALF_LIFE = 25
+"""Frames (2 s at 80 ms) over which the target floor set by a late frame halves."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -118,9 +121,10 @@ class JitterConfig:
 
     frame_ms: float = 80.0
     """Frame duration in milliseconds (the tick period)."""
-    initial_delay_ms: float = 160.0
-    """Playout delay used until ``warmup_frames`` delay samples exist."""
-    min_delay_ms: float = 80.0
+    initial_delay_ms: float = 0.0
+    """Playout delay used until ``warmup_frames`` delay samples exist (start low: a late frame
+    raises the target at once, see the module docstring)."""
+    min_delay_ms: float = 0.0
     """Lower bound of the target delay."""
     max_delay_ms: float = 800.0
     """Upper bound of the target delay."""
@@ -131,8 +135,14 @@ class JitterConfig:
     warmup_frames: int = 10
     """Delay samples needed before the measured percentile replaces ``initial_delay_ms``."""
     wait_for_redundancy: bool = True
-    """Add the time redundant copies need to arrive (``ceil(K / n_new)`` packet intervals, from
-    the latest packet) to the target, so that frames lost in transit can be recovered."""
+    """While packets carry redundant copies and a loss was seen in the last ``history`` frames,
+    add the time the copies need to arrive (``min(redundancy_wait_packets, ceil(K / n_new))``
+    packet intervals) to the target, so that frames lost in transit can be recovered; a frame
+    missing at its tick while packets carry copies grows the delay (a stretch) instead of being
+    given up, so the first loss already raises the delay."""
+    redundancy_wait_packets: int = 1
+    """Packet intervals waited for redundant copies (1 recovers single losses; K packets would
+    recover bursts of K at K times the delay)."""
     codec_id: int | None = None
     """If set, packets of any other codec id are dropped (counted as invalid)."""
     frame_bytes: int | None = None
@@ -148,6 +158,9 @@ class JitterConfig:
             raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.history < 1 or self.warmup_frames < 1:
             raise ValueError("history and warmup_frames must be >= 1")
+        if self.redundancy_wait_packets < 0:
+            raise ValueError(f"redundancy_wait_packets must be >= 0, got "
+                             f"{self.redundancy_wait_packets}")
 
 
 @dataclass
@@ -201,7 +214,7 @@ class JitterBuffer:
     """Reorders packets by frame index and hands out one frame per tick.
 
     Args:
-        config: settings (defaults: 80 ms frames, 160 ms initial delay, 80..800 ms bounds).
+        config: settings (defaults: 80 ms frames, no initial delay, 0..800 ms bounds).
         name: prefix for log messages.
     """
 
@@ -221,6 +234,12 @@ class JitterBuffer:
         self._origin: int | None = None  # unwrapped index that transit times are relative to
         self._redundancy_wait = 0.0
         self._end: int | None = None  # unwrapped index of the stream's last frame (FLAG_END)
+        self._late_floor_ms = 0.0  # target floor set by the latest late frame
+        self._late_floor_until = -1  # frame index up to which that floor holds
+        self._loss_until = -1  # frame index up to which the redundancy wait is in the target
+        self._stretched: int | None = None  # index of the frame the last stretch waited for
+        self._lost_recent: deque[int] = deque(maxlen=64)  # indices given up on lately
+        self._base_target_ms = self.config.initial_delay_ms  # target without redundancy wait
         self.stats.target_delay_ms = self.config.initial_delay_ms
 
     def _restart(self) -> None:
@@ -235,6 +254,10 @@ class JitterBuffer:
         self._prev_concealed = False
         self._origin = None
         self._end = None
+        self._late_floor_ms = 0.0
+        self._late_floor_until = -1
+        self._loss_until = -1
+        self._lost_recent.clear()
         self.stats.resyncs += 1
 
     @property
@@ -246,6 +269,20 @@ class JitterBuffer:
     def started(self) -> bool:
         """Whether playout has started."""
         return self._next is not None
+
+    @property
+    def playable(self) -> bool:
+        """Whether the frame due next is here (before playout starts: whether any frame is), so
+        that a tick now would hand out a payload rather than conceal."""
+        if self._next is None:
+            return bool(self._slots)
+        return self._next in self._slots
+
+    def unwrap_index(self, frame_index: int) -> int:
+        """A frame index as carried on the wire, unwrapped near the highest index seen."""
+        if self._frame_ref is None:
+            return frame_index
+        return unwrap(frame_index, self._frame_ref, 32)
 
     @property
     def next_index(self) -> int | None:
@@ -327,7 +364,14 @@ class JitterBuffer:
         silence = bool(packet.flags & FLAG_SILENCE)
         for i, payload in enumerate(packet.frames):
             index = first + i
-            self._transits.append(now - (index - self._origin) * self._period)
+            transit_i = now - (index - self._origin) * self._period
+            self._transits.append(transit_i)
+            if self._next is not None and (index < self._next or index == self._stretched):
+                # it came after its deadline (given up, or waited for with a stretch): grow the
+                # target at once, so that the next frame this late is neither lost nor stretched
+                late_ms = (transit_i - min(self._transits)) * 1000.0
+                self._late_floor_ms = max(self._late_floor_ms, late_ms)
+                self._late_floor_until = index + self.config.history
             if self._next is not None and index < self._next:
                 self.stats.late += 1
                 continue
@@ -337,12 +381,17 @@ class JitterBuffer:
                 self._slots[index] = _Slot(payload, redundant=False, silence=silence)
         for j, payload in enumerate(packet.redundant):
             index = first - len(packet.redundant) + j
-            if (self._next is not None and index < self._next) or index in self._slots:
+            if self._next is not None and index < self._next:
+                if index in self._lost_recent:  # a copy came, too late: wait for copies
+                    self._loss_until = last + self.config.history
                 continue
+            if index in self._slots:
+                continue
+            self._loss_until = last + self.config.history
             self._slots[index] = _Slot(payload, redundant=True, silence=False)
         n_red = len(packet.redundant)
-        self._redundancy_wait = (math.ceil(n_red / n_new) * n_new * self.config.frame_ms
-                                 if n_red else 0.0)
+        packets = min(self.config.redundancy_wait_packets, math.ceil(n_red / n_new))
+        self._redundancy_wait = packets * n_new * self.config.frame_ms if n_red else 0.0
         self._update_target()
         return True
 
@@ -361,14 +410,31 @@ class JitterBuffer:
 
     def _update_target(self) -> None:
         cfg = self.config
-        wait = self._redundancy_wait if cfg.wait_for_redundancy else 0.0
         if len(self._transits) < cfg.warmup_frames:
-            target = max(cfg.initial_delay_ms, wait)
+            base = cfg.initial_delay_ms
         else:
             arr = np.fromiter(self._transits, dtype=np.float64)
             rel = (arr - arr.min()) * 1000.0
-            target = float(np.percentile(rel, cfg.percentile)) + wait
-        self.stats.target_delay_ms = min(max(target, cfg.min_delay_ms), cfg.max_delay_ms)
+            base = float(np.percentile(rel, cfg.percentile))
+        if self._frame_ref is not None and self._frame_ref <= self._late_floor_until:
+            # the floor a late frame set halves every LATE_HALF_LIFE frames
+            age = self._frame_ref - (self._late_floor_until - cfg.history)
+            base = max(base, self._late_floor_ms * 0.5 ** (max(0, age) / LATE_HALF_LIFE))
+        else:
+            self._late_floor_ms = 0.0
+        self._base_target_ms = base
+        loss_seen = self._frame_ref is not None and self._frame_ref <= self._loss_until
+        wait = self._redundancy_wait if cfg.wait_for_redundancy and loss_seen else 0.0
+        self.stats.target_delay_ms = min(max(base + wait, cfg.min_delay_ms), cfg.max_delay_ms)
+
+    def _stretch_target(self) -> float:
+        """Target (seconds) below which a missing due frame is waited for: the target, or, when
+        packets carry copies, at least the time its copy needs to arrive."""
+        cfg = self.config
+        wait = self._redundancy_wait if cfg.wait_for_redundancy else 0.0
+        ms = max(self.stats.target_delay_ms,
+                 min(max(self._base_target_ms + wait, cfg.min_delay_ms), cfg.max_delay_ms))
+        return ms / 1000.0
 
     def _current_delay(self, index: int, now: float) -> float:
         """Delay in seconds of frame ``index`` if played at ``now``."""
@@ -434,9 +500,12 @@ class JitterBuffer:
         self._prev_concealed = True
         self.stats.concealed += 1
         max_delay = self.config.max_delay_ms / 1000.0
-        if delay + eps < target and delay + period <= max_delay + eps:
+        if (delay + eps < self._stretch_target()
+                and delay + period <= max_delay + eps):
             self.stats.stretched += 1
+            self._stretched = index
             return PlayoutFrame(None, FrameSource.STRETCH, None, skipped)
         self._next = index + 1
+        self._lost_recent.append(index)
         self.stats.lost += 1
         return PlayoutFrame(None, FrameSource.CONCEALED, index, skipped)

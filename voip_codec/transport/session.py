@@ -7,8 +7,13 @@
                                               K from loss reports)
     Link receiver -> ReceiveSession.on_datagram(bytes, now)
                      (classify once: audio -> jitter buffer, loss report -> paired SendSession)
-    ReceiveSession.tick(now) -> PlayoutFrame -> ReceiveSession.decode -> PCM frame
-    (one frame per frame period; loss reports back through the link every N played frames)
+    ReceiveSession.poll(now) -> PlayoutFrame -> ReceiveSession.decode -> PCM frame
+    (decode on arrival: a frame as soon as it is playable; concealment only when the output
+     queue would run dry) -> ReceiveSession.output (PlayoutQueue) -> read n samples on demand
+    (loss reports back through the link every N played frames)
+
+A caller that plays one whole frame per frame period may call ``tick(now)`` instead of
+``poll`` (the in-memory simulation does).
 
 Both sessions are synchronous and never read a clock: the caller passes ``now`` (seconds, any
 monotonic clock) and decides where the codec runs. ``encode_frame`` and ``decode`` touch only
@@ -40,7 +45,9 @@ from ..wire.packet import (
 from .jitter import FrameSource, JitterBuffer, JitterConfig, PlayoutFrame
 from .link import Link
 from .packetizer import Packetizer
+from .playout import PlayoutQueue
 from .redundancy import LossStatistics, RedundancyController
+from .trace import FrameTrace
 
 __all__ = [
     "DEFAULT_VAD_DBFS",
@@ -56,6 +63,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_VAD_DBFS = -50.0
 """Default voice-activity threshold: frames with a lower RMS level count as silence."""
+
+TRIM_HOLDOFF_FRAMES = 25
+"""Frames played after a stretch before :meth:`ReceiveSession.trim_output` shrinks the delay
+again (2 s of 80 ms frames), so that growing and shrinking do not chase each other."""
 
 
 def classify_datagram(data: bytes | bytearray | memoryview | str,
@@ -317,11 +328,16 @@ class ReceiveSession:
         jitter: jitter buffer settings (frame duration, codec id and frame size are taken from
             ``info``).
         report_interval: played frames between loss reports (12 = 0.96 s of 80 ms frames).
+        output_sample_rate: rate of the audio the caller puts in :attr:`output` (default: the
+            codec's output rate; an aiortc track resamples to 48 kHz first).
+        trace: records when each frame arrived (``arrived``) and was handed out for decoding
+            (``decode``), on the caller's clock (None: nothing is recorded).
         name: log prefix.
     """
 
     def __init__(self, info: CodecInfo, decoder: FrameDecoder, link: Link | None, *,
                  jitter: JitterConfig | None = None, report_interval: int = 12,
+                 output_sample_rate: int | None = None, trace: FrameTrace | None = None,
                  name: str = "receive") -> None:
         if report_interval < 1:
             raise ValueError(f"report_interval must be >= 1 frame, got {report_interval}")
@@ -345,6 +361,11 @@ class ReceiveSession:
         """The last loss report sent."""
         self._garbage = 0
         self._decode_ms_max = 0.0
+        self._last_stretch = -TRIM_HOLDOFF_FRAMES  # frames_played at the last stretch
+        self.output = PlayoutQueue(output_sample_rate or info.output_sample_rate)
+        """Decoded audio waiting to be played (the caller pushes what :meth:`decode` returns,
+        resampled to ``output_sample_rate``, and reads it on demand)."""
+        self.trace = trace
 
     def on_datagram(self, data: bytes | str, now: float) -> None:
         """Take one received datagram (garbage is counted and dropped, never raised).
@@ -363,6 +384,42 @@ class ReceiveSession:
                 logger.debug("%s: loss report with no sender to adapt", self.name)
         elif self.buffer.push_packet(message, now):
             self.loss.on_packet(message.seq)
+            if self.trace is not None:  # first arrival of each frame, own packet or copy
+                first = self.buffer.unwrap_index(message.frame_index)
+                for i in range(-len(message.redundant), len(message.frames)):
+                    self.trace.mark("arrived", first + i, now)
+
+    def poll(self, now: float, *, urgent: bool = False, lead: float = 0.0
+             ) -> PlayoutFrame | None:
+        """The next frame to decode, if one should be decoded now (decode on arrival).
+
+        A frame is handed out the moment it is playable (it is the one due next, and, before
+        playout starts, the playout delay has been reached). When it is missing, nothing is
+        handed out until the output is about to run dry (``urgent``): then the jitter buffer
+        decides between waiting a frame longer (``STRETCH``, the delay grows) and giving the
+        frame up (``CONCEALED``); both are concealed by the decoder. The delays the jitter
+        buffer sees are those of the frame's deadline: ``now`` plus the audio already queued in
+        :attr:`output`, less ``lead`` (the time decoding and the next read need).
+
+        Args:
+            now: seconds, the clock of :meth:`on_datagram`.
+            urgent: the output needs audio soon (:attr:`output` holds ``lead`` or less).
+            lead: seconds before its first sample is heard by which a frame must be here: the
+                caller's read period plus its decode time.
+
+        Returns:
+            A frame to pass to :meth:`decode` (and push into :attr:`output`); or None: nothing
+            to decode now (the caller plays what is queued, or silence before playout starts
+            and after the stream ended).
+        """
+        if not urgent and not self.buffer.playable:
+            return None
+        frame = self.tick(now + self.output.queued_seconds - lead)
+        if frame.source in (FrameSource.BUFFERING, FrameSource.ENDED):
+            return None
+        if self.trace is not None and frame.index is not None:
+            self.trace.mark("decode", frame.index, now)
+        return frame
 
     def tick(self, now: float) -> PlayoutFrame:
         """The frame for this frame period (call once per period).
@@ -378,12 +435,33 @@ class ReceiveSession:
         if played.source in (FrameSource.BUFFERING, FrameSource.ENDED):
             return played
         self.frames_played += 1
+        if played.source is FrameSource.STRETCH:
+            self._last_stretch = self.frames_played
         if played.index is not None:
             self.last_index_played = max(self.last_index_played, played.index)
         self.loss.on_tick(played.payload is None)
         if self.link is not None and self.frames_played % self.report_interval == 0:
             self._report()
         return played
+
+    def trim_output(self, n: int, level: float = 0.003) -> int:
+        """Shrink the delay in silence: drop the next ``n`` queued samples of :attr:`output` if
+        they are all quieter than ``level`` and the playout delay exceeds its target by more
+        than ``n`` samples. Nothing audible is cut, so there is no click.
+
+        Returns:
+            Samples dropped (0 or ``n``).
+        """
+        s = self.buffer.stats
+        ms = 1000.0 * n / self.output.sample_rate
+        if not self.buffer.started or s.current_delay_ms - s.target_delay_ms <= ms:
+            return 0
+        if self.frames_played - self._last_stretch < TRIM_HOLDOFF_FRAMES:
+            return 0  # the delay just had to grow: do not take it back at once
+        dropped = self.output.trim(n, level)
+        if dropped:
+            s.current_delay_ms -= ms
+        return dropped
 
     # -- may run in a worker thread: touches only the decoder
     def decode(self, frame: PlayoutFrame) -> np.ndarray:
@@ -422,7 +500,9 @@ class ReceiveSession:
     def _report(self) -> None:
         assert self.link is not None
         s = self.buffer.stats
-        report = self.loss.make_report(s.jitter_ms, s.current_delay_ms)
+        # the delay is measured at the frame's deadline, which a caller's lead can put before
+        # the fastest arrival: the report carries 0 then
+        report = self.loss.make_report(s.jitter_ms, max(0.0, s.current_delay_ms))
         if report is not None:
             self.link.send(report.to_bytes())
             self.reports_sent += 1

@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.jitter import JitterConfig
+from ..transport.trace import FrameTrace
 from .datachannel import DataChannelLink
 from .frames import recv_audio
 from .receiver import CodecReceiverTrack
@@ -71,10 +72,12 @@ class CallPeer:
         options: transport settings.
         source: audio track to send, or None to only receive.
         name: used in log messages.
+        trace: per-frame timestamps of this peer's sender and receiver (latency budget).
     """
 
     def __init__(self, codec: Codec, options: CallOptions | None = None,
-                 source: MediaStreamTrack | None = None, name: str = "peer") -> None:
+                 source: MediaStreamTrack | None = None, name: str = "peer",
+                 trace: FrameTrace | None = None) -> None:
         self.codec = codec
         self.options = options or CallOptions()
         self.source = source
@@ -83,8 +86,9 @@ class CallPeer:
         self.channel: RTCDataChannel | None = None
         self.link: DataChannelLink | None = None
         self.sender: CodecSender | None = None
+        self.trace = trace
         self.track = CodecReceiverTrack(codec, jitter=self.options.jitter,
-                                        send_report=self._send)
+                                        send_report=self._send, trace=trace)
         self.opened = asyncio.Event()
         self.error: str | None = None
         self.sack_tuning: SackTuning | None = None
@@ -125,7 +129,8 @@ class CallPeer:
             o = self.options
             self.sender = CodecSender(self.source, self.codec, self.link,
                                       frames_per_packet=o.frames_per_packet,
-                                      redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx)
+                                      redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx,
+                                      trace=self.trace)
             self.track.session.sender = self.sender.session  # loss reports adapt its K
             self.sender.start()
         self.opened.set()
@@ -315,6 +320,8 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
     write_audio(output_path, out, rate)
     now = time.monotonic()
     sender = alice.sender.stats.to_dict() if alice.sender is not None else {}
+    if alice.sender is not None:  # the frame grid's shift against the input (see sender.py)
+        sender["align_samples"] = alice.sender.align_samples or 0
     sent_seconds = max(1e-9, sender.get("frames", 0) * codec.info.frame_ms / 1000)
     wire = {
         "forward_wire_kbps": round(relay.stats["ab"].wire_kbps(now), 2),

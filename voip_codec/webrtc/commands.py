@@ -17,6 +17,7 @@ from typing import Any
 from signaling.tokens import SECRET_ENV
 
 from ..errors import UserError, check_output_path
+from ..threads import add_threads_argument, apply_threads
 from ..transport.jitter import JitterConfig
 
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
@@ -54,11 +55,17 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtx", action="store_true",
                    help="discontinuous transmission: frames below -50 dBFS are not sent, but for "
                         "one keep-alive frame a second")
-    p.add_argument("--playout-delay", type=playout_delay_ms, default=160.0, metavar="MS",
-                   help="initial receiver playout delay, ms (default 160); it then adapts to the "
-                        "measured jitter between min(80, MS) and 800 ms. 40 is a low-delay "
-                        "profile for clean links")
+    p.add_argument("--playout-delay", type=playout_delay_ms, default=DEFAULT_PLAYOUT_DELAY_MS,
+                   metavar="MS",
+                   help="initial receiver playout delay, ms (default 0: start low); it then "
+                        "follows the network between min(80, MS) and 800 ms, growing at once "
+                        "for late frames and losses, shrinking in silence")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+DEFAULT_PLAYOUT_DELAY_MS = 0.0
+"""Initial playout delay of ``demo``, ``simulate`` and ``call``: start low, follow the network."""
 
 
 def playout_delay_ms(text: str) -> float:
@@ -73,9 +80,10 @@ def playout_delay_ms(text: str) -> float:
 
 
 def jitter_config(playout_delay: float) -> JitterConfig:
-    """Receiver jitter-buffer settings for an initial playout delay in ms (``--playout-delay``)."""
+    """Receiver jitter-buffer settings for an initial playout delay in ms (``--playout-delay``):
+    the target starts there and never drops below ``min(80, playout_delay)`` (0 by default)."""
     return JitterConfig(initial_delay_ms=playout_delay,
-                        min_delay_ms=min(JitterConfig.min_delay_ms, playout_delay))
+                        min_delay_ms=min(80.0, playout_delay))
 
 
 def check_input_path(path: str) -> None:
@@ -88,10 +96,12 @@ def check_input_path(path: str) -> None:
         raise UserError(f"input file {path} does not exist")
 
 
-def _get_codec(name: str | None):  # type: ignore[no-untyped-def]
+def _get_codec(name: str | None, threads: int):  # type: ignore[no-untyped-def]
     from ..codecs.registry import get_codec
 
-    return get_codec(name or default_codec_name())
+    codec = get_codec(name or default_codec_name())
+    apply_threads(threads)  # torch is loaded only if the codec needed it
+    return codec
 
 
 def _print_demo(r: Any) -> None:
@@ -122,7 +132,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.output is None:  # never litter the working folder
         args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
     check_output_path(args.output)
-    codec = _get_codec(args.codec)
+    codec = _get_codec(args.codec, args.threads)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay),
@@ -168,7 +178,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     from ..transport.redundancy import RedundancyController
 
     check_output_path(args.output)
-    codec = _get_codec(args.codec)
+    codec = _get_codec(args.codec, args.threads)
     pcm, _ = read_audio(args.input, codec.info.input_sample_rate)
     net = NetworkConditions(loss=loss_model(args.loss, args.burst), delay_ms=args.delay,
                             jitter_ms=args.jitter,
@@ -266,7 +276,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     from .contrib.devices import microphone_track, play_to_speaker
     from .contrib.loopback import loopback_candidates
 
-    codec = _get_codec(args.codec)
+    codec = _get_codec(args.codec, args.threads)
     source = None
     if args.input == "mic":
         source = microphone_track()
