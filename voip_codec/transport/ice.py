@@ -256,9 +256,9 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
             remote = IceDescription.from_text(await _wait_for(signaling, "answer",
                                                               answer_timeout_s))
         else:
-            remote = IceDescription.from_text(await _wait_for(signaling, "offer",
-                                                              offer_timeout_s))
-            await signaling.send({"type": "answer", "sdp": text})
+            offer = await _wait_for(signaling, "offer", offer_timeout_s)
+            await signaling.send({"type": "answer", "sdp": text})  # tells a WebRTC offerer too
+            remote = IceDescription.from_text(offer)
         if remote.codec != codec:
             raise IceLinkError(f"the other peer sends codec {remote.codec!r} but this peer "
                                f"uses {codec!r}")

@@ -13,6 +13,7 @@ and to measure what a full-duplex call needs of a narrow link.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,12 @@ class CallSide:
         """Sender and receiver counters as a JSON-ready dict."""
         return {"sender": self.send.stats.to_dict() if self.send is not None else None,
                 "receiver": self.receive.stats.to_dict() if self.receive is not None else None}
+
+
+def _receiver(session: ReceiveSession, clock: Callable[[], float]) -> Callable[[bytes], None]:
+    def on_datagram(data: bytes) -> None:
+        session.on_datagram(data, clock())
+    return on_datagram
 
 
 async def run_link_call(codec: Codec, sides: tuple[CallSide, CallSide], *,
@@ -85,8 +92,7 @@ async def run_link_call(codec: Codec, sides: tuple[CallSide, CallSide], *,
                                     frames_per_packet=frames_per_packet, redundancy=redundancy,
                                     name=side.link.name)
             side.receive.sender = side.send
-        receive = side.receive
-        side.link.set_receiver(lambda data, rx=receive: rx.on_datagram(data, now()))
+        side.link.set_receiver(_receiver(side.receive, now))
     period = info.frame_ms / 1000
     frames = max(len(s.payloads or []) for s in sides)
     for k in range(frames + extra_ticks):
