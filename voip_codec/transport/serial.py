@@ -286,8 +286,21 @@ def open_serial_link(spec: str | SerialSpec, *, name: str | None = None,
                       **kwargs)
 
 
+def _errno(exc: BaseException | None) -> int | None:
+    """The errno behind an exception, also where pyserial wrapped an OSError or a
+    ``termios.error`` (whose first argument is the errno)."""
+    while exc is not None:
+        code = getattr(exc, "errno", None)
+        if isinstance(code, int):
+            return code
+        if exc.args and isinstance(exc.args[0], int) and type(exc).__name__ == "error":
+            return int(exc.args[0])
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _open_error(spec: SerialSpec, exc: Exception) -> str:
-    code = getattr(exc, "errno", None)
+    code = _errno(exc)
     if code in (errno.EACCES, errno.EPERM):
         return (f"permission denied on serial device {spec.device} (add your user to the "
                 "group that owns it, e.g. `sudo usermod -aG dialout $USER`, then log in again)")
