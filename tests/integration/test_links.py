@@ -9,11 +9,19 @@ between them; the same loss and jitter scenario gives the same results as over a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.integration.test_cli_errors import ROOT, SECRET, cli_env
 from tests.unit.test_transport_pipeline import DropSet
 from voip_codec.codecs.registry import get_codec
 from voip_codec.transport.jitter import FrameSource, JitterConfig
@@ -216,3 +224,119 @@ def test_ice_description_round_trip_and_mismatch_errors() -> None:
         IceDescription.from_text("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n")
     with pytest.raises(IceLinkError, match="lacks ice-pwd"):
         IceDescription.from_text("a=voip-codec-link:ice\r\na=codec:x\r\na=ice-ufrag:u\r\n")
+
+
+# ------------------------------------------------------------------------- the CLI, end to end
+def _tone(path: os.PathLike[str], seconds: float) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+
+
+def _json_of(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    return dict(json.loads(out))
+
+
+def test_call_over_a_serial_line_between_two_processes(tmp_path: Path) -> None:
+    """``voip-codec call --link serial:...`` at both ends of a 2400 bit/s pty line: no
+    signaling, Alice plays a file, Bob records it."""
+    _tone(tmp_path / "in.wav", 3.0)
+    common = ["--codec", "codec2-700c", "--frames-per-packet", "3", "--redundancy", "0",
+              "--no-adaptive", "--json"]
+    with PtyLine(LineConditions(2400), seed=2) as line:
+        bob = subprocess.Popen(
+            [sys.executable, "-m", "voip_codec.cli", "call", "--link",
+             f"serial:{line.paths[1]}@2400", "--output", str(tmp_path / "out.wav"),
+             "--duration", "9", *common],
+            cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3.0)  # Bob's interpreter starts and opens his port
+            alice = subprocess.Popen(
+                [sys.executable, "-m", "voip_codec.cli", "call", "--link",
+                 f"serial:{line.paths[0]}@2400", "--input", str(tmp_path / "in.wav"), *common],
+                cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            try:
+                sent = _json_of(alice)
+            finally:
+                if alice.poll() is None:
+                    alice.kill()
+            got = _json_of(bob)
+        finally:
+            if bob.poll() is None:
+                bob.kill()
+        line_stats = line.stats
+    assert sent["link"] == got["link"] == "serial"
+    assert sent["sender"]["frames"] == 38 and sent["serial"]["backlog_drops"] == 0
+    rx = got["receiver"]
+    assert rx["frames_received"] >= 36 and rx["invalid"] == 0  # all but a start Bob missed
+    assert got["serial"]["rx"]["dropped"] == 0 and line_stats["ab"].bytes_out > 500
+    assert got["sender"] is None and rx["frames_played"] > 0
+    assert (tmp_path / "out.wav").stat().st_size > 0
+
+
+def _serve() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "voip_codec.cli", "serve", "--port", "0"],
+                            cwd=ROOT, env=cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET),
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "Signaling listening on ws://127.0.0.1:" in line, line
+    return proc, line.strip().rsplit(" ", 1)[1]
+
+
+def _call(url: str, room: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voip_codec.cli", "call", "--room", room, "--server", url,
+         "--loopback", "--codec", "codec2-700c", "--json", *args], cwd=ROOT,
+        env=cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def test_call_over_ice_between_two_processes_and_a_link_mismatch(tmp_path: Path) -> None:
+    _tone(tmp_path / "in.wav", 2.0)
+    server, url = _serve()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        bob = _call(url, "ice", "--link", "ice", "--duration", "6")
+        procs.append(bob)
+        time.sleep(2.0)
+        alice = _call(url, "ice", "--link", "ice", "--input", str(tmp_path / "in.wav"))
+        procs.append(alice)
+        sent, got = _json_of(alice), _json_of(bob)
+        assert sent["link"] == got["link"] == "ice"
+        assert {sent["role"], got["role"]} == {"offerer", "answerer"}
+        assert sent["sender"]["frames"] == 25
+        rx = got["receiver"]
+        assert rx["frames_received"] == 26 and rx["ended"] and rx["invalid"] == 0
+        assert sent["sender"]["reports"] >= 1  # Bob's loss reports came back over ICE
+        # one peer on WebRTC, the other on ICE: each says so in one line
+        ice = _call(url, "mix", "--link", "ice", "--wait", "20")
+        procs.append(ice)
+        time.sleep(2.0)
+        rtc = _call(url, "mix", "--link", "webrtc")
+        procs.append(rtc)
+        errors = []
+        for proc in (ice, rtc):
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 1, err
+            lines = [ln for ln in err.strip().splitlines()
+                     if not ln.startswith("voip-codec: waiting")]
+            assert len(lines) == 1 and "Traceback" not in err, err
+            errors.append(lines[0])
+        assert errors == [
+            "voip-codec: error: the other peer did not offer an ICE link (does it use --link "
+            "webrtc? start both peers with the same --link)",
+            "voip-codec: error: the other peer uses --link ice; start both peers with the same "
+            "--link"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
