@@ -66,8 +66,8 @@ def test_bit_errors_and_dropped_bytes_lose_one_frame_each() -> None:
     starts = [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
     stream = bytearray(b"".join(frames))
     # from the end backwards, so the earlier offsets stay right
-    del stream[starts[12] + len(frames[12]) - 1]  # frame 12's closing FEND lost: frame 13
-    del stream[starts[8] + 5]  # a dropped byte inside frame 8           # opens its own
+    del stream[starts[12] + len(frames[12]) - 1]  # frame 12's closing FEND is lost
+    del stream[starts[8] + 5]  # a byte inside frame 8 is lost
     stream[starts[3] + 4] ^= 0x10  # a bit error inside frame 3
     dec = KissDecoder(64)
     out = dec.feed(bytes(stream))

@@ -231,14 +231,16 @@ async def _serial_demo(codec: Codec, options: CallOptions, source: MediaStreamTr
                                   byte_drop_rate=byte_drop_rate), seed=seed)
     line.start()
     peers: list[LinkPeer] = []
+    links: list[SerialLink] = []
     try:
         # Alice writes the pty as a plain file descriptor, Bob opens his like a modem's port
         link_a = SerialLink(line.fds[0], baud=baud, name="serial:alice")
+        links.append(link_a)
         try:
             link_b = open_serial_link(f"{line.paths[1]}@{baud}", name="serial:bob")
         except SerialLinkError as exc:
-            link_a.close()
             raise CallError(str(exc)) from None
+        links.append(link_b)
         alice = LinkPeer(codec, link_a, options, source=source, name="alice")
         bob = LinkPeer(codec, link_b, options, name="bob")
         peers = [alice, bob]
@@ -257,4 +259,6 @@ async def _serial_demo(codec: Codec, options: CallOptions, source: MediaStreamTr
     finally:
         for peer in peers:
             await peer.close()
+        for link in links:
+            link.close()
         line.close()
