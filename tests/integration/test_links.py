@@ -330,7 +330,7 @@ def test_call_over_ice_between_two_processes_and_a_link_mismatch(tmp_path: Path)
             assert len(lines) == 1 and "Traceback" not in err, err
             errors.append(lines[0])
         assert errors == [
-            "voip-codec: error: the other peer did not offer an ICE link (does it use --link "
+            "voip-codec: error: the other peer is not on an ICE link (does it use --link "
             "webrtc? start both peers with the same --link)",
             "voip-codec: error: the other peer uses --link ice; start both peers with the same "
             "--link"]

@@ -104,7 +104,7 @@ class IceDescription:
         """
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if not lines or lines[0] != MARKER:
-            raise IceLinkError("the other peer did not offer an ICE link (does it use "
+            raise IceLinkError("the other peer is not on an ICE link (does it use "
                                "--link webrtc? start both peers with the same --link)")
         attrs: dict[str, str] = {}
         candidates = []

@@ -93,6 +93,10 @@ LINK_HELP = ("what carries the call: webrtc (aiortc data channel, default), ice 
              "or serial:DEVICE[@BAUD] (a serial port or radio modem, 8N1, default 2400 bit/s)")
 
 
+DEMO_LINK_HELP = ("what carries the call: webrtc (default), ice, or serial[@BAUD] (a serial "
+                  "line simulated between two pseudo-terminals, 8N1, default 2400 bit/s)")
+
+
 @dataclasses.dataclass(frozen=True)
 class LinkChoice:
     """A parsed ``--link``."""
@@ -242,10 +246,7 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument("--output", default=None,
                    help="recording of the received audio (48 kHz WAV; default: "
                         "demo-output.wav in a new temporary folder, whose path is printed)")
-    p.add_argument("--link", default="webrtc", help=LINK_HELP.replace(
-        "serial:DEVICE[@BAUD] (a serial port or radio modem, 8N1, default 2400 bit/s)",
-        "serial[@BAUD] (a serial line simulated between two pseudo-terminals, 8N1, default "
-        "2400 bit/s)"))
+    p.add_argument("--link", default="webrtc", help=DEMO_LINK_HELP)
     _transport_args(p)
     _network_args(p)
     p.add_argument("--bit-errors", type=float, default=0.0, metavar="RATE",
