@@ -222,6 +222,8 @@ def test_bad_link_specs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
          "--byte-drops"),
         (["demo", "--link", "ice", "--bit-errors", "0.001"],
          "--bit-errors and --byte-drops apply to --link serial only"),
+        (["demo", "--link", "serial", "--byte-drops", "1.5"],
+         "--byte-drops is a probability in [0, 1), got 1.5"),
     ]
     (tmp_path / "plain-file").write_bytes(b"")
     for args, message in cases:

@@ -199,6 +199,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         "--bit-errors and --byte-drops")
     if link.kind != "serial" and (args.bit_errors or args.byte_drops):
         raise UserError("--bit-errors and --byte-drops apply to --link serial only")
+    for flag, rate in (("--bit-errors", args.bit_errors), ("--byte-drops", args.byte_drops)):
+        if not 0.0 <= rate < 1.0:
+            raise UserError(f"{flag} is a probability in [0, 1), got {rate:g}")
     check_input_path(args.input)
     if args.output is None:  # never litter the working folder
         args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
