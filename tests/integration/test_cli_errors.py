@@ -184,3 +184,69 @@ def test_demo_leaves_the_working_folder_clean(tmp_path: Path) -> None:
         assert sf.info(output).duration == pytest.approx(1.0, abs=0.05)
     finally:
         shutil.rmtree(folder)  # only the demo's own temp folder, checked just above
+
+
+def test_bad_link_specs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--link`` of ``call`` and ``demo``: unknown links, missing devices, bad baud rates,
+    options that do not fit the link; in-process, like the console script."""
+    from voip_codec.cli import main
+
+    sig = ["--room", "r", "--server", "ws://127.0.0.1:9/ws"]
+    cases = [
+        (["call", "--link", "pigeon", *sig], "unknown link 'pigeon': use webrtc, ice or "
+                                             "serial:/dev/ttyUSB0@2400"),
+        (["call", "--link", "serial"], "--link serial names no device; write it as "
+                                       "serial:/dev/ttyUSB0@2400"),
+        (["call", "--link", "serial:/nonexistent/ttyUSB7@2400"],
+         "serial device /nonexistent/ttyUSB7 does not exist (is the modem plugged in? "
+         "`ls /dev/tty*` lists the ports)"),
+        (["call", "--link", "serial:/dev/ttyUSB0@fast"],
+         "bad baud rate 'fast' in serial:/dev/ttyUSB0@fast: give a whole number of bit/s, "
+         "e.g. serial:/dev/ttyUSB0@2400"),
+        (["call", "--link", "serial:/dev/ttyUSB0@12"],
+         "bad baud rate 12 in serial:/dev/ttyUSB0@12: it must be in 50..4000000 bit/s"),
+        (["call", "--link", "serial:@2400"], "serial link '@2400' names no device; write it "
+                                             "as serial:/dev/ttyUSB0@2400"),
+        (["call", "--link", "ice"], "call --link ice needs --room and --server (the signaling "
+                                    "server both peers join)"),
+        (["call", "--link", "serial:" + str(tmp_path / "plain-file") + "@2400"],
+         f"{tmp_path / 'plain-file'} is not a serial device"),
+        (["demo", "--link", "serial:/dev/ttyUSB0"],
+         "demo simulates its own serial line between two pseudo-terminals; use --link serial "
+         "or serial@BAUD, not serial:/dev/ttyUSB0 (call --link serial:/dev/ttyUSB0 uses a real "
+         "device)"),
+        (["demo", "--link", "serial@abc"], "bad baud rate 'abc' in serial@abc: give a whole "
+                                           "number of bit/s, e.g. serial:/dev/ttyUSB0@2400"),
+        (["demo", "--link", "serial", "--loss", "0.1"],
+         "--loss, --jitter and --rate impair IP links; a serial line takes --bit-errors and "
+         "--byte-drops"),
+        (["demo", "--link", "ice", "--bit-errors", "0.001"],
+         "--bit-errors and --byte-drops apply to --link serial only"),
+        (["demo", "--link", "serial", "--byte-drops", "1.5"],
+         "--byte-drops is a probability in [0, 1), got 1.5"),
+    ]
+    (tmp_path / "plain-file").write_bytes(b"")
+    for args, message in cases:
+        capsys.readouterr()
+        assert main([*args, "--codec", "codec2-700c"]) == 1, args
+        err = capsys.readouterr().err
+        assert err == f"voip-codec: error: {message}\n", args
+
+
+def test_serial_permission_denied_and_busy_messages() -> None:
+    """The messages for errors this root test box cannot provoke (pyserial's exceptions carry
+    the errno of the failed open)."""
+    import errno
+
+    import serial
+
+    from voip_codec.transport.serial import SerialSpec, _open_error
+
+    spec = SerialSpec("/dev/ttyUSB0", 2400)
+    denied = serial.SerialException(errno.EACCES, "could not open port /dev/ttyUSB0: "
+                                                  "[Errno 13] Permission denied")
+    assert _open_error(spec, denied) == (
+        "permission denied on serial device /dev/ttyUSB0 (add your user to the group that "
+        "owns it, e.g. `sudo usermod -aG dialout $USER`, then log in again)")
+    busy = serial.SerialException(errno.EBUSY, "could not exclusively lock port")
+    assert _open_error(spec, busy) == "serial device /dev/ttyUSB0 is in use by another program"

@@ -223,6 +223,8 @@ class DemoResult:
     receiver: dict[str, Any]
     wire: dict[str, Any]
     network: dict[str, Any]
+    link: str = "webrtc"
+    """The link the call ran over: ``webrtc``, ``ice`` or ``serial``."""
 
 
 @contextlib.asynccontextmanager

@@ -96,6 +96,65 @@ def check_input_path(path: str) -> None:
         raise UserError(f"input file {path} does not exist")
 
 
+LINK_HELP = ("what carries the call: webrtc (aiortc data channel, default), ice (our packets "
+             "straight on the UDP path ICE finds: no DTLS/SCTP overhead, no encryption yet), "
+             "or serial:DEVICE[@BAUD] (a serial port or radio modem, 8N1, default 2400 bit/s)")
+
+
+DEMO_LINK_HELP = ("what carries the call: webrtc (default), ice, or serial[@BAUD] (a serial "
+                  "line simulated between two pseudo-terminals, 8N1, default 2400 bit/s)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkChoice:
+    """A parsed ``--link``."""
+
+    kind: str
+    """``webrtc``, ``ice`` or ``serial``."""
+    device: str | None = None
+    """The serial device (``call`` only)."""
+    baud: int = 2400
+    """The serial line rate, bit/s."""
+
+
+def parse_link(text: str, *, demo: bool) -> LinkChoice:
+    """Parse ``--link`` of ``call`` (``demo=False``) or ``demo``.
+
+    ``call`` takes ``webrtc``, ``ice`` or ``serial:DEVICE[@BAUD]``; ``demo`` takes ``webrtc``,
+    ``ice`` or ``serial[@BAUD]`` (it simulates the line between two pseudo-terminals).
+
+    Raises:
+        UserError: an unknown link, a serial spec without a device (``call``) or with one
+            (``demo``), or a bad baud rate; one line each.
+    """
+    from ..transport.serial import SerialLinkError, parse_serial_spec
+
+    if text in ("webrtc", "ice"):
+        return LinkChoice(text)
+    if text == "serial" or text.startswith(("serial:", "serial@")):
+        rest = text.removeprefix("serial")
+        if demo:
+            if rest.startswith(":"):
+                raise UserError(f"demo simulates its own serial line between two "
+                                f"pseudo-terminals; use --link serial or serial@BAUD, not "
+                                f"{text} (call --link {text} uses a real device)")
+            spec = rest or "@2400"
+            try:
+                return LinkChoice("serial", None, parse_serial_spec("pty" + spec).baud)
+            except SerialLinkError as exc:
+                raise UserError(str(exc).replace("serial:pty", "serial")) from None
+        if not rest.startswith(":"):
+            raise UserError(f"--link {text} names no device; write it as "
+                            "serial:/dev/ttyUSB0@2400")
+        try:
+            spec_ = parse_serial_spec(rest[1:])
+        except SerialLinkError as exc:
+            raise UserError(str(exc)) from None
+        return LinkChoice("serial", spec_.device, spec_.baud)
+    example = "serial@2400" if demo else "serial:/dev/ttyUSB0@2400"
+    raise UserError(f"unknown link {text!r}: use webrtc, ice or {example}")
+
+
 def _get_codec(name: str | None, threads: int):  # type: ignore[no-untyped-def]
     from ..codecs.registry import get_codec
 
@@ -107,9 +166,14 @@ def _get_codec(name: str | None, threads: int):  # type: ignore[no-untyped-def]
 def _print_demo(r: Any) -> None:
     s, rx, w = r.sender, r.receiver, r.wire
     print(f"codec            {r.codec} ({r.codec_kbps:.2f} kbps payload)")
-    print(f"network          loss {r.network['loss']:.0%} burst {r.network['burst']} "
-          f"delay {r.network['delay_ms']} ms jitter {r.network['jitter_ms']} ms "
-          f"rate {r.network['rate_kbps'] or 'unlimited'}")
+    link = getattr(r, "link", "webrtc")
+    if link == "serial":
+        print(f"line             {r.network['baud']} bit/s 8N1, bit error rate "
+              f"{r.network['bit_error_rate']:g}, byte drop rate {r.network['byte_drop_rate']:g}")
+    else:
+        print(f"network          loss {r.network['loss']:.0%} burst {r.network['burst']} "
+              f"delay {r.network['delay_ms']} ms jitter {r.network['jitter_ms']} ms "
+              f"rate {r.network['rate_kbps'] or 'unlimited'}")
     print(f"audio            {r.input_seconds:.2f} s in -> {r.output_seconds:.2f} s out "
           f"({r.output})")
     print(f"sender           {s.get('frames')} frames, {s.get('packets')} packets, "
@@ -119,15 +183,35 @@ def _print_demo(r: Any) -> None:
           f"concealed, {rx['late']} late, {rx['duplicate']} duplicate")
     print(f"playout          delay {rx['playout_delay_ms']} ms (target "
           f"{rx['target_delay_ms']} ms), jitter {rx['jitter_ms']} ms")
+    if link == "serial":
+        print(f"serial line      {r.network['baud']} bit/s 8N1: {w['forward_line_kbps']} kbit/s "
+              f"forward ({w['forward_line_utilisation']:.0%} of the line), "
+              f"{w['reverse_line_kbps']} kbit/s back (KISS framing and CRC included); "
+              f"{w['bits_flipped']} bits flipped, {w['bytes_dropped']} bytes dropped, "
+              f"{w['receiver_link']['rx']['dropped']} bad frames dropped")
+        print(f"rates            packets {w['packet_kbps']} kbps; "
+              f"{w['sender_link']['backlog_drops']} packets dropped for want of line rate")
+        return
+    headers = ("UDP+IP and ICE consent checks included" if link == "ice"
+               else "DTLS+SCTP+UDP+IP, SACKs and ICE consent included")
     print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
           f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
-          f"(DTLS+SCTP+UDP+IP, SACKs and ICE consent included)")
+          f"({headers})")
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """``voip-codec demo``."""
     from .call import CallError, CallOptions, run_demo
 
+    link = parse_link(args.link, demo=True)
+    if link.kind == "serial" and (args.loss or args.jitter or args.rate is not None):
+        raise UserError("--loss, --jitter and --rate impair IP links; a serial line takes "
+                        "--bit-errors and --byte-drops")
+    if link.kind != "serial" and (args.bit_errors or args.byte_drops):
+        raise UserError("--bit-errors and --byte-drops apply to --link serial only")
+    for flag, rate in (("--bit-errors", args.bit_errors), ("--byte-drops", args.byte_drops)):
+        if not 0.0 <= rate < 1.0:
+            raise UserError(f"{flag} is a probability in [0, 1), got {rate:g}")
     check_input_path(args.input)
     if args.output is None:  # never litter the working folder
         args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
@@ -138,12 +222,26 @@ def run_demo_command(args: argparse.Namespace) -> int:
                           jitter=jitter_config(args.playout_delay),
                           sack_tuning=not args.stock_sctp)
     if not args.json:
-        print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
-              f"two peers, impairment relay; input {args.input}", file=sys.stderr)
+        how = {"webrtc": "over WebRTC on 127.0.0.1", "ice": "over ICE/UDP on 127.0.0.1",
+               "serial": f"over a {link.baud} bit/s serial line between two pseudo-terminals"}
+        parts = ("two peers, line simulator" if link.kind == "serial"
+                 else "signaling server, two peers, impairment relay")
+        print(f"demo: calling {how[link.kind]} with {codec.info.name}: {parts}; input "
+              f"{args.input}", file=sys.stderr)
     try:
-        result = asyncio.run(run_demo(
-            args.input, args.output, codec, options=options, loss=args.loss, burst=args.burst,
-            delay_ms=args.delay, jitter_ms=args.jitter, rate_kbps=args.rate, seed=args.seed))
+        if link.kind == "webrtc":
+            result = asyncio.run(run_demo(
+                args.input, args.output, codec, options=options, loss=args.loss,
+                burst=args.burst, delay_ms=args.delay, jitter_ms=args.jitter,
+                rate_kbps=args.rate, seed=args.seed))
+        else:
+            from .linkcall import run_link_demo
+
+            result = asyncio.run(run_link_demo(
+                args.input, args.output, codec, link.kind, options=options, loss=args.loss,
+                burst=args.burst, delay_ms=args.delay, jitter_ms=args.jitter,
+                rate_kbps=args.rate, baud=link.baud, bit_error_rate=args.bit_errors,
+                byte_drop_rate=args.byte_drops, seed=args.seed))
     except CallError as exc:
         raise UserError(f"the demo call failed: {exc}") from None
     if args.json:
@@ -162,11 +260,17 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument("--output", default=None,
                    help="recording of the received audio (48 kHz WAV; default: "
                         "demo-output.wav in a new temporary folder, whose path is printed)")
+    p.add_argument("--link", default="webrtc", help=DEMO_LINK_HELP)
     _transport_args(p)
     p.add_argument("--stock-sctp", action="store_true",
                    help="keep aiortc's SCTP acknowledgements (a SACK packet per received "
                         "packet) instead of delayed SACKs bundled with our audio")
     _network_args(p)
+    p.add_argument("--bit-errors", type=float, default=0.0, metavar="RATE",
+                   help="--link serial: probability that a bit is flipped on the line "
+                        "(default 0)")
+    p.add_argument("--byte-drops", type=float, default=0.0, metavar="RATE",
+                   help="--link serial: probability that a byte is lost (default 0)")
     p.set_defaults(func=run_demo_command)
 
 
@@ -266,16 +370,69 @@ async def _announce_waiting(args: argparse.Namespace) -> None:
         await asyncio.sleep(WAIT_NOTICE_S)
 
 
+async def _converse(peer: Any, args: argparse.Namespace) -> None:
+    """Play and record until the input ends (+1.5 s) or ``--duration`` is over."""
+    from aiortc.contrib.media import MediaRecorder
+
+    from .call import collect
+    from .contrib.devices import play_to_speaker
+
+    recorder = None
+    stop = asyncio.Event()
+    tasks: list[asyncio.Future[Any]] = []
+    if args.output == "speaker":
+        tasks.append(asyncio.ensure_future(play_to_speaker(peer.track, stop)))
+    elif args.output:
+        recorder = MediaRecorder(args.output)
+        recorder.addTrack(peer.track)
+        await recorder.start()
+    else:
+        tasks.append(asyncio.ensure_future(collect(peer.track, stop)))
+    try:
+        if peer.sender is not None and args.duration is None:
+            await peer.sender.finished.wait()
+            await asyncio.sleep(1.5)
+        else:
+            await asyncio.sleep(args.duration or 30.0)
+    finally:
+        stop.set()
+        if recorder is not None:
+            await recorder.stop()
+        for t in tasks:
+            with contextlib.suppress(Exception):
+                await t
+
+
+async def _wait_for_offer(args: argparse.Namespace, wait: Any) -> Any:
+    """Await ``wait`` (the answerer's wait for an offer), saying meanwhile that this peer is
+    alone in its room; a timeout is one line."""
+    notice = asyncio.ensure_future(_announce_waiting(args))
+    try:
+        return await wait
+    except TimeoutError:
+        raise UserError(f"no peer joined room {args.room} on {args.server} within "
+                        f"{args.wait:g} s (start the other side with the same --room and "
+                        "--server, or raise --wait)") from None
+    finally:
+        notice.cancel()
+
+
 async def _call(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
-    from aiortc.contrib.media import MediaPlayer, MediaRecorder
+    from aiortc.contrib.media import MediaPlayer
 
     from signaling.client import SignalingClient, SignalingClosed, SignalingError
 
-    from .call import CallError, CallOptions, CallPeer, collect, recv_message
-    from .contrib.devices import microphone_track, play_to_speaker
+    from ..transport.ice import MARKER as ICE_MARKER
+    from .call import CallError, CallOptions, CallPeer
+    from .contrib.devices import microphone_track
     from .contrib.loopback import loopback_candidates
+    from .linkcall import LinkPeer
 
+    link = parse_link(args.link, demo=False)
+    if link.kind != "serial" and (args.room is None or args.server is None):
+        raise UserError(f"call --link {args.link} needs --room and --server (the signaling "
+                        "server both peers join)")
     codec = _get_codec(args.codec, args.threads)
     source = None
     if args.input == "mic":
@@ -286,71 +443,33 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                           adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay),
                           sack_tuning=not args.stock_sctp)
+    if link.kind == "serial":
+        return await _serial_call(args, link, codec, options, source)
     secret = os.environ.get(SECRET_ENV)
     ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
     client = SignalingClient(args.server, args.room, args.peer,
                              secret=secret.encode() if secret else None)
-    peer: CallPeer | None = None
+    peer: CallPeer | LinkPeer | None = None
     with ctx:
         try:
-            peer = CallPeer(codec, options, source=source, name=args.peer)
             try:
                 await client.connect()
                 role = await client.join()
             except (SignalingError, SignalingClosed, aiohttp.ClientError, OSError) as exc:
                 raise UserError(_signaling_message(exc, args)) from None
             try:
-                if role == "offerer":
-                    await client.send({"type": "offer", "sdp": await peer.create_offer()})
-                    try:
-                        answer = await recv_message(client, "answer", 60)
-                    except TimeoutError:
-                        raise UserError(f"the other peer in room {args.room} did not answer "
-                                        "within 60 s") from None
-                    await peer.accept_answer(answer["sdp"])
+                if link.kind == "ice":
+                    peer = await _ice_peer(args, client, role, codec, options, source)
                 else:
-                    notice = asyncio.ensure_future(_announce_waiting(args))
-                    try:
-                        offer = await recv_message(client, "offer", args.wait)
-                    except TimeoutError:
-                        raise UserError(f"no peer joined room {args.room} on {args.server} "
-                                        f"within {args.wait:g} s (start the other side with "
-                                        "the same --room and --server, or raise --wait)"
-                                        ) from None
-                    finally:
-                        notice.cancel()
-                    await client.send({"type": "answer",
-                                       "sdp": await peer.accept_offer(offer["sdp"])})
-                await peer.wait_open()
+                    peer = await _webrtc_peer(args, client, role, codec, options, source,
+                                              ICE_MARKER)
             except (SignalingError, SignalingClosed) as exc:
                 raise UserError(_signaling_message(exc, args)) from None
             except CallError as exc:
                 raise UserError(str(exc)) from None
-            recorder = None
-            stop = asyncio.Event()
-            tasks: list[asyncio.Future[Any]] = []
-            if args.output == "speaker":
-                tasks.append(asyncio.ensure_future(play_to_speaker(peer.track, stop)))
-            elif args.output:
-                recorder = MediaRecorder(args.output)
-                recorder.addTrack(peer.track)
-                await recorder.start()
-            else:
-                tasks.append(asyncio.ensure_future(collect(peer.track, stop)))
-            try:
-                if peer.sender is not None and args.duration is None:
-                    await peer.sender.finished.wait()
-                    await asyncio.sleep(1.5)
-                else:
-                    await asyncio.sleep(args.duration or 30.0)
-            finally:
-                stop.set()
-                if recorder is not None:
-                    await recorder.stop()
-                for t in tasks:
-                    with contextlib.suppress(Exception):
-                        await t
-            return {"role": role, "codec": codec.info.name, "receiver": peer.track.stats(),
+            await _converse(peer, args)
+            return {"role": role, "link": link.kind, "codec": codec.info.name,
+                    "receiver": peer.track.stats(),
                     "sender": peer.sender.stats.to_dict() if peer.sender else None}
         finally:
             # always leave the room and release the sockets, also on errors and Ctrl-C, so no
@@ -360,6 +479,85 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
             if peer is not None:
                 with contextlib.suppress(Exception):
                     await peer.close()
+
+
+async def _webrtc_peer(args: argparse.Namespace, client: Any, role: str, codec: Any,
+                       options: Any, source: Any, ice_marker: str) -> Any:
+    from .call import CallPeer, recv_message
+
+    peer = CallPeer(codec, options, source=source, name=args.peer)
+    try:
+        if role == "offerer":
+            await client.send({"type": "offer", "sdp": await peer.create_offer()})
+            try:
+                answer = await recv_message(client, "answer", 60)
+            except TimeoutError:
+                raise UserError(f"the other peer in room {args.room} did not answer within "
+                                "60 s") from None
+            if answer["sdp"].startswith(ice_marker):
+                raise UserError("the other peer uses --link ice; start both peers with the "
+                                "same --link")
+            await peer.accept_answer(answer["sdp"])
+        else:
+            offer = await _wait_for_offer(args, recv_message(client, "offer", args.wait))
+            if offer["sdp"].startswith(ice_marker):
+                # answer with a line its ICE parser rejects, so it stops waiting too
+                await client.send({"type": "answer", "sdp": "a=voip-codec-link:webrtc\r\n"})
+                raise UserError("the other peer uses --link ice; start both peers with the "
+                                "same --link")
+            await client.send({"type": "answer", "sdp": await peer.accept_offer(offer["sdp"])})
+        await peer.wait_open()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await peer.close()
+        raise
+    return peer
+
+
+async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any,
+                    options: Any, source: Any) -> Any:
+    from ..transport.ice import IceLinkError, connect_ice
+    from .linkcall import LinkPeer
+
+    try:
+        connecting = connect_ice(client, role, codec.info.name, answer_timeout_s=60,
+                                 offer_timeout_s=args.wait)
+        if role == "offerer":
+            try:
+                ice = await connecting
+            except TimeoutError:
+                raise UserError(f"the other peer in room {args.room} did not answer within "
+                                "60 s") from None
+        else:
+            ice = await _wait_for_offer(args, connecting)
+    except IceLinkError as exc:
+        raise UserError(str(exc)) from None
+    peer = LinkPeer(codec, ice, options, source=source, name=args.peer)
+    peer.start()
+    return peer
+
+
+async def _serial_call(args: argparse.Namespace, link: LinkChoice, codec: Any, options: Any,
+                       source: Any) -> dict[str, Any]:
+    from ..transport.serial import SerialLinkError, open_serial_link
+    from .linkcall import LinkPeer
+
+    assert link.device is not None
+    try:
+        serial_link = open_serial_link(f"{link.device}@{link.baud}")
+    except SerialLinkError as exc:
+        raise UserError(str(exc)) from None
+    peer = LinkPeer(codec, serial_link, options, source=source, name=args.peer)
+    try:
+        peer.start()
+        await _converse(peer, args)
+        return {"role": "serial", "link": "serial", "codec": codec.info.name,
+                "receiver": peer.track.stats(),
+                "sender": peer.sender.stats.to_dict() if peer.sender else None,
+                "serial": serial_link.stats()}
+    finally:
+        with contextlib.suppress(Exception):
+            await peer.close()
 
 
 def run_call_command(args: argparse.Namespace) -> int:
@@ -377,9 +575,10 @@ def run_call_command(args: argparse.Namespace) -> int:
 def add_call_parser(sub: Any) -> None:
     """Register ``call``."""
     p = sub.add_parser("call", help="join a room on a signaling server and call the other peer")
-    p.add_argument("--room", required=True)
-    p.add_argument("--server", required=True, help="signaling WebSocket URL, e.g. "
-                                                   "ws://127.0.0.1:8765/ws")
+    p.add_argument("--room", default=None, help="signaling room (webrtc and ice links)")
+    p.add_argument("--server", default=None, help="signaling WebSocket URL, e.g. "
+                                                  "ws://127.0.0.1:8765/ws (webrtc and ice links)")
+    p.add_argument("--link", default="webrtc", help=LINK_HELP)
     p.add_argument("--peer", default="peer-" + os.urandom(3).hex(), help="this peer's id")
     p.add_argument("--input", default=None, help="audio file to send, 'mic', or nothing to "
                                                  "only listen")

@@ -1,0 +1,342 @@
+"""The serial and ICE/UDP links under the same SendSession / ReceiveSession as every call.
+
+Serial: two pseudo-terminals joined by a 2400 bit/s 8N1 line (240 bytes/s) that flips bits and
+drops bytes; one end opened as a plain file descriptor, the other through pyserial.
+ICE: two peers on 127.0.0.1 through the real signaling server, with the UDP impairment relay
+between them; the same loss and jitter scenario gives the same results as over a memory link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_cli_errors import ROOT, SECRET, cli_env
+from tests.unit.test_transport_pipeline import DropSet
+from voip_codec.codecs.registry import get_codec
+from voip_codec.transport.jitter import FrameSource, JitterConfig
+from voip_codec.transport.link import memory_link_pair
+from voip_codec.transport.netsim import NetworkConditions
+from voip_codec.transport.realtime import CallSide, run_link_call
+from voip_codec.transport.serial import SerialLink, SerialLinkError, open_serial_link
+from voip_codec.transport.serial_line import LineConditions, PtyLine
+from voip_codec.wire.kiss import kiss_frame_size
+from voip_codec.wire.packet import AUDIO_HEADER_SIZE
+
+CODEC = get_codec("codec2-700c")  # 7 bytes per 80 ms frame
+FIXED_160 = JitterConfig(initial_delay_ms=160, min_delay_ms=160, max_delay_ms=160)
+
+
+def payloads(n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [bytes(rng.randrange(256) for _ in range(CODEC.info.bytes_per_frame))
+            for _ in range(n)]
+
+
+def serial_call(line: LineConditions, frames: int, frames_per_packet: int,
+                seed: int = 0) -> tuple[CallSide, CallSide, SerialLink, SerialLink, PtyLine]:
+    """A full-duplex call over a PtyLine: side A on the plain fd, side B through pyserial."""
+    async def main() -> tuple[CallSide, CallSide, SerialLink, SerialLink]:
+        a = SerialLink(pty.fds[0], baud=line.baud, name="serial:a")
+        b = open_serial_link(f"{pty.paths[1]}@{line.baud}", name="serial:b")
+        try:
+            sa, sb = await run_link_call(
+                CODEC, (CallSide(a, payloads(frames, seed)), CallSide(b, payloads(frames, seed + 1))),
+                frames_per_packet=frames_per_packet, jitter=JitterConfig(initial_delay_ms=240),
+                extra_ticks=12)
+        finally:
+            a.close()
+            b.close()
+        return sa, sb, a, b
+
+    with PtyLine(line, seed=seed) as pty:
+        sa, sb, a, b = asyncio.run(main())
+    return sa, sb, a, b, pty
+
+
+def test_serial_full_duplex_survives_bit_errors_and_dropped_bytes() -> None:
+    frames = 48
+    sa, sb, a, b, pty = serial_call(
+        LineConditions(2400, bit_error_rate=4e-4, byte_drop_rate=1e-3), frames, 3, seed=3)
+    for side, link, direction in ((sb, b, "ab"), (sa, a, "ba")):
+        assert side.receive is not None and side.send is not None
+        line = pty.stats[direction]
+        assert line.bits_flipped + line.bytes_dropped > 0  # the line did damage this direction
+        rx, kiss = side.receive.stats, link.decoder.stats
+        # damaged frames were caught by the framing and counted: none reached the session
+        assert kiss.dropped > 0 and rx.invalid == 0
+        assert link.backlog_drops == 0  # 3 frames per packet fit 2400 bit/s
+        # the stream never wedged: frames kept arriving up to the end of the call
+        got = [f.index for f, _ in side.played if f.payload is not None and f.index is not None]
+        assert len(got) >= frames // 2 and max(got) >= frames - 4
+        assert side.receive.last_index_played >= frames - 4
+
+
+def test_serial_line_rate_paces_the_sender_and_fits_three_frames_per_packet() -> None:
+    frames = 36
+    sa, sb, a, b, pty = serial_call(LineConditions(2400), frames, 3, seed=5)
+    for side in (sa, sb):
+        assert side.receive is not None
+        rx = side.receive.stats
+        assert rx.frames_received == frames and rx.concealed == 0 and rx.ended
+        assert rx.invalid == 0
+    assert a.backlog_drops == b.backlog_drops == 0
+    # a v1 packet of 3 Codec2 700C frames: 16 + 21 bytes, + 4 bytes of framing (no stuffing)
+    assert kiss_frame_size(AUDIO_HEADER_SIZE + 21) == 41
+    # one frame per packet (27 bytes per 80 ms = 338 bytes/s) overloads 240 bytes/s: the link
+    # drops packets instead of queueing, so the delay on the line stays bounded
+    sa, sb, a, b, pty = serial_call(LineConditions(2400), 24, 1, seed=6)
+    assert a.backlog_drops > 0 and b.backlog_drops > 0
+    for direction in ("ab", "ba"):
+        # at most max_backlog_s (0.3 s = 72 bytes) plus one frame ever waits for the line
+        assert pty.stats[direction].max_queue_bytes <= 72 + kiss_frame_size(AUDIO_HEADER_SIZE + 7)
+
+
+def test_serial_open_errors_are_one_line(tmp_path: os.PathLike[str]) -> None:
+    async def open_(spec: str) -> None:
+        open_serial_link(spec).close()
+
+    with pytest.raises(SerialLinkError, match=r"^serial device /nonexistent/tty does not exist"):
+        asyncio.run(open_("/nonexistent/tty@2400"))
+    with pytest.raises(SerialLinkError, match=r"^bad baud rate 'fast'"):
+        asyncio.run(open_("/dev/ttyUSB0@fast"))
+    plain = os.path.join(tmp_path, "not-a-tty")
+    open(plain, "w").close()
+    with pytest.raises(SerialLinkError, match=r"not-a-tty is not a serial device$"):
+        asyncio.run(open_(f"{plain}@2400"))
+
+
+# -------------------------------------------------------------------------------------- ICE
+FRAMES = 40
+LOSS = {4, 5, 17, 29, 30}  # audio packets A -> B lost; K = 2 bridges them
+
+
+def ice_call(forward: NetworkConditions) -> tuple[CallSide, CallSide, dict[str, object]]:
+    from signaling.client import SignalingClient
+    from signaling.server import create_app, start_server
+    from voip_codec.transport.ice import IceLink, connect_ice
+    from voip_codec.webrtc.contrib.loopback import loopback_candidates
+    from voip_codec.webrtc.contrib.relay import ImpairmentRelay
+
+    async def main() -> tuple[CallSide, CallSide, dict[str, object]]:
+        secret = os.urandom(32)
+        server = await start_server(create_app(secret), "127.0.0.1", 0)
+        relay = ImpairmentRelay(forward, NetworkConditions(delay_ms=2), seed=1)
+        await relay.start()
+        ca = SignalingClient(server.ws_url, "ice", "alice", secret=secret)
+        cb = SignalingClient(server.ws_url, "ice", "bob", secret=secret)
+        links: list[IceLink] = []
+        try:
+            with loopback_candidates():
+                await ca.connect()
+                role_a = await ca.join()
+                await cb.connect()
+                role_b = await cb.join()
+                links = list(await asyncio.gather(
+                    connect_ice(ca, role_a, CODEC.info.name,
+                                advertise=lambda t: relay.rewrite(t, "a")),
+                    connect_ice(cb, role_b, CODEC.info.name,
+                                advertise=lambda t: relay.rewrite(t, "b"))))
+            relay.impair(True)
+            a, b = links
+            sides = await run_link_call(
+                CODEC, (CallSide(a, payloads(FRAMES, 1)), CallSide(b)), redundancy=2,
+                jitter=FIXED_160, report_interval=6, speed=2.0)
+            return sides[0], sides[1], {"relay": relay.stats, "a": a.stats(), "b": b.stats()}
+        finally:
+            for link in links:
+                await link.wait_closed()
+            await ca.close()
+            await cb.close()
+            relay.close()
+            await server.close()
+
+    return asyncio.run(main())
+
+
+def memory_call(forward: NetworkConditions) -> tuple[CallSide, CallSide]:
+    """The same call over a memory link pair (simulated time, no real clock)."""
+    from voip_codec.transport.session import EncodedFrame, ReceiveSession, SendSession
+
+    a, b = memory_link_pair(forward, NetworkConditions(delay_ms=2), seed=1)
+    info = CODEC.info
+    tx = SendSession(info, CODEC.new_encoder(), a, redundancy=2)
+    rx_a = ReceiveSession(info, CODEC.new_decoder(), a, jitter=FIXED_160, report_interval=6)
+    rx_a.sender = tx
+    rx = ReceiveSession(info, CODEC.new_decoder(), b, jitter=FIXED_160, report_interval=6)
+    a.set_receiver(lambda d: rx_a.on_datagram(d, a.clock.now))
+    b.set_receiver(lambda d: rx.on_datagram(d, b.clock.now))
+    side_a, side_b = CallSide(a, payloads(FRAMES, 1), tx, rx_a), CallSide(b, None, None, rx)
+    data = payloads(FRAMES, 1)
+    for k in range(FRAMES + 10):
+        t = (k + 1) * info.frame_ms / 1000
+        a.deliver(t)
+        if k < FRAMES:
+            tx.send_frame(EncodedFrame(data[k], False), end=k == FRAMES - 1)
+        b.deliver(t)
+        side_b.played.append((rx.tick(t), None))
+        rx_a.tick(t)
+    return side_a, side_b
+
+
+def test_ice_link_sessions_behave_as_over_a_memory_link() -> None:
+    forward = NetworkConditions(delay_ms=5, jitter_ms=5, loss=DropSet(LOSS))
+    ice_a, ice_b, stats = ice_call(forward)
+    mem_a, mem_b = memory_call(NetworkConditions(delay_ms=5, jitter_ms=5, loss=DropSet(LOSS)))
+    relay = stats["relay"]
+    assert isinstance(relay, dict) and relay["ab"].dropped == len(LOSS)
+    for (a, b) in ((ice_a, ice_b), (mem_a, mem_b)):
+        assert a.send is not None and b.receive is not None
+        rx = b.receive.stats
+        # every frame played once, in order, bit-exact; K = 2 bridged each loss
+        played = [(f.index, f.payload) for f, _ in b.played
+                  if f.source not in (FrameSource.BUFFERING, FrameSource.ENDED)]
+        assert played == list(enumerate(payloads(FRAMES, 1)))
+        assert rx.recovered_from_redundancy == len(LOSS) and rx.concealed == 0
+        assert rx.ended and rx.invalid == 0 and rx.duplicate == 0
+        # loss reports came back over the same link and reached the sender
+        assert b.receive.reports_sent >= 5 and a.send.stats.reports == b.receive.reports_sent
+    ice_rx, mem_rx = ice_b.receive, mem_b.receive
+    assert ice_rx is not None and mem_rx is not None
+    assert ice_rx.stats.frames_received == mem_rx.stats.frames_received
+    assert ice_a.send is not None and mem_a.send is not None
+    assert ice_a.send.stats.packets == mem_a.send.stats.packets == FRAMES
+
+
+def test_ice_description_round_trip_and_mismatch_errors() -> None:
+    from voip_codec.transport.ice import IceDescription, IceLinkError
+
+    d = IceDescription("codec2-700c", "abcd", "p" * 22,
+                       ("1 1 udp 2130706431 127.0.0.1 40000 typ host",))
+    assert IceDescription.from_text(d.to_text()) == d
+    assert IceDescription.from_text(d.to_text() + "a=future-field:1\r\n") == d
+    with pytest.raises(IceLinkError, match="--link webrtc"):
+        IceDescription.from_text("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n")
+    with pytest.raises(IceLinkError, match="lacks ice-pwd"):
+        IceDescription.from_text("a=voip-codec-link:ice\r\na=codec:x\r\na=ice-ufrag:u\r\n")
+
+
+# ------------------------------------------------------------------------- the CLI, end to end
+def _tone(path: os.PathLike[str], seconds: float) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+
+
+def _json_of(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    return dict(json.loads(out))
+
+
+def test_call_over_a_serial_line_between_two_processes(tmp_path: Path) -> None:
+    """``voip-codec call --link serial:...`` at both ends of a 2400 bit/s pty line: no
+    signaling, Alice plays a file, Bob records it."""
+    _tone(tmp_path / "in.wav", 3.0)
+    common = ["--codec", "codec2-700c", "--frames-per-packet", "3", "--redundancy", "0",
+              "--no-adaptive", "--json"]
+    with PtyLine(LineConditions(2400), seed=2) as line:
+        bob = subprocess.Popen(
+            [sys.executable, "-m", "voip_codec.cli", "call", "--link",
+             f"serial:{line.paths[1]}@2400", "--output", str(tmp_path / "out.wav"),
+             "--duration", "9", *common],
+            cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3.0)  # Bob's interpreter starts and opens his port
+            alice = subprocess.Popen(
+                [sys.executable, "-m", "voip_codec.cli", "call", "--link",
+                 f"serial:{line.paths[0]}@2400", "--input", str(tmp_path / "in.wav"), *common],
+                cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            try:
+                sent = _json_of(alice)
+            finally:
+                if alice.poll() is None:
+                    alice.kill()
+            got = _json_of(bob)
+        finally:
+            if bob.poll() is None:
+                bob.kill()
+        line_stats = line.stats
+    assert sent["link"] == got["link"] == "serial"
+    assert sent["sender"]["frames"] == 38 and sent["serial"]["backlog_drops"] == 0
+    rx = got["receiver"]
+    assert rx["frames_received"] >= 36 and rx["invalid"] == 0  # all but a start Bob missed
+    assert got["serial"]["rx"]["dropped"] == 0 and line_stats["ab"].bytes_out > 500
+    assert got["sender"] is None and rx["frames_played"] > 0
+    assert (tmp_path / "out.wav").stat().st_size > 0
+
+
+def _serve() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "voip_codec.cli", "serve", "--port", "0"],
+                            cwd=ROOT, env=cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET),
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "Signaling listening on ws://127.0.0.1:" in line, line
+    return proc, line.strip().rsplit(" ", 1)[1]
+
+
+def _call(url: str, room: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voip_codec.cli", "call", "--room", room, "--server", url,
+         "--loopback", "--codec", "codec2-700c", "--json", *args], cwd=ROOT,
+        env=cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def test_call_over_ice_between_two_processes_and_a_link_mismatch(tmp_path: Path) -> None:
+    _tone(tmp_path / "in.wav", 2.0)
+    server, url = _serve()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        bob = _call(url, "ice", "--link", "ice", "--duration", "6")
+        procs.append(bob)
+        time.sleep(2.0)
+        alice = _call(url, "ice", "--link", "ice", "--input", str(tmp_path / "in.wav"))
+        procs.append(alice)
+        sent, got = _json_of(alice), _json_of(bob)
+        assert sent["link"] == got["link"] == "ice"
+        assert {sent["role"], got["role"]} == {"offerer", "answerer"}
+        assert sent["sender"]["frames"] == 25
+        rx = got["receiver"]
+        assert rx["frames_received"] == 26 and rx["ended"] and rx["invalid"] == 0
+        assert sent["sender"]["reports"] >= 1  # Bob's loss reports came back over ICE
+        # one peer on WebRTC, the other on ICE: each says so in one line
+        ice = _call(url, "mix", "--link", "ice", "--wait", "20")
+        procs.append(ice)
+        time.sleep(2.0)
+        rtc = _call(url, "mix", "--link", "webrtc")
+        procs.append(rtc)
+        errors = []
+        for proc in (ice, rtc):
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 1, err
+            lines = [ln for ln in err.strip().splitlines()
+                     if not ln.startswith("voip-codec: waiting")]
+            assert len(lines) == 1 and "Traceback" not in err, err
+            errors.append(lines[0])
+        assert errors == [
+            "voip-codec: error: the other peer is not on an ICE link (does it use --link "
+            "webrtc? start both peers with the same --link)",
+            "voip-codec: error: the other peer uses --link ice; start both peers with the same "
+            "--link"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)

@@ -1,0 +1,282 @@
+"""An ICE/UDP :class:`~voip_codec.transport.link.Link`: our datagrams straight on the UDP path
+that ICE (aioice, the agent aiortc uses) found, without DTLS and SCTP.
+
+Every byte of a data-channel message costs about 93 bytes of DTLS, SCTP, UDP and IPv4 headers,
+plus a SACK back; on this link a datagram costs its own bytes plus 28 (UDP + IPv4). There is no
+hop-by-hop encryption here: wrap the link in the end-to-end encryption link for privacy.
+
+Flow (:func:`connect_ice`), through the signaling server's ordinary ``offer`` / ``answer``
+messages (their ``sdp`` field carries an :class:`IceDescription`, so the server needs nothing
+new)::
+
+    offerer (controlling)                 answerer (controlled)
+    gather candidates                     gather candidates
+    offer  {ufrag, pwd, candidates, codec} ------------------>
+                                          check the codec
+          <------------------------------ answer {ufrag, pwd, candidates, codec}
+    check the codec
+    connectivity checks both ways, nomination (aioice ``connect``)
+    datagrams both ways; consent checks every ~5 s (RFC 7675)
+
+aioice leaves 127.0.0.1 out of its host candidates: for calls within one machine gather inside
+:func:`voip_codec.webrtc.contrib.loopback.loopback_candidates`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aioice
+
+from .link import LinkBase
+
+__all__ = [
+    "ICE_MTU",
+    "IceDescription",
+    "IceLink",
+    "IceLinkError",
+    "IceSignaling",
+    "connect_ice",
+]
+
+logger = logging.getLogger(__name__)
+
+ICE_MTU = 1200
+"""Largest datagram on an ICE link: fits any path's MTU with room for IPv6 and tunnels."""
+
+MARKER = "a=voip-codec-link:ice"
+"""First line of an :class:`IceDescription`: tells it apart from a WebRTC SDP."""
+
+
+class IceLinkError(Exception):
+    """The ICE link could not be set up (codec or link mismatch, no answer, ICE failed); the
+    message is one line."""
+
+
+@dataclass(frozen=True)
+class IceDescription:
+    """What one peer tells the other through signaling (the ``sdp`` field of offer/answer).
+
+    Text form, one attribute per line::
+
+        a=voip-codec-link:ice
+        a=codec:codec2-700c
+        a=ice-ufrag:XXXX
+        a=ice-pwd:YYYYYYYYYYYYYYYYYYYYYY
+        a=candidate:<foundation> 1 udp <priority> <address> <port> typ host
+        a=end-of-candidates
+
+    The candidate lines are the SDP attribute of RFC 8839, so tools that rewrite SDP
+    candidates (the demo's impairment relay) work on this text too. Unknown lines are ignored,
+    so later fields can be added.
+    """
+
+    codec: str
+    """The codec name this peer sends and expects."""
+    ufrag: str
+    """ICE username fragment."""
+    pwd: str
+    """ICE password."""
+    candidates: tuple[str, ...] = field(default=())
+    """Candidates as SDP attribute values (without ``a=candidate:``)."""
+
+    def to_text(self) -> str:
+        """The text form (see the class docstring)."""
+        lines = [MARKER, f"a=codec:{self.codec}", f"a=ice-ufrag:{self.ufrag}",
+                 f"a=ice-pwd:{self.pwd}"]
+        lines += [f"a=candidate:{c}" for c in self.candidates]
+        lines.append("a=end-of-candidates")
+        return "\r\n".join(lines) + "\r\n"
+
+    @classmethod
+    def from_text(cls, text: str) -> IceDescription:
+        """Parse the text form.
+
+        Raises:
+            IceLinkError: not an ICE link description (e.g. a WebRTC SDP: the other peer uses
+                ``--link webrtc``), or a field is missing.
+        """
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not lines or lines[0] != MARKER:
+            raise IceLinkError("the other peer is not on an ICE link (does it use "
+                               "--link webrtc? start both peers with the same --link)")
+        attrs: dict[str, str] = {}
+        candidates = []
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            if key == "a=candidate":
+                candidates.append(value)
+            else:
+                attrs[key.removeprefix("a=")] = value
+        missing = [k for k in ("codec", "ice-ufrag", "ice-pwd") if not attrs.get(k)]
+        if missing:
+            raise IceLinkError(f"the other peer's ICE description lacks {', '.join(missing)}")
+        return cls(attrs["codec"], attrs["ice-ufrag"], attrs["ice-pwd"], tuple(candidates))
+
+
+class IceLink(LinkBase):
+    """Datagrams on a connected aioice :class:`aioice.Connection` (component 1).
+
+    Create it inside a running event loop once ``connection.connect()`` has returned; it starts
+    reading at once. Sending before that or after :meth:`close` drops and counts.
+
+    Args:
+        connection: the connected ICE agent (closed with the link).
+        name: name for logs.
+        mtu: largest datagram, bytes.
+    """
+
+    def __init__(self, connection: aioice.Connection, *, name: str = "ice",
+                 mtu: int = ICE_MTU) -> None:
+        super().__init__(name, mtu)
+        self.connection = connection
+        self.datagrams_sent = 0
+        self.bytes_sent = 0
+        self.datagrams_received = 0
+        self.bytes_received = 0
+        self._loop = asyncio.get_running_loop()
+        self._reader = self._loop.create_task(self._read())
+        self._closing: asyncio.Task[None] | None = None
+
+    def send(self, data: bytes) -> None:
+        """Send one datagram (see :class:`Link`)."""
+        self._check_size(data)
+        if self.closed:
+            self.dropped += 1
+            return
+        # aioice's send is a coroutine that writes to the socket without waiting; tasks run in
+        # the order they were created, so datagrams leave in order
+        task = self._loop.create_task(self.connection.send(bytes(data)))
+        task.add_done_callback(self._sent)
+        self.datagrams_sent += 1
+        self.bytes_sent += len(data)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.dropped += 1
+            logger.debug("%s: send failed: %s", self.name,
+                         None if task.cancelled() else task.exception())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                data = await self.connection.recv()
+            except ConnectionError as exc:
+                logger.info("%s: stopped reading: %s", self.name, exc)
+                return
+            self.datagrams_received += 1
+            self.bytes_received += len(data)
+            self._receive(data)
+
+    def close(self) -> None:
+        """Stop sending and receiving and close the ICE agent (in the background; await
+        :meth:`wait_closed` to know its sockets are released)."""
+        if self.closed:
+            return
+        super().close()
+        self._reader.cancel()
+        self._closing = self._loop.create_task(self.connection.close())
+
+    async def wait_closed(self) -> None:
+        """Close (if not done yet) and wait until the ICE agent has released its sockets."""
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        if self._closing is not None:
+            await self._closing
+
+    def stats(self) -> dict[str, Any]:
+        """Datagram and byte counters of both directions (our datagrams only, no headers)."""
+        return {"datagrams_sent": self.datagrams_sent, "bytes_sent": self.bytes_sent,
+                "datagrams_received": self.datagrams_received,
+                "bytes_received": self.bytes_received, "dropped": self.dropped}
+
+
+class IceSignaling(Protocol):
+    """What :func:`connect_ice` needs of a signaling client (e.g.
+    :class:`signaling.client.SignalingClient`)."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def recv(self, timeout_s: float | None = None) -> dict[str, Any]: ...
+
+
+async def _wait_for(signaling: IceSignaling, wanted: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {wanted!r} from the other peer within {timeout_s:g} s")
+        msg = await signaling.recv(timeout_s=left)
+        if msg.get("type") == wanted:
+            return str(msg.get("sdp", ""))
+
+
+async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
+                      answer_timeout_s: float = 60.0, offer_timeout_s: float = 60.0,
+                      connect_timeout_s: float = 15.0,
+                      advertise: Callable[[str], str] | None = None) -> IceLink:
+    """Set up an ICE link with the other peer of a signaling room (see the module docstring).
+
+    Args:
+        signaling: a joined signaling client.
+        role: ``"offerer"`` (sends the offer, ICE controlling) or ``"answerer"``.
+        codec: this peer's codec name; both peers must use the same.
+        answer_timeout_s: how long the offerer waits for the answer.
+        offer_timeout_s: how long the answerer waits for the offer.
+        connect_timeout_s: how long the connectivity checks may take.
+        advertise: rewrites this peer's description text before it is sent (e.g. the demo's
+            impairment relay puts its own address in the candidates).
+
+    Returns:
+        The connected link.
+
+    Raises:
+        IceLinkError: codec or link mismatch, or the checks failed or timed out.
+        TimeoutError: no offer or answer in time.
+    """
+    if role not in ("offerer", "answerer"):
+        raise ValueError(f"role must be 'offerer' or 'answerer', got {role!r}")
+    conn = aioice.Connection(ice_controlling=role == "offerer", components=1)
+    try:
+        await conn.gather_candidates()
+        local = IceDescription(codec, conn.local_username, conn.local_password,
+                               tuple(c.to_sdp() for c in conn.local_candidates))
+        text = local.to_text()
+        if advertise is not None:
+            text = advertise(text)
+        if role == "offerer":
+            await signaling.send({"type": "offer", "sdp": text})
+            remote = IceDescription.from_text(await _wait_for(signaling, "answer",
+                                                              answer_timeout_s))
+        else:
+            offer = await _wait_for(signaling, "offer", offer_timeout_s)
+            await signaling.send({"type": "answer", "sdp": text})  # tells a WebRTC offerer too
+            remote = IceDescription.from_text(offer)
+        if remote.codec != codec:
+            raise IceLinkError(f"the other peer sends codec {remote.codec!r} but this peer "
+                               f"uses {codec!r}")
+        conn.remote_username, conn.remote_password = remote.ufrag, remote.pwd
+        for line in remote.candidates:
+            try:
+                await conn.add_remote_candidate(aioice.Candidate.from_sdp(line))
+            except ValueError as exc:
+                logger.debug("ice: skipping a bad remote candidate %r: %s", line, exc)
+        await conn.add_remote_candidate(None)
+        try:
+            await asyncio.wait_for(conn.connect(), connect_timeout_s)
+        except (ConnectionError, asyncio.TimeoutError):
+            raise IceLinkError(f"ICE found no working path to the other peer within "
+                               f"{connect_timeout_s:g} s (on a closed network both peers need "
+                               "reachable host candidates; on one machine use --loopback)"
+                               ) from None
+    except BaseException:
+        await conn.close()
+        raise
+    return IceLink(conn, name=f"ice:{role}")
