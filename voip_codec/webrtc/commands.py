@@ -550,6 +550,8 @@ async def _serial_call(args: argparse.Namespace, link: LinkChoice, codec: Any, o
     peer = LinkPeer(codec, serial_link, options, source=source, name=args.peer)
     try:
         peer.start()
+        print(f"call: {link.device} open at {link.baud} bit/s (8N1); the call runs",
+              file=sys.stderr, flush=True)
         await _converse(peer, args)
         return {"role": "serial", "link": "serial", "codec": codec.info.name,
                 "receiver": peer.track.stats(),
