@@ -124,6 +124,7 @@ def test_round_trip_both_ways_and_overhead() -> None:
 
 
 def _sent_datagrams(keys: E2EKeys, payloads: list[bytes], **kwargs: int) -> list[bytes]:
+    """What a SecureLink with these keys puts on the wire for each payload."""
     out: list[bytes] = []
     link = SecureLink(CallbackLink(out.append), keys, **kwargs)
     for p in payloads:
@@ -197,32 +198,50 @@ def test_wrong_key_or_psk_is_rejected() -> None:
     assert got == [] and rx.stats.forged == 3
 
 
-def test_counter_wraps_and_keys_rotate() -> None:
-    """The 16-bit counter on the wire wraps (the receiver restores the full counter, through a
-    loss burst of 1000 packets) and the key epoch advances every 4096 packets."""
+@pytest.mark.parametrize("counter_bytes, burst", [(2, 1000), (2, 40_000), (1, 100),
+                                                   (1, 1000)])
+def test_counter_wraps_and_keys_rotate(counter_bytes: int, burst: int) -> None:
+    """The counter bits on the wire wrap many times; the receiver restores the full counter,
+    also after a loss burst longer than half the counter span (40k packets with 2 bytes, 1000
+    with 1), and the key epoch advances every 4096 packets."""
     ka, kb = pair_keys()
     start = 65536 - 3000
+    n = 6000 + burst
     tx_out: list[bytes] = []
-    tx = SecureLink(CallbackLink(tx_out.append), ka, rekey_interval=4096, first_counter=start)
-    inner, rx, got = _receiver(kb, rekey_interval=4096)
-    rx._highest = start - 1  # the receiver has followed the stream so far
+    tx = SecureLink(CallbackLink(tx_out.append), ka, rekey_interval=4096, first_counter=start,
+                    counter_bytes=counter_bytes)
+    inner, rx, got = _receiver(kb, rekey_interval=4096, counter_bytes=counter_bytes)
     epochs = set()
-    for i in range(6000):
+    for i in range(n):
         epochs.add(tx.epoch)
-        tx.send(i.to_bytes(2, "big"))
+        tx.send(i.to_bytes(4, "big"))
+    assert all(len(d) == 4 + counter_bytes + 8 for d in tx_out)
+    rx._highest = start - 1  # the receiver has followed the stream from counter 0 so far
     for i, d in enumerate(tx_out):
-        if 2000 <= i < 3000:
-            continue  # a burst of 1000 lost packets right across the wrap at 65536
+        if 2000 <= i < 2000 + burst:
+            continue  # a burst of lost packets across the wrap at 65536
         inner.deliver(d)
-    assert len(got) == 5000 and rx.stats.rejected == 0
-    assert [int.from_bytes(g, "big") for g in got] == [i for i in range(6000)
-                                                       if not 2000 <= i < 3000]
-    assert tx.send_counter == start + 6000 > 65536
-    assert epochs == {15, 16} and ka.send.epoch_key(15) != ka.send.epoch_key(16)
+    kept = [i for i in range(n) if not 2000 <= i < 2000 + burst]
+    assert [int.from_bytes(g, "big") for g in got] == kept and rx.stats.rejected == 0
+    assert tx.send_counter == start + n > 65536
+    assert {15, 16} <= epochs and ka.send.epoch_key(15) != ka.send.epoch_key(16)
     # the same counter in two epochs never gives the same ciphertext: keys differ
     c1 = _sent_datagrams(ka, [b"same"], rekey_interval=4096, first_counter=5)
     c2 = _sent_datagrams(ka, [b"same"], rekey_interval=8192, first_counter=4096 + 5)
     assert c1[0][2:] != c2[0][2:]
+
+
+def test_a_burst_beyond_the_search_is_lost_not_misread() -> None:
+    """With one counter byte, 16 spans ahead cover 4096 lost packets; after a longer silence the
+    datagrams fail authentication (counted as forged), they are never accepted wrongly."""
+    ka, kb = pair_keys()
+    wire = _sent_datagrams(ka, [b"x%d" % i for i in range(6000)], counter_bytes=1)
+    inner, rx, got = _receiver(kb, counter_bytes=1)
+    inner.deliver(wire[0])
+    inner.deliver(wire[4500])  # 148 + 256 * 16 = 4244 < 4500: beyond the search
+    assert got == [b"x0"] and rx.stats.forged == 1
+    inner.deliver(wire[3000])  # within the search: accepted
+    assert got == [b"x0", b"x3000"]
 
 
 def test_sender_stops_before_the_counter_ends() -> None:

@@ -23,11 +23,14 @@ with the tag truncated to 64 bits: it is what a browser can also do (WebCrypto's
 ``tagLength: 64``; WebCrypto has no AES-CCM and no ChaCha20-Poly1305). The nonce is implicit:
 the direction's 12-byte salt XOR (a direction byte, three zero bytes, the 64-bit packet
 counter). The sender's counter starts at 0 and only grows, so a (key, nonce) pair is never used
-twice; only its low 16 bits travel, and the receiver restores the rest as the counter nearest
-to the highest one it has authenticated (SRTP's rollover counter), which holds while fewer than
-32768 packets in a row are lost. Every ``rekey_interval`` packets (default 2**24) both ends move
+twice; only its low 16 (or 8) bits travel, and the receiver restores the rest as the counter
+nearest to the highest one it has authenticated (SRTP's rollover counter). That guess is right
+while fewer than half the span (32768 packets, or 128 with one byte) are lost in a row; when it
+fails authentication the receiver also tries the next 16 spans ahead, never behind (so one byte
+covers bursts of up to 4096 lost packets, 5.5 min of 80 ms packets, and two bytes about 2**20).
+Each try is one GCM check, so a forgery's chance grows to at most 17 x 2**-64. Every ``rekey_interval`` packets (default 2**24) both ends move
 to the next key, ``HMAC-SHA256(base key, "voip-codec e2e epoch" || epoch)[:16]``, and a sender
-stops (drops and counts) at 2**48 packets rather than wrap. The 2-byte counter is the
+stops (drops and counts) at 2**48 packets rather than wrap. The counter bytes are the
 associated data.
 
 A 64-bit tag means an attacker who sends forged packets is accepted with probability about
@@ -69,6 +72,7 @@ from .link import Link, LinkBase
 
 __all__ = [
     "COUNTER_BYTES",
+    "COUNTER_SEARCH",
     "DEFAULT_REKEY_INTERVAL",
     "E2E_OVERHEAD",
     "REPLAY_WINDOW",
@@ -91,9 +95,9 @@ LABEL = b"voip-codec e2e v1"
 TAG_BYTES = 8
 """Bytes of the truncated GCM tag."""
 COUNTER_BYTES = 2
-"""Bytes of the packet counter sent in clear (its low bits)."""
+"""Default bytes of the packet counter sent in clear (its low bits); 1 is an option."""
 E2E_OVERHEAD = COUNTER_BYTES + TAG_BYTES
-"""Bytes a :class:`SecureLink` adds to every datagram."""
+"""Bytes a :class:`SecureLink` adds to every datagram by default (9 with a 1-byte counter)."""
 REPLAY_WINDOW = 64
 """Packets below the highest authenticated counter still accepted once (out of order)."""
 DEFAULT_REKEY_INTERVAL = 1 << 24
@@ -103,7 +107,9 @@ MAX_PACKETS = 1 << 48
 SDP_ATTRIBUTE = "x-voip-codec-e2e"
 """SDP session attribute carrying a peer's public key (``a=x-voip-codec-e2e:<base64>``)."""
 
-_COUNTER_SPAN = 1 << (8 * COUNTER_BYTES)
+COUNTER_SEARCH = 16
+"""Counter spans tried ahead of the nearest guess when it fails authentication (a loss burst
+longer than half the span: 128 packets with a 1-byte counter, 32768 with 2 bytes)."""
 
 
 @dataclass(frozen=True)
@@ -288,22 +294,31 @@ class SecureLink(LinkBase):
         inner: the link that carries the encrypted datagrams (memory, data channel, UDP,
             serial, ...); this link takes over its receiver.
         keys: this end's keys (:meth:`KeyExchange.derive`).
-        rekey_interval: packets per key epoch (a power of two is not required).
+        counter_bytes: low bytes of the packet counter sent with each datagram, 2 (default) or
+            1 (one byte less per datagram for the narrowest links); both ends must agree.
+        rekey_interval: packets per key epoch.
         first_counter: the sender's first packet counter (tests start near a wrap).
     """
 
-    def __init__(self, inner: Link, keys: E2EKeys, *,
+    def __init__(self, inner: Link, keys: E2EKeys, *, counter_bytes: int = COUNTER_BYTES,
                  rekey_interval: int = DEFAULT_REKEY_INTERVAL, first_counter: int = 0) -> None:
-        if inner.mtu <= E2E_OVERHEAD:
+        if counter_bytes not in (1, 2):
+            raise ValueError(f"counter_bytes must be 1 or 2, got {counter_bytes!r}")
+        overhead = counter_bytes + TAG_BYTES
+        if inner.mtu <= overhead:
             raise ValueError(f"{inner.name}: MTU {inner.mtu} leaves no room after the "
-                             f"{E2E_OVERHEAD}-byte encryption overhead")
+                             f"{overhead}-byte encryption overhead")
         if rekey_interval < 1:
             raise ValueError(f"rekey_interval must be >= 1, got {rekey_interval}")
-        super().__init__(f"e2e+{inner.name}", inner.mtu - E2E_OVERHEAD)
+        super().__init__(f"e2e+{inner.name}", inner.mtu - overhead)
         self.inner = inner
         self.keys = keys
+        self.counter_bytes = counter_bytes
+        self.overhead = overhead
+        """Bytes added to every datagram."""
         self.rekey_interval = rekey_interval
         self.stats = SecureStats()
+        self._span = 1 << (8 * counter_bytes)
         self._counter = first_counter
         self._highest: int | None = None
         self._window = 0  # bit i: counter (highest - i) was accepted
@@ -345,7 +360,7 @@ class SecureLink(LinkBase):
             self.dropped += 1
             return
         self._counter += 1
-        header = (counter % _COUNTER_SPAN).to_bytes(COUNTER_BYTES, "big")
+        header = (counter % self._span).to_bytes(self.counter_bytes, "big")
         direction = self.keys.send
         encryptor = Cipher(algorithms.AES(self._key(direction, counter, True)),
                            modes.GCM(direction.nonce(counter))).encryptor()
@@ -354,31 +369,47 @@ class SecureLink(LinkBase):
         self.stats.sent += 1
         self.inner.send(header + body + encryptor.tag[:TAG_BYTES])
 
-    def _on_inner(self, data: bytes) -> None:
-        if isinstance(data, str) or len(data) < E2E_OVERHEAD:
-            self.stats.truncated += 1
-            return
-        low = int.from_bytes(data[:COUNTER_BYTES], "big")
-        counter = self._restore(low)
-        if self._highest is not None and counter <= self._highest:
-            age = self._highest - counter
-            if age >= REPLAY_WINDOW:
-                self.stats.stale += 1
-                return
-            if self._window >> age & 1:
-                self.stats.replayed += 1
-                return
+    def _open(self, counter: int, data: bytes) -> bytes | None:
+        """Decrypt under one counter guess; None when authentication fails."""
         direction = self.keys.receive
+        cb = self.counter_bytes
         try:
             decryptor = Cipher(algorithms.AES(self._key(direction, counter, False)),
-                               modes.GCM(direction.nonce(counter), bytes(data[-TAG_BYTES:]),
+                               modes.GCM(direction.nonce(counter), data[-TAG_BYTES:],
                                          min_tag_length=TAG_BYTES)).decryptor()
-            decryptor.authenticate_additional_data(bytes(data[:COUNTER_BYTES]))
-            plain = decryptor.update(bytes(data[COUNTER_BYTES:-TAG_BYTES])) + \
-                decryptor.finalize()
+            decryptor.authenticate_additional_data(data[:cb])
+            return decryptor.update(data[cb:-TAG_BYTES]) + decryptor.finalize()
         except InvalidTag:
-            self.stats.forged += 1
-            logger.debug("%s: dropping a datagram that failed authentication", self._name)
+            return None
+
+    def _on_inner(self, raw: bytes) -> None:
+        if isinstance(raw, str) or len(raw) < self.overhead:
+            self.stats.truncated += 1
+            return
+        data = bytes(raw)
+        nearest = self._restore(int.from_bytes(data[:self.counter_bytes], "big"))
+        verdict = self._window_verdict(nearest)
+        plain = self._open(nearest, data) if verdict is None else None
+        counter = nearest
+        if plain is None and self._highest is not None:
+            # after a loss burst longer than half the counter span the nearest guess is wrong:
+            # try the next few spans ahead (never behind: that could only be a replay)
+            ahead = nearest + self._span
+            while ahead <= self._highest:
+                ahead += self._span
+            for j in range(COUNTER_SEARCH):
+                plain = self._open(ahead + j * self._span, data)
+                if plain is not None:
+                    counter = ahead + j * self._span
+                    break
+        if plain is None:
+            if verdict == "replayed":
+                self.stats.replayed += 1
+            elif verdict == "stale":
+                self.stats.stale += 1
+            else:
+                self.stats.forged += 1
+                logger.debug("%s: dropping a datagram that failed authentication", self._name)
             return
         if self._highest is None or counter > self._highest:
             shift = counter - (self._highest if self._highest is not None else counter)
@@ -389,13 +420,22 @@ class SecureLink(LinkBase):
         self.stats.received += 1
         self._receive(plain)
 
+    def _window_verdict(self, counter: int) -> str | None:
+        """None when ``counter`` may be new; else why it is not ("replayed" or "stale")."""
+        if self._highest is None or counter > self._highest:
+            return None
+        age = self._highest - counter
+        if age >= REPLAY_WINDOW:
+            return "stale"
+        return "replayed" if self._window >> age & 1 else None
+
     def _restore(self, low: int) -> int:
         reference = self._highest if self._highest is not None else 0
-        delta = (low - reference) % _COUNTER_SPAN
-        if delta >= _COUNTER_SPAN // 2:
-            delta -= _COUNTER_SPAN
+        delta = (low - reference) % self._span
+        if delta >= self._span // 2:
+            delta -= self._span
         counter = reference + delta
-        return counter if counter >= 0 else counter + _COUNTER_SPAN
+        return counter if counter >= 0 else counter + self._span
 
     def close(self) -> None:
         """Close this link and the inner one."""

@@ -21,6 +21,10 @@ from ..transport.jitter import JitterConfig
 
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
 
+PSK_ENV = "VOIP_CODEC_PSK"
+"""Environment variable with an optional pre-shared secret for the end-to-end keys of
+``call`` (an environment variable, so it does not show in the process list)."""
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_SPEECH = ASSETS / "sample_speech.flac"
 
@@ -58,6 +62,8 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
                    help="initial receiver playout delay, ms (default 160); it then adapts to the "
                         "measured jitter between min(80, MS) and 800 ms. 40 is a low-delay "
                         "profile for clean links")
+    p.add_argument("--no-e2e", action="store_true",
+                   help="turn end-to-end encryption off (both peers must; for measurements)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -112,6 +118,14 @@ def _print_demo(r: Any) -> None:
     print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
           f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
           f"(DTLS+SCTP+UDP+IP, SACKs and ICE consent included)")
+    if r.e2e is None:
+        print("encryption       end to end OFF (--no-e2e); DTLS hop by hop only")
+    else:
+        bob = r.e2e["bob"] or {}
+        print(f"encryption       end to end on, SAS {r.e2e['sas']} (same on both peers: "
+              f"{'yes' if r.e2e['sas_match'] else 'NO'}); receiver accepted "
+              f"{bob.get('received')} datagrams, rejected {bob.get('forged', 0)} forged, "
+              f"{bob.get('replayed', 0)} replayed")
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -125,7 +139,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     codec = _get_codec(args.codec)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
-                          jitter=jitter_config(args.playout_delay))
+                          jitter=jitter_config(args.playout_delay), e2e=not args.no_e2e)
     if not args.json:
         print(f"demo: calling over WebRTC on 127.0.0.1 with {codec.info.name}: signaling server, "
               f"two peers, impairment relay; input {args.input}", file=sys.stderr)
@@ -268,9 +282,11 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
         source = microphone_track()
     elif args.input:
         source = MediaPlayer(args.input).audio
+    psk = os.environ.get(PSK_ENV)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
-                          jitter=jitter_config(args.playout_delay))
+                          jitter=jitter_config(args.playout_delay), e2e=not args.no_e2e,
+                          psk=psk.encode() if psk else None)
     secret = os.environ.get(SECRET_ENV)
     ctx = loopback_candidates() if args.loopback else contextlib.nullcontext()
     client = SignalingClient(args.server, args.room, args.peer,
@@ -307,6 +323,13 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                     await client.send({"type": "answer",
                                        "sdp": await peer.accept_offer(offer["sdp"])})
                 await peer.wait_open()
+                if peer.sas is not None:
+                    how = " with a pre-shared secret" if psk else ""
+                    print(f"voip-codec: end-to-end encrypted{how}; read this code to the other "
+                          f"user, it must match theirs: {peer.sas}", file=sys.stderr, flush=True)
+                else:
+                    print("voip-codec: end-to-end encryption is OFF (--no-e2e): the signaling "
+                          "server and relays could read the audio", file=sys.stderr, flush=True)
             except (SignalingError, SignalingClosed) as exc:
                 raise UserError(_signaling_message(exc, args)) from None
             except CallError as exc:
@@ -336,7 +359,9 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                     with contextlib.suppress(Exception):
                         await t
             return {"role": role, "codec": codec.info.name, "receiver": peer.track.stats(),
-                    "sender": peer.sender.stats.to_dict() if peer.sender else None}
+                    "sender": peer.sender.stats.to_dict() if peer.sender else None,
+                    "e2e": None if peer.sas is None else {"sas": peer.sas,
+                                                          "link": peer.e2e_stats()}}
         finally:
             # always leave the room and release the sockets, also on errors and Ctrl-C, so no
             # "unclosed session" noise follows the one-line error
