@@ -226,14 +226,15 @@ def test_reader_restores_report_numbers() -> None:
     assert seqs == list(range(0, 700, 3))
 
 
-def test_reader_names_the_codec_from_start_or_config() -> None:
+def test_reader_labels_codec_less_packets_with_the_stream_codec() -> None:
     reader = WireReader(codec_id=1)
     plain = CompactAudioPacket(seq=1, frame_index=1, frames=(b"ab",))
     assert reader.read(plain.to_bytes())[0].codec_id == 1  # type: ignore[union-attr]
     start = CompactAudioPacket(seq=0, frame_index=0, frames=(b"ab",), flags=FLAG_START,
                                codec_id=16)
     assert reader.read(start.to_bytes())[0].codec_id == 16  # type: ignore[union-attr]
-    assert reader.read(plain.to_bytes())[0].codec_id == 16  # type: ignore[union-attr]
+    # a START of another codec (stray or forged) does not relabel the stream's packets
+    assert reader.read(plain.to_bytes())[0].codec_id == 1  # type: ignore[union-attr]
 
 
 def test_session_sends_v2_by_default_and_v1_when_asked() -> None:

@@ -48,7 +48,8 @@ long as fewer than 2048 packets (sequence) and 2048 frame periods (index) pass b
 packets that arrive (164 s of 80 ms frames).
 
 The codec id is written only in ``START`` packets (and whenever ``C`` is set); other packets are
-of the codec the stream started with, or the receiver's configured codec.
+of the stream's codec, which the receiver knows from call setup (a ``START`` packet of another
+codec is dropped as foreign).
 
 Loss report alone (byte 0 = ``0xA0``: bits 7..6 ``10``, bit 5 = 1, bits 4..0 reserved 0),
 receiver -> sender; 9 bytes in all. The same 8-byte body is piggybacked on audio packets going
@@ -388,7 +389,9 @@ class WireReader:
     32-bit frame indices, so the jitter buffer and the loss statistics see one format.
 
     Args:
-        codec_id: the codec of packets that do not name one (until a ``START`` packet does).
+        codec_id: the codec of packets that do not name one (the stream's codec, negotiated at
+            call setup). It is not taken from ``START`` packets: one stray or forged packet
+            must not relabel the genuine packets that follow.
     """
 
     def __init__(self, codec_id: int = 0) -> None:
@@ -431,8 +434,6 @@ class WireReader:
         self._seq = seq if self._seq is None else max(self._seq, seq)
         last = index + len(packet.frames) - 1
         self._index = last if self._index is None else max(self._index, last)
-        if packet.codec_id is not None and packet.flags & FLAG_START:
-            self.codec_id = packet.codec_id
         codec_id = packet.codec_id if packet.codec_id is not None else self.codec_id
         return AudioPacket(codec_id=codec_id, seq=seq & 0xFFFF, frame_index=index & 0xFFFFFFFF,
                            frames=packet.frames, redundant=packet.redundant, flags=packet.flags)
