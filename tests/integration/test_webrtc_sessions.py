@@ -15,12 +15,14 @@ from voip_codec.transport.secure import SecureLink
 from voip_codec.transport.session import ReceiveSession, SendSession
 
 
-@pytest.mark.parametrize("e2e", [True, False], ids=["e2e", "no-e2e"])
-def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path, e2e: bool) -> None:
+@pytest.mark.parametrize("e2e, version", [(True, 2), (False, 1)], ids=["e2e-v2", "plain-v1"])
+def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path, e2e: bool,
+                                                    version: int) -> None:
     """A real loopback call: Alice's CodecSender and Bob's CodecReceiverTrack hold the session
     classes; Bob's loss reports come back over the data channel to Alice's SendSession. With
     end-to-end encryption (the default) both peers derive the same SAS and every datagram
-    crosses the channel encrypted and authenticated."""
+    crosses the channel encrypted and authenticated. Without it, the same call in packet
+    version 1."""
     from aiortc.contrib.media import MediaPlayer
 
     from voip_codec.webrtc.call import CallOptions, CallPeer, collect
@@ -34,8 +36,9 @@ def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path, e2e: bool) -
     async def main() -> tuple[CallPeer, CallPeer]:
         with loopback_candidates():
             player = MediaPlayer(str(wav))
-            alice = CallPeer(codec, CallOptions(e2e=e2e), source=player.audio, name="alice")
-            bob = CallPeer(codec, CallOptions(e2e=e2e), name="bob")
+            options = CallOptions(e2e=e2e, packet_version=version)
+            alice = CallPeer(codec, options, source=player.audio, name="alice")
+            bob = CallPeer(codec, options, name="bob")
             try:
                 await alice.accept_answer(await bob.accept_offer(await alice.create_offer()))
                 await asyncio.wait_for(asyncio.gather(alice.wait_open(), bob.wait_open()), 15)
@@ -57,6 +60,7 @@ def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path, e2e: bool) -
     alice, bob = asyncio.run(main())
     assert alice.sender is not None
     assert isinstance(alice.sender.session, SendSession)
+    assert alice.sender.session.packetizer.version == version
     assert isinstance(bob.track.session, ReceiveSession)
     assert isinstance(alice.link, Link) and isinstance(alice.channel_link, DataChannelLink)
     if e2e:

@@ -73,6 +73,9 @@ class CallOptions:
     """Send nothing during silence (one keep-alive frame per second)."""
     jitter: JitterConfig = field(default_factory=JitterConfig)
     """Receiver jitter buffer settings."""
+    packet_version: int = 2
+    """Packet version sent: 2 (compact) or 1 (for peers that read only version 1); both are
+    always received."""
     e2e: bool = True
     """Encrypt end to end (keys through the SDP; both peers must agree)."""
     psk: bytes | None = None
@@ -192,7 +195,8 @@ class CallPeer:
             o = self.options
             self.sender = CodecSender(self.source, self.codec, self.link,
                                       frames_per_packet=o.frames_per_packet,
-                                      redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx)
+                                      redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx,
+                                      packet_version=o.packet_version)
             self.track.session.sender = self.sender.session  # loss reports adapt its K
             self.sender.start()
         self.opened.set()
