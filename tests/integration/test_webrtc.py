@@ -102,6 +102,9 @@ def test_call_through_impaired_link(tmp_path: Path, loss: float, burst: float,
         assert key in rx
     assert result.wire["forward_wire_kbps"] > 0 and result.wire["reverse_wire_kbps"] > 0
     assert result.wire["packet_kbps"] > 0
+    # end-to-end encryption is on by default: same SAS at both ends, nothing rejected
+    assert result.e2e is not None and result.e2e["sas_match"]
+    assert result.e2e["bob"]["received"] > 0 and result.e2e["bob"]["forged"] == 0
     assert rx["frames_received"] > 0.5 * result.sender["frames"]
     if not loss:  # the end-of-stream packet arrived: playout stopped instead of concealing
         assert rx["ended"] is True

@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
 from tests.unit.test_session import speech_with_pause
 from voip_codec.codecs.registry import get_codec
 from voip_codec.transport.link import Link
+from voip_codec.transport.secure import SecureLink
 from voip_codec.transport.session import ReceiveSession, SendSession
 
 
-def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("e2e, version", [(True, 2), (False, 1)], ids=["e2e-v2", "plain-v1"])
+def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path, e2e: bool,
+                                                    version: int) -> None:
     """A real loopback call: Alice's CodecSender and Bob's CodecReceiverTrack hold the session
-    classes; Bob's loss reports come back over the data channel to Alice's SendSession."""
+    classes; Bob's loss reports come back over the data channel to Alice's SendSession. With
+    end-to-end encryption (the default) both peers derive the same SAS and every datagram
+    crosses the channel encrypted and authenticated. Without it, the same call in packet
+    version 1."""
     from aiortc.contrib.media import MediaPlayer
 
     from voip_codec.webrtc.call import CallOptions, CallPeer, collect
@@ -29,8 +36,9 @@ def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path) -> None:
     async def main() -> tuple[CallPeer, CallPeer]:
         with loopback_candidates():
             player = MediaPlayer(str(wav))
-            alice = CallPeer(codec, CallOptions(), source=player.audio, name="alice")
-            bob = CallPeer(codec, CallOptions(), name="bob")
+            options = CallOptions(e2e=e2e, packet_version=version)
+            alice = CallPeer(codec, options, source=player.audio, name="alice")
+            bob = CallPeer(codec, options, name="bob")
             try:
                 await alice.accept_answer(await bob.accept_offer(await alice.create_offer()))
                 await asyncio.wait_for(asyncio.gather(alice.wait_open(), bob.wait_open()), 15)
@@ -52,8 +60,18 @@ def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path) -> None:
     alice, bob = asyncio.run(main())
     assert alice.sender is not None
     assert isinstance(alice.sender.session, SendSession)
+    assert alice.sender.session.packetizer.version == version
     assert isinstance(bob.track.session, ReceiveSession)
-    assert isinstance(alice.link, DataChannelLink) and isinstance(alice.link, Link)
+    assert isinstance(alice.link, Link) and isinstance(alice.channel_link, DataChannelLink)
+    if e2e:
+        assert isinstance(alice.link, SecureLink) and isinstance(bob.link, SecureLink)
+        assert alice.link.inner is alice.channel_link
+        assert alice.sas is not None and alice.sas == bob.sas
+        assert bob.link.stats.received == 21  # every packet of Alice, authenticated
+        assert bob.link.stats.rejected == 0 and alice.link.stats.rejected == 0
+        assert alice.link.stats.sent == 21 and bob.link.stats.sent >= 1  # bob: reports only
+    else:
+        assert alice.link is alice.channel_link and alice.sas is None
     assert alice.track.session.sender is alice.sender.session
     assert alice.sender.session.link is alice.link
     sent = alice.sender.stats
@@ -65,3 +83,23 @@ def test_aiortc_call_runs_through_the_same_sessions(tmp_path: Path) -> None:
     assert bob.track.session.reports_sent >= 1
     assert sent.reports == bob.track.session.reports_sent
     assert bob.track.stats() == rx.to_dict()
+
+
+def test_e2e_must_be_on_at_both_ends_or_neither() -> None:
+    from voip_codec.webrtc.call import CallError, CallOptions, CallPeer
+
+    codec = get_codec("codec2-700c")
+
+    async def main(offerer_e2e: bool) -> str:
+        alice = CallPeer(codec, CallOptions(e2e=offerer_e2e), name="alice")
+        bob = CallPeer(codec, CallOptions(e2e=not offerer_e2e), name="bob")
+        try:
+            with pytest.raises(CallError) as info:
+                await bob.accept_offer(await alice.create_offer())
+            return str(info.value)
+        finally:
+            await alice.close()
+            await bob.close()
+
+    assert "does not encrypt end to end" in asyncio.run(main(False))
+    assert "with --no-e2e" in asyncio.run(main(True))

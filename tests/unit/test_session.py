@@ -15,6 +15,7 @@ from voip_codec.transport.packetizer import Packetizer
 from voip_codec.transport.pipeline import simulate
 from voip_codec.transport.redundancy import RedundancyController
 from voip_codec.transport.session import EncodedFrame, ReceiveSession, SendSession
+from voip_codec.wire.compact import WireReader
 from voip_codec.wire.packet import FLAG_END, FLAG_START, AudioPacket, LossReport, parse_packet
 
 PERIOD = 0.08
@@ -124,7 +125,8 @@ def test_end_of_stream_and_filler_frame() -> None:
     assert not tx.end_needs_frame  # nothing sent yet
     tx.send_frame(tx.encode_frame(np.zeros(N, dtype=np.float32)))
     tx.finish()  # one frame pending: it carries the end
-    first = parse_packet(sent[0])
+    reader = WireReader()
+    first, _ = reader.read(sent[0])  # version 2, the default
     assert len(sent) == 1 and isinstance(first, AudioPacket) and first.flags & FLAG_END
     assert tx.ended
     with pytest.raises(ValueError, match="ended"):
@@ -135,7 +137,8 @@ def test_end_of_stream_and_filler_frame() -> None:
     tx.send_frame(tx.encode_frame(noise(1)))
     assert tx.end_needs_frame
     tx.finish(tx.encode_frame(np.zeros(N, dtype=np.float32)))
-    last = parse_packet(sent[-1])
+    reader = WireReader()
+    last = [reader.read(d)[0] for d in sent][-1]
     assert isinstance(last, AudioPacket) and last.flags & FLAG_END and last.frame_index == 1
     assert tx.stats.frames == 1 and tx.stats.packets == 2
 

@@ -1,9 +1,12 @@
-"""Sender side of the wire format: frames -> audio packets (bundling and redundancy)."""
+"""Sender side of the wire format: frames -> audio packets (bundling and redundancy), in
+packet version 1 (:mod:`voip_codec.wire.packet`) or the compact version 2
+(:mod:`voip_codec.wire.compact`), which can also carry a loss report for the other direction."""
 
 from __future__ import annotations
 
 from collections import deque
 
+from ..wire.compact import to_compact
 from ..wire.packet import (
     FLAG_END,
     FLAG_SILENCE,
@@ -11,9 +14,13 @@ from ..wire.packet import (
     MAX_NEW_FRAMES,
     MAX_REDUNDANCY,
     AudioPacket,
+    LossReport,
 )
 
-__all__ = ["Packetizer"]
+__all__ = ["PACKET_VERSIONS", "Packetizer"]
+
+PACKET_VERSIONS = (1, 2)
+"""Packet versions a :class:`Packetizer` can write."""
 
 
 class Packetizer:
@@ -26,14 +33,19 @@ class Packetizer:
         redundancy: K, redundant copies per packet, 0..3; may be changed between packets.
         first_seq: sequence number of the first packet (0..65535).
         first_frame_index: frame index of the first frame (0..2**32-1).
+        version: packet version written, 1 or 2 (compact; see :mod:`voip_codec.wire.compact`).
     """
 
     def __init__(self, codec_id: int, frames_per_packet: int = 1, redundancy: int = 0,
-                 first_seq: int = 0, first_frame_index: int = 0) -> None:
+                 first_seq: int = 0, first_frame_index: int = 0, version: int = 1) -> None:
+        if version not in PACKET_VERSIONS:
+            raise ValueError(f"packet version must be one of {PACKET_VERSIONS}, got {version!r}")
         if not 1 <= frames_per_packet <= MAX_NEW_FRAMES:
             raise ValueError(f"frames_per_packet must be in 1..{MAX_NEW_FRAMES}, "
                              f"got {frames_per_packet}")
         self.codec_id = codec_id
+        self.version = version
+        self._report: LossReport | None = None
         self.frames_per_packet = frames_per_packet
         self.redundancy = redundancy
         self.seq = first_seq & 0xFFFF
@@ -64,6 +76,27 @@ class Packetizer:
         if not 0 <= k <= MAX_REDUNDANCY:
             raise ValueError(f"redundancy must be in 0..{MAX_REDUNDANCY}, got {k}")
         self._redundancy = k
+
+    @property
+    def report_pending(self) -> bool:
+        """Whether a loss report waits for the next packet."""
+        return self._report is not None
+
+    def attach_report(self, report: LossReport) -> None:
+        """Piggyback a loss report on the next packet (version 2 only; replaces one still
+        waiting).
+
+        Raises:
+            ValueError: this packetizer writes version 1, which cannot carry reports.
+        """
+        if self.version != 2:
+            raise ValueError("only packet version 2 can piggyback loss reports")
+        self._report = report
+
+    def take_report(self) -> LossReport | None:
+        """Remove and return the report waiting for the next packet (to send it alone)."""
+        report, self._report = self._report, None
+        return report
 
     def push(self, payload: bytes, silence: bool = False, end: bool = False) -> bytes | None:
         """Add one encoded frame.
@@ -113,7 +146,10 @@ class Packetizer:
             FLAG_SILENCE if self._pending_silence else 0) | (FLAG_END if end else 0)
         packet = AudioPacket(codec_id=self.codec_id, seq=self.seq, frame_index=self.frame_index,
                              frames=tuple(self._pending), redundant=redundant, flags=flags)
-        data = packet.to_bytes()
+        if self.version == 2:
+            data = to_compact(packet, report=self.take_report()).to_bytes()
+        else:
+            data = packet.to_bytes()
         self.last_redundancy = k
         self._sent.extend(self._pending)
         self.seq = (self.seq + 1) & 0xFFFF

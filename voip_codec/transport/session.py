@@ -20,8 +20,12 @@ monotonic clock) and decides where the codec runs. ``encode_frame`` and ``decode
 the encoder or decoder, so an event loop can run them in a worker thread while it keeps feeding
 datagrams and reports to the same session (this is what the aiortc tracks do).
 
-:func:`classify_datagram` is the only place that decides whether a datagram is audio, a loss
-report or garbage; garbage is counted in the stats and dropped, never raised.
+:func:`read_datagram` (and its one-message form :func:`classify_datagram`) is the only place
+that decides whether a datagram is audio, a loss report or garbage; garbage is counted in the
+stats and dropped, never raised. Both packet versions are accepted; a ``SendSession`` writes the
+compact version 2 unless told ``packet_version=1``, and a ``ReceiveSession`` paired with a
+sending session piggybacks its loss reports on that session's version-2 audio packets instead
+of sending packets of their own.
 """
 
 from __future__ import annotations
@@ -34,17 +38,17 @@ from typing import Any
 import numpy as np
 
 from ..codecs.base import CodecInfo, FrameDecoder, FrameEncoder
+from ..wire.compact import COMPACT_MAX_HEADER_SIZE, CompactLossReport, WireReader
 from ..wire.packet import (
     AUDIO_HEADER_SIZE,
     MAX_REDUNDANCY,
     AudioPacket,
     LossReport,
     PacketError,
-    parse_packet,
 )
 from .jitter import FrameSource, JitterBuffer, JitterConfig, PlayoutFrame
 from .link import Link
-from .packetizer import Packetizer
+from .packetizer import PACKET_VERSIONS, Packetizer
 from .playout import PlayoutQueue
 from .redundancy import LossStatistics, RedundancyController
 from .trace import FrameTrace
@@ -57,6 +61,7 @@ __all__ = [
     "SendSession",
     "SendStats",
     "classify_datagram",
+    "read_datagram",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,26 +73,52 @@ TRIM_HOLDOFF_FRAMES = 25
 """Frames played after a stretch before :meth:`ReceiveSession.trim_output` shrinks the delay
 again (2 s of 80 ms frames), so that growing and shrinking do not chase each other."""
 
+DEFAULT_PACKET_VERSION = 2
+"""Packet version a :class:`SendSession` writes unless told otherwise (2: compact)."""
 
-def classify_datagram(data: bytes | bytearray | memoryview | str,
-                      name: str = "session") -> AudioPacket | LossReport | None:
-    """Decide what one received datagram is.
+
+def read_datagram(data: bytes | bytearray | memoryview | str, reader: WireReader,
+                  name: str = "session") -> tuple[AudioPacket | None, LossReport | None] | None:
+    """Decide what one received datagram is (either packet version).
 
     Args:
         data: the datagram (a text message, as a data channel can deliver, is garbage).
+        reader: the stream's reader (restores the short counters of version 2).
         name: log prefix.
 
     Returns:
-        The parsed audio packet or loss report, or None for garbage (logged at debug level).
+        ``(audio, report)`` (a version-2 audio packet may carry a report too), or None for
+        garbage (logged at debug level).
     """
     if isinstance(data, str):
         logger.debug("%s: dropping a text message", name)
         return None
     try:
-        return parse_packet(data)
+        return reader.read(data)
     except PacketError as exc:
         logger.debug("%s: dropping bad datagram: %s", name, exc)
         return None
+
+
+def classify_datagram(data: bytes | bytearray | memoryview | str, name: str = "session",
+                      reader: WireReader | None = None) -> AudioPacket | LossReport | None:
+    """Decide what one received datagram is, as one message.
+
+    Args:
+        data: the datagram (either packet version).
+        name: log prefix.
+        reader: the stream's reader (default: a fresh one, which takes version-2 counters as
+            they are).
+
+    Returns:
+        The audio packet or loss report (a report piggybacked on audio is left out: use
+        :func:`read_datagram` for both), or None for garbage.
+    """
+    read = read_datagram(data, reader if reader is not None else WireReader(), name)
+    if read is None:
+        return None
+    audio, report = read
+    return audio if audio is not None else report
 
 
 # ---------------------------------------------------------------------------------------- send
@@ -144,6 +175,7 @@ class SendSession:
             ``SILENCE``; left out under DTX); None: no frame is silent.
         keepalive_frames: under DTX, the first silent frame of every ``keepalive_frames`` is
             sent.
+        packet_version: 2 (compact, the default; piggybacks loss reports) or 1.
         name: log prefix.
 
     Raises:
@@ -155,15 +187,20 @@ class SendSession:
                  frames_per_packet: int = 1, redundancy: int = 0,
                  controller: RedundancyController | None = None, dtx: bool = False,
                  vad_threshold_dbfs: float | None = None, keepalive_frames: int = 12,
-                 name: str = "send") -> None:
+                 packet_version: int = DEFAULT_PACKET_VERSION, name: str = "send") -> None:
         if keepalive_frames < 1:
             raise ValueError(f"keepalive_frames must be >= 1, got {keepalive_frames}")
         if dtx and vad_threshold_dbfs is None:
             raise ValueError("dtx needs a vad_threshold_dbfs to tell silence from speech")
+        if packet_version not in PACKET_VERSIONS:
+            raise ValueError(f"packet_version must be one of {PACKET_VERSIONS}, "
+                             f"got {packet_version!r}")
         k = controller.k if controller is not None else redundancy
-        self.packetizer = Packetizer(info.codec_id, frames_per_packet, k)
+        self.packetizer = Packetizer(info.codec_id, frames_per_packet, k,
+                                     version=packet_version)
         k_max = controller.k_max if controller is not None else k
-        largest = AUDIO_HEADER_SIZE + (frames_per_packet + min(k_max, MAX_REDUNDANCY)) * \
+        header = COMPACT_MAX_HEADER_SIZE if packet_version == 2 else AUDIO_HEADER_SIZE
+        largest = header + (frames_per_packet + min(k_max, MAX_REDUNDANCY)) * \
             info.bytes_per_frame
         if largest > link.mtu:
             raise ValueError(f"{name}: packets of up to {largest} bytes ({frames_per_packet} "
@@ -179,6 +216,7 @@ class SendSession:
         self._vad_level = (None if vad_threshold_dbfs is None
                            else 10.0 ** (vad_threshold_dbfs / 20.0))
         self._silent_run = 0
+        self._reader = WireReader(info.codec_id)
         self.ended = False
         """Whether the stream's last packet (``FLAG_END``) has gone out."""
         self.stats = SendStats(redundancy=k)
@@ -223,11 +261,14 @@ class SendSession:
             if (self._silent_run - 1) % self.keepalive_frames:
                 self.stats.dtx_frames += 1
                 self._emit(self.packetizer.skip())
+                self._send_waiting_report()
                 return
         else:
             self._silent_run = 0
         self._emit(self.packetizer.push(frame.payload, silence=frame.silent, end=end))
         self.ended = end
+        if end:
+            self._send_waiting_report()
 
     @property
     def end_needs_frame(self) -> bool:
@@ -252,6 +293,22 @@ class SendSession:
             self._emit(self.packetizer.push(filler.payload, silence=True, end=True))
             self.ended = True
 
+    @property
+    def can_piggyback(self) -> bool:
+        """Whether a loss report for the other direction can ride on this session's next
+        audio packet (version 2, stream not ended)."""
+        return self.packetizer.version == 2 and not self.ended
+
+    def piggyback_report(self, report: LossReport) -> None:
+        """Carry a loss report of the paired receiver on the next audio packet (see
+        :attr:`can_piggyback`; under DTX or at the end it goes out alone instead)."""
+        self.packetizer.attach_report(report)
+
+    def _send_waiting_report(self) -> None:
+        report = self.packetizer.take_report()
+        if report is not None:
+            self.link.send(CompactLossReport.from_report(report).to_bytes())
+
     def on_report(self, report: LossReport) -> None:
         """Apply a loss report from the receiver (adapts K when there is a controller)."""
         self.stats.reports += 1
@@ -262,9 +319,9 @@ class SendSession:
     def on_datagram(self, data: bytes | str) -> None:
         """Link receiver of a send-only endpoint: loss reports are applied, anything else is
         counted in ``stats.invalid`` and dropped."""
-        message = classify_datagram(data, self.name)
-        if isinstance(message, LossReport):
-            self.on_report(message)
+        read = read_datagram(data, self._reader, self.name)
+        if read is not None and read[1] is not None:
+            self.on_report(read[1])
         else:
             self.stats.invalid += 1
 
@@ -366,6 +423,9 @@ class ReceiveSession:
         """Decoded audio waiting to be played (the caller pushes what :meth:`decode` returns,
         resampled to ``output_sample_rate``, and reads it on demand)."""
         self.trace = trace
+        self._reader = WireReader(info.codec_id)
+        self._peer_version = 1
+        """Version of the last audio packet received: standalone reports use it."""
 
     def on_datagram(self, data: bytes | str, now: float) -> None:
         """Take one received datagram (garbage is counted and dropped, never raised).
@@ -374,19 +434,25 @@ class ReceiveSession:
             data: the datagram.
             now: arrival time in seconds (the clock :meth:`tick` gets).
         """
-        message = classify_datagram(data, self.name)
-        if message is None:
+        read = read_datagram(data, self._reader, self.name)
+        if read is None:
             self._garbage += 1
-        elif isinstance(message, LossReport):
+            return
+        audio, report = read
+        if report is not None:
             if self.sender is not None:
-                self.sender.on_report(message)
+                self.sender.on_report(report)
             else:
                 logger.debug("%s: loss report with no sender to adapt", self.name)
-        elif self.buffer.push_packet(message, now):
-            self.loss.on_packet(message.seq)
+        if audio is None:
+            return
+        self._peer_version = 2 if isinstance(data, (bytes, bytearray, memoryview)) \
+            and data[0] & 0xC0 == 0x80 else 1
+        if self.buffer.push_packet(audio, now):
+            self.loss.on_packet(audio.seq)
             if self.trace is not None:  # first arrival of each frame, own packet or copy
-                first = self.buffer.unwrap_index(message.frame_index)
-                for i in range(-len(message.redundant), len(message.frames)):
+                first = self.buffer.unwrap_index(audio.frame_index)
+                for i in range(-len(audio.redundant), len(audio.frames)):
                     self.trace.mark("arrived", first + i, now)
 
     def poll(self, now: float, *, urgent: bool = False, lead: float = 0.0
@@ -504,6 +570,11 @@ class ReceiveSession:
         # the fastest arrival: the report carries 0 then
         report = self.loss.make_report(s.jitter_ms, max(0.0, s.current_delay_ms))
         if report is not None:
-            self.link.send(report.to_bytes())
+            if self.sender is not None and self.sender.can_piggyback:
+                self.sender.piggyback_report(report)
+            elif self._peer_version == 2:
+                self.link.send(CompactLossReport.from_report(report).to_bytes())
+            else:
+                self.link.send(report.to_bytes())
             self.reports_sent += 1
             self.last_report = report

@@ -8,6 +8,13 @@ label names the codec (``voip-codec/<codec name>``), wrapped as a
 to :class:`~voip_codec.webrtc.receiver.CodecReceiverTrack` (a ``ReceiveSession``), which
 classifies it: audio is played, loss reports go to the paired ``SendSession`` so it adapts its
 redundancy, and its own reports go back on the same channel.
+
+End-to-end encryption is on by default (``CallOptions.e2e``): each peer puts an X25519 public
+key into its SDP (:func:`~voip_codec.transport.secure.sdp_with_e2e_key`), takes the other's out
+before handing the SDP to aiortc, and wraps the data channel in a
+:class:`~voip_codec.transport.secure.SecureLink`. DTLS protects each hop; this protects the
+audio from the signaling server and any relay. :attr:`CallPeer.sas` is the code both users
+compare.
 """
 
 from __future__ import annotations
@@ -28,6 +35,14 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.jitter import JitterConfig
+from ..transport.link import Link
+from ..transport.secure import (
+    E2EKeys,
+    KeyExchange,
+    SecureLink,
+    sdp_take_e2e_key,
+    sdp_with_e2e_key,
+)
 from ..transport.trace import FrameTrace
 from .datachannel import DataChannelLink
 from .frames import recv_audio
@@ -62,6 +77,13 @@ class CallOptions:
     """Receiver jitter buffer settings."""
     sack_tuning: bool = True
     """Delayed and bundled SCTP SACKs (:mod:`voip_codec.webrtc.sctp`); False keeps aiortc's."""
+    packet_version: int = 2
+    """Packet version sent: 2 (compact) or 1 (for peers that read only version 1); both are
+    always received."""
+    e2e: bool = True
+    """Encrypt end to end (keys through the SDP; both peers must agree)."""
+    psk: bytes | None = None
+    """Optional pre-shared secret mixed into the end-to-end keys (both peers the same)."""
 
 
 class CallPeer:
@@ -84,7 +106,13 @@ class CallPeer:
         self.name = name
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel: RTCDataChannel | None = None
-        self.link: DataChannelLink | None = None
+        self.channel_link: DataChannelLink | None = None
+        """The data channel as a link (what :attr:`link` wraps when encrypting)."""
+        self.link: Link | None = None
+        """The link the sessions use: a SecureLink around :attr:`channel_link` under E2E."""
+        self.keys: E2EKeys | None = None
+        """End-to-end keys, once both public keys are known."""
+        self._exchange: KeyExchange | None = None
         self.sender: CodecSender | None = None
         self.trace = trace
         self.track = CodecReceiverTrack(codec, jitter=self.options.jitter,
@@ -102,10 +130,49 @@ class CallPeer:
         if self.link is not None:
             self.link.send(data)
 
+    @property
+    def sas(self) -> str | None:
+        """The short authentication string to compare with the other user (None without
+        end-to-end encryption)."""
+        return self.keys.sas if self.keys is not None else None
+
+    def e2e_stats(self) -> dict[str, Any] | None:
+        """Counters of the encrypting link (None without end-to-end encryption)."""
+        return self.link.stats.to_dict() if isinstance(self.link, SecureLink) else None
+
+    def _local_sdp(self, role: str) -> str:
+        sdp = str(self.pc.localDescription.sdp)
+        if not self.options.e2e:
+            return sdp
+        if self._exchange is None:
+            self._exchange = KeyExchange("offerer" if role == "offer" else "answerer",
+                                         self.options.psk)
+        return sdp_with_e2e_key(sdp, self._exchange.public)
+
+    def _remote_sdp(self, sdp: str, role: str) -> str:
+        """Take the peer's key out of its SDP and derive the keys (offer: make our pair)."""
+        try:
+            clean, key = sdp_take_e2e_key(sdp)
+        except ValueError as exc:
+            raise CallError(f"the other peer's {role}: {exc}") from None
+        if self.options.e2e and key is None:
+            raise CallError("the other peer does not encrypt end to end; both peers must "
+                            "turn it off (--no-e2e) or neither")
+        if not self.options.e2e and key is not None:
+            raise CallError("the other peer encrypts end to end but this one was started "
+                            "with --no-e2e; both peers must turn it off or neither")
+        if key is not None:
+            if self._exchange is None:
+                self._exchange = KeyExchange("answerer", self.options.psk)
+            try:
+                self.keys = self._exchange.derive(key)
+            except ValueError as exc:
+                raise CallError(str(exc)) from None
+        return clean
+
     def _attach(self, channel: RTCDataChannel) -> None:
         self.channel = channel
-        self.link = DataChannelLink(channel)
-        self.link.set_receiver(self.track.on_message)
+        self.channel_link = DataChannelLink(channel)
         if channel.readyState == "open":
             self._on_open()
         else:
@@ -125,12 +192,24 @@ class CallPeer:
 
     def _on_open(self) -> None:
         logger.info("%s: data channel open", self.name)
+        if self.link is None and self.channel_link is not None:
+            if self.options.e2e:
+                if self.keys is None:  # cannot happen after a completed offer/answer
+                    self.error = "the data channel opened before the end-to-end keys were set"
+                    logger.error("%s: %s", self.name, self.error)
+                    self.opened.set()
+                    return
+                self.link = SecureLink(self.channel_link, self.keys)
+            else:
+                self.link = self.channel_link
+            self.link.set_receiver(self.track.on_message)
         if self.source is not None and self.sender is None and self.link is not None:
             o = self.options
             self.sender = CodecSender(self.source, self.codec, self.link,
                                       frames_per_packet=o.frames_per_packet,
                                       redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx,
-                                      trace=self.trace)
+                                      trace=self.trace,
+                                      packet_version=o.packet_version)
             self.track.session.sender = self.sender.session  # loss reports adapt its K
             self.sender.start()
         self.opened.set()
@@ -142,24 +221,26 @@ class CallPeer:
         self._tune_sctp()
         self._attach(channel)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
+        return self._local_sdp("offer")
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the other peer's offer and return the answer SDP."""
+        sdp = self._remote_sdp(sdp, "offer")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self._tune_sctp()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return str(self.pc.localDescription.sdp)
+        return self._local_sdp("answer")
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the other peer's answer."""
+        sdp = self._remote_sdp(sdp, "answer")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     async def wait_open(self, timeout_s: float = 15.0) -> None:
         """Wait until the data channel is open.
 
         Raises:
-            CallError: timeout or codec mismatch.
+            CallError: timeout, codec mismatch or missing end-to-end keys.
         """
         try:
             await asyncio.wait_for(self.opened.wait(), timeout_s)
@@ -225,6 +306,8 @@ class DemoResult:
     network: dict[str, Any]
     link: str = "webrtc"
     """The link the call ran over: ``webrtc``, ``ice`` or ``serial``."""
+    e2e: dict[str, Any] | None = None
+    """End-to-end encryption: the SAS and each peer's SecureLink counters (None when off)."""
 
 
 @contextlib.asynccontextmanager
@@ -337,5 +420,8 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
         output=str(output_path), input_seconds=round(input_seconds, 3),
         output_seconds=round(len(out) / rate, 3), codec=codec.info.name,
         codec_kbps=codec.info.bitrate / 1000, sender=dict(sender), receiver=bob.track.stats(),
+        e2e=None if alice.keys is None else {
+            "sas": alice.sas, "sas_match": alice.sas == bob.sas,
+            "alice": alice.e2e_stats(), "bob": bob.e2e_stats()},
         wire=wire, network={"loss": loss, "burst": burst, "delay_ms": delay_ms,
                             "jitter_ms": jitter_ms, "rate_kbps": rate_kbps, "seed": seed})

@@ -22,6 +22,10 @@ from ..transport.jitter import JitterConfig
 
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
 
+PSK_ENV = "VOIP_CODEC_PSK"
+"""Environment variable with an optional pre-shared secret for the end-to-end keys of
+``call`` (an environment variable, so it does not show in the process list)."""
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_SPEECH = ASSETS / "sample_speech.flac"
 
@@ -61,6 +65,8 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
                         "follows the network between min(80, MS) and 800 ms, growing at once "
                         "for late frames and losses, shrinking in silence")
     add_threads_argument(p)
+    p.add_argument("--no-e2e", action="store_true",
+                   help="turn end-to-end encryption off (both peers must; for measurements)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -197,6 +203,14 @@ def _print_demo(r: Any) -> None:
     print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
           f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
           f"({headers})")
+    if r.e2e is None:
+        print("encryption       end to end OFF (--no-e2e); DTLS hop by hop only")
+    else:
+        bob = r.e2e["bob"] or {}
+        print(f"encryption       end to end on, SAS {r.e2e['sas']} (same on both peers: "
+              f"{'yes' if r.e2e['sas_match'] else 'NO'}); receiver accepted "
+              f"{bob.get('received')} datagrams, rejected {bob.get('forged', 0)} forged, "
+              f"{bob.get('replayed', 0)} replayed")
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -219,7 +233,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     codec = _get_codec(args.codec, args.threads)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
-                          jitter=jitter_config(args.playout_delay),
+                          jitter=jitter_config(args.playout_delay), e2e=not args.no_e2e,
                           sack_tuning=not args.stock_sctp)
     if not args.json:
         how = {"webrtc": "over WebRTC on 127.0.0.1", "ice": "over ICE/UDP on 127.0.0.1",
@@ -439,9 +453,11 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
         source = microphone_track()
     elif args.input:
         source = MediaPlayer(args.input).audio
+    psk = os.environ.get(PSK_ENV)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
-                          jitter=jitter_config(args.playout_delay),
+                          jitter=jitter_config(args.playout_delay), e2e=not args.no_e2e,
+                          psk=psk.encode() if psk else None,
                           sack_tuning=not args.stock_sctp)
     if link.kind == "serial":
         return await _serial_call(args, link, codec, options, source)
@@ -461,8 +477,18 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                 if link.kind == "ice":
                     peer = await _ice_peer(args, client, role, codec, options, source)
                 else:
-                    peer = await _webrtc_peer(args, client, role, codec, options, source,
-                                              ICE_MARKER)
+                    webrtc_peer: CallPeer = await _webrtc_peer(args, client, role, codec,
+                                                               options, source, ICE_MARKER)
+                    peer = webrtc_peer
+                    if webrtc_peer.sas is not None:
+                        how = " with a pre-shared secret" if psk else ""
+                        print(f"voip-codec: end-to-end encrypted{how}; read this code to the "
+                              f"other user, it must match theirs: {webrtc_peer.sas}",
+                              file=sys.stderr, flush=True)
+                    else:
+                        print("voip-codec: end-to-end encryption is OFF (--no-e2e): the "
+                              "signaling server and relays could read the audio",
+                              file=sys.stderr, flush=True)
             except (SignalingError, SignalingClosed) as exc:
                 raise UserError(_signaling_message(exc, args)) from None
             except CallError as exc:
@@ -470,7 +496,9 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
             await _converse(peer, args)
             return {"role": role, "link": link.kind, "codec": codec.info.name,
                     "receiver": peer.track.stats(),
-                    "sender": peer.sender.stats.to_dict() if peer.sender else None}
+                    "sender": peer.sender.stats.to_dict() if peer.sender else None,
+                    "e2e": (None if not isinstance(peer, CallPeer) or peer.sas is None
+                            else {"sas": peer.sas, "link": peer.e2e_stats()})}
         finally:
             # always leave the room and release the sockets, also on errors and Ctrl-C, so no
             # "unclosed session" noise follows the one-line error

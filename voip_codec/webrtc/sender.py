@@ -25,7 +25,12 @@ from aiortc.mediastreams import MediaStreamTrack
 from ..codecs.base import Codec
 from ..transport.link import CallbackLink, Link
 from ..transport.redundancy import RedundancyController
-from ..transport.session import DEFAULT_VAD_DBFS, SendSession, SendStats
+from ..transport.session import (
+    DEFAULT_PACKET_VERSION,
+    DEFAULT_VAD_DBFS,
+    SendSession,
+    SendStats,
+)
 from ..transport.trace import DeadlineWarner, FrameTrace
 from .frames import recv_audio
 
@@ -50,6 +55,7 @@ class CodecSender:
         adaptive: adapt K from the receiver's loss reports.
         dtx: send nothing during silence (a one-frame keep-alive every ``keepalive_frames``).
         vad_threshold_dbfs: frames quieter than this (RMS) count as silence for DTX.
+        packet_version: 2 (compact, the default) or 1 (for peers that only read version 1).
         executor: worker for the encoder (default: a private single thread), so the event loop
             never blocks on the model.
         trace: per-frame timestamps (``complete``, ``encoded``, ``sent``) for the latency budget.
@@ -60,7 +66,7 @@ class CodecSender:
                  send: Callable[[bytes], None] | Link, *,
                  frames_per_packet: int = 1, redundancy: int = 1, adaptive: bool = True,
                  dtx: bool = False, vad_threshold_dbfs: float = DEFAULT_VAD_DBFS,
-                 keepalive_frames: int = 12,
+                 keepalive_frames: int = 12, packet_version: int = DEFAULT_PACKET_VERSION,
                  executor: concurrent.futures.Executor | None = None,
                  trace: FrameTrace | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -75,7 +81,7 @@ class CodecSender:
             redundancy=redundancy,
             controller=RedundancyController(initial=redundancy) if adaptive else None,
             dtx=dtx, vad_threshold_dbfs=vad_threshold_dbfs, keepalive_frames=keepalive_frames,
-            name="sender")
+            packet_version=packet_version, name="sender")
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="voip-codec-encode")
         self._own_executor = executor is None
