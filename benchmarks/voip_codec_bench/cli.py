@@ -19,6 +19,7 @@ from .harness import (
     add_quality_parser,
     add_report_parser,
 )
+from .robustness import add_robustness_parser
 
 __all__ = ["PRECISION_CHOICES", "add_parser"]
 
@@ -103,4 +104,5 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = bsub.add_parser("call", help="mouth-to-ear latency and wire bitrates of real calls")
     _call_arguments(p)
     p.set_defaults(func=run_call)
+    add_robustness_parser(bsub)  # fuzzing, poisoned input, long call, signaling load, faults
     return bench
