@@ -154,8 +154,11 @@ def test_cli_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "| audio-packet | mutation | 300 |" in table and "failures: 0" in table
 
 
-def test_cli_bad_fuzz_inputs_is_one_line() -> None:
+def test_cli_bad_arguments_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from voip_codec.cli import main
 
-    with pytest.raises(SystemExit, match="--fuzz-inputs must be at least 1"):
-        main(["bench", "robustness", "--sections", "fuzz", "--fuzz-inputs", "0"])
+    assert main(["bench", "robustness", "--sections", "fuzz", "--fuzz-inputs", "0"]) == 1
+    assert main(["bench", "robustness", "--from-json", "/nonexistent.json"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "voip-codec: error: bench robustness: --fuzz-inputs must be at least 1"
+    assert err[1].startswith("voip-codec: error: bench robustness: cannot read /nonexistent")

@@ -231,12 +231,13 @@ class _ToneTrack(MediaStreamTrack):
         return frame
 
 
-async def _pair(source: Any, a_to_b: Any = None, adaptive: bool = True) -> tuple[Any, Any, Any]:
+async def _pair(source: Any, a_to_b: Any = None, adaptive: bool = True,
+                codec_name: str = _CODEC) -> tuple[Any, Any, Any]:
     from voip_codec.codecs.registry import get_codec
     from voip_codec.webrtc.call import CallOptions, CallPeer
     from voip_codec.webrtc.contrib.relay import ImpairmentRelay
 
-    codec = get_codec(_CODEC)
+    codec = get_codec(codec_name)
     relay = ImpairmentRelay(a_to_b)
     await relay.start()
     alice = CallPeer(codec, CallOptions(adaptive=adaptive), source=source, name="alice")
@@ -366,6 +367,7 @@ def _cpu_seconds() -> float:
 
 async def _long_call(minutes: float, loss: float) -> dict[str, Any]:
     from voip_codec.transport.netsim import BernoulliLoss, NetworkConditions
+    from voip_codec.webrtc.commands import default_codec_name
     from voip_codec.webrtc.contrib.loopback import loopback_candidates
 
     from .long_call import rss_mb
@@ -373,8 +375,11 @@ async def _long_call(minutes: float, loss: float) -> dict[str, Any]:
     seconds = minutes * 60
     with loopback_candidates():
         source = _ToneTrack(seconds + 5)
+        # the codec calls use by default: PCM's 2.5 kB frames would be split into several
+        # SCTP chunks, and losing any one loses the frame
         alice, bob, relay = await _pair(
-            source, NetworkConditions(loss=BernoulliLoss(loss), delay_ms=20.0, jitter_ms=10.0))
+            source, NetworkConditions(loss=BernoulliLoss(loss), delay_ms=20.0, jitter_ms=10.0),
+            codec_name=default_codec_name())
         relay.impair(True)
         stop = asyncio.Event()
         times: list[float] = []
@@ -403,11 +408,12 @@ async def _long_call(minutes: float, loss: float) -> dict[str, Any]:
     t = np.array([s["t"] for s in samples])
     slope = float(np.polyfit(t[1:], rss[1:], 1)[0]) * 60 if len(t) > 3 else 0.0
     cpu = [s["cpu_s"] for s in samples]
-    return {"minutes": minutes, "loss": loss, "samples": samples,
+    return {"minutes": minutes, "loss": loss, "codec": default_codec_name(), "samples": samples,
             "rss_slope_mb_per_min": round(slope, 3),
             "cpu_percent": round(100 * (cpu[-1] - cpu[0]) / max(1e-9, t[-1] - t[0]), 1)
             if len(cpu) > 1 else None,
             "frames_played": stats["frames_played"], "concealed": stats["concealed"],
+            "concealed_fraction": round(stats["concealed"] / max(1, stats["frames_played"]), 4),
             "output_frames_20ms": len(times)}
 
 

@@ -11,7 +11,10 @@ Phases (a prober GETs ``/health`` every 20 ms throughout, timed per phase):
    relaying before joining) ``abuse`` connections try it; each must get its documented error
    code (and close code).
 
-Server RSS is read from ``/proc/<pid>/status`` after each phase and after every connection is
+The server and the prober run at normal priority, the load generator in its own process at
+nice 10: in a deployment the clients are other machines, and on a small box the generator would
+otherwise take the server's CPU and the figures would measure the generator. Server RSS is read
+from ``/proc/<pid>/status`` after each phase and after every connection is
 closed.
 """
 
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,143 +253,172 @@ async def _abuse_one(session: Any, ws_url: str, kind: str, i: int, max_bytes: in
         await ws.close()
 
 
-async def _run(clients: int, rounds: int, idle: int, abuse: int,
-               result: SignalingLoadResult) -> None:
+async def _run(port: int, server_pid: int, clients: int, rounds: int, idle: int, abuse: int,
+               result: SignalingLoadResult, marks: list[tuple[float, str]]) -> None:
+    """The load generator (run in its own, lower-priority process by
+    :func:`run_signaling_load`): the three phases against the server at ``port``."""
     import aiohttp
 
-    port = _free_port()
-    env = dict(os.environ, VOIP_CODEC_SIGNALING_SECRET=_SECRET)
-    from signaling.tokens import SECRET_ENV
-
-    env[SECRET_ENV] = _SECRET
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signaling.server", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "ERROR", "--idle-timeout", "600"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    base = f"http://127.0.0.1:{port}"
     ws_url = f"ws://127.0.0.1:{port}/ws"
+    base = f"http://127.0.0.1:{port}"
     max_bytes = 64 * 1024
     connector = aiohttp.TCPConnector(limit=0)
-    marks: list[tuple[float, str]] = [(time.time(), "start")]
-    stop_file = tempfile.NamedTemporaryFile("w", suffix=".stop", delete=False)
-    stop_file.close()
-    prober: subprocess.Popen[str] | None = None
-    try:
-        async with aiohttp.ClientSession(connector=connector) as session:
-            for _ in range(100):
-                try:
-                    async with session.get(base + "/health") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the signaling server did not start")
-            result.server_rss_mb["start"] = _server_rss_mb(proc.pid)
-            prober = subprocess.Popen(
-                [sys.executable, "-c", _PROBER, str(port), "3600", stop_file.name],
-                stdout=subprocess.PIPE, text=True)
-            gate = asyncio.Semaphore(100)  # connects in flight at once
+    pid = server_pid
+    async with aiohttp.ClientSession(connector=connector) as session:
+        result.server_rss_mb["start"] = _server_rss_mb(pid)
+        gate = asyncio.Semaphore(100)  # connects in flight at once
 
-            # 1. idle connections, joined, silent
-            marks.append((time.time(), "idle"))
-            idle_ws: list[Any] = []
-            readers: list[asyncio.Task[None]] = []
+        # 1. idle connections, joined, silent
+        marks.append((time.time(), "idle"))
+        idle_ws: list[Any] = []
+        readers: list[asyncio.Task[None]] = []
 
-            async def join_idle(i: int) -> None:
-                room, peer = f"idle-{i // 2}", f"i{i}"
-                async with gate:
-                    ws = await session.ws_connect(ws_url)
-                    await ws.send_json({"type": "join", "room": room, "peer_id": peer,
-                                        "token": _token(room, peer)})
-                    msg = await _receive_json(ws, 30.0)
-                if msg is None or msg.get("type") != "joined":
-                    result.client_failures.append(f"idle {i}: {msg}")
-                idle_ws.append(ws)
-                # reading answers the server's heartbeat pings; nothing else arrives
-                readers.append(asyncio.create_task(_drain(ws)))
+        async def join_idle(i: int) -> None:
+            room, peer = f"idle-{i // 2}", f"i{i}"
+            async with gate:
+                ws = await session.ws_connect(ws_url)
+                await ws.send_json({"type": "join", "room": room, "peer_id": peer,
+                                    "token": _token(room, peer)})
+                msg = await _receive_json(ws, 30.0)
+            if msg is None or msg.get("type") != "joined":
+                result.client_failures.append(f"idle {i}: {msg}")
+            idle_ws.append(ws)
+            # reading answers the server's heartbeat pings; nothing else arrives
+            readers.append(asyncio.create_task(_drain(ws)))
 
-            await asyncio.gather(*(join_idle(i) for i in range(idle)))
-            result.idle_connections = len(idle_ws)
-            await asyncio.sleep(1.0)
-            result.server_rss_mb["idle"] = _server_rss_mb(proc.pid)
+        await asyncio.gather(*(join_idle(i) for i in range(idle)))
+        result.idle_connections = len(idle_ws)
+        await asyncio.sleep(1.0)
+        result.server_rss_mb["idle"] = _server_rss_mb(pid)
 
-            # 2. churn: pairs join and leave rooms, concurrently
-            marks.append((time.time(), "churn"))
-            n_rooms = clients // 2
-            result.clients, result.rooms, result.rounds = clients, n_rooms, rounds
-            for r in range(rounds):
-                jobs = []
-                for k in range(n_rooms):
-                    room = f"room-{k}"
-                    a, b = f"a{r}-{k}", f"b{r}-{k}"
-                    jobs += [_pair_client(session, ws_url, room, a, b, result, gate),
-                             _pair_client(session, ws_url, room, b, a, result, gate)]
-                oks = await asyncio.gather(*jobs, return_exceptions=True)
-                for ok in oks:
-                    if isinstance(ok, BaseException):
-                        result.client_failures.append(f"{type(ok).__name__}: {ok}")
-                result.pairs_ok += sum(1 for j in range(0, len(oks), 2)
-                                       if oks[j] is True and oks[j + 1] is True)
-                result.pairs_expected += n_rooms
-            result.server_rss_mb["churn"] = _server_rss_mb(proc.pid)
+        # 2. churn: pairs join and leave rooms, concurrently
+        marks.append((time.time(), "churn"))
+        n_rooms = clients // 2
+        result.clients, result.rooms, result.rounds = clients, n_rooms, rounds
+        for r in range(rounds):
+            jobs = []
+            for k in range(n_rooms):
+                room = f"room-{k}"
+                a, b = f"a{r}-{k}", f"b{r}-{k}"
+                jobs += [_pair_client(session, ws_url, room, a, b, result, gate),
+                         _pair_client(session, ws_url, room, b, a, result, gate)]
+            oks = await asyncio.gather(*jobs, return_exceptions=True)
+            for ok in oks:
+                if isinstance(ok, BaseException):
+                    result.client_failures.append(f"{type(ok).__name__}: {ok}")
+            result.pairs_ok += sum(1 for j in range(0, len(oks), 2)
+                                   if oks[j] is True and oks[j + 1] is True)
+            result.pairs_expected += n_rooms
+        result.server_rss_mb["churn"] = _server_rss_mb(pid)
 
-            # 3. abuse
-            marks.append((time.time(), "abuse"))
-            for kind in ABUSES:
-                oks = await asyncio.gather(
-                    *(_abuse_one(session, ws_url, kind, i, max_bytes) for i in range(abuse)),
-                    return_exceptions=True)
-                result.abuse[kind] = {
-                    "tries": abuse, "ok": sum(1 for ok in oks if ok is True),
-                    "expected_code": ABUSES[kind][0], "expected_close": ABUSES[kind][1]}
-            result.server_rss_mb["abuse"] = _server_rss_mb(proc.pid)
+        # 3. abuse
+        marks.append((time.time(), "abuse"))
+        for kind in ABUSES:
+            oks = await asyncio.gather(
+                *(_abuse_one(session, ws_url, kind, i, max_bytes) for i in range(abuse)),
+                return_exceptions=True)
+            result.abuse[kind] = {
+                "tries": abuse, "ok": sum(1 for ok in oks if ok is True),
+                "expected_code": ABUSES[kind][0], "expected_close": ABUSES[kind][1]}
+        result.server_rss_mb["abuse"] = _server_rss_mb(pid)
 
-            marks.append((time.time(), "closing"))
-            await asyncio.gather(*(ws.close() for ws in idle_ws))
-            await asyncio.gather(*readers, return_exceptions=True)
-            await asyncio.sleep(1.0)
-            async with session.get(base + "/health") as resp:
-                health = await resp.json()
-            result.server_rss_mb["end"] = _server_rss_mb(proc.pid)
-            result.server_rss_mb["end_connections"] = float(health.get("connections", -1))
-            result.server_rss_mb["end_rooms"] = float(health.get("rooms", -1))
-    finally:
-        Path(stop_file.name).write_text("stop")
-        samples: dict[str, list[float]] = {}
-        if prober is not None:
-            out, _ = prober.communicate(timeout=30)
-            for when, ms in json.loads(out or "[]"):
-                name = [n for t, n in marks if t <= when][-1]
-                samples.setdefault(name, []).append(ms)
-        Path(stop_file.name).unlink(missing_ok=True)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for name, values in samples.items():
-        result.health_ms[name] = {"n": len(values), "p50": round(_percentile(values, 50), 2),
-                                  "p99": round(_percentile(values, 99), 2),
-                                  "max": round(max(values), 2)}
+        marks.append((time.time(), "closing"))
+        await asyncio.gather(*(ws.close() for ws in idle_ws))
+        await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.sleep(1.0)
+        async with session.get(base + "/health") as resp:
+            health = await resp.json()
+        result.server_rss_mb["end"] = _server_rss_mb(pid)
+        result.server_rss_mb["end_connections"] = float(health.get("connections", -1))
+        result.server_rss_mb["end_rooms"] = float(health.get("rooms", -1))
 
 
 def run_signaling_load(clients: int = 500, rounds: int = 2, idle: int = 1000,
-                       abuse: int = 50) -> SignalingLoadResult:
+                       abuse: int = 50, client_nice: int = 10) -> SignalingLoadResult:
     """Run the three phases against a fresh server process on 127.0.0.1.
+
+    The server and the /health prober run at normal priority; the load generator runs in a
+    process of its own at ``client_nice`` (in a deployment the clients are other machines: on
+    one small box the generator would otherwise take the server's CPU).
 
     Args:
         clients: concurrent churn clients (two per room).
         rounds: churn rounds.
         idle: idle connections held open throughout.
         abuse: connections per kind of abuse.
+        client_nice: niceness added to the load generator's process.
 
     Returns:
         The figures.
     """
-    result = SignalingLoadResult()
+    from signaling.tokens import SECRET_ENV
+
     start = time.perf_counter()
-    asyncio.run(_run(clients, rounds, idle, abuse, result))
+    port = _free_port()
+    path = os.pathsep.join(p for p in sys.path if p)
+    env = dict(os.environ, PYTHONPATH=path, **{SECRET_ENV: _SECRET})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "signaling.server", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "ERROR", "--idle-timeout", "600"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    stop_file = tempfile.NamedTemporaryFile("w", suffix=".stop", delete=False)
+    stop_file.close()
+    prober: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the signaling server did not start") from None
+                time.sleep(0.1)
+        prober = subprocess.Popen(
+            [sys.executable, "-c", _PROBER, str(port), "3600", stop_file.name],
+            stdout=subprocess.PIPE, text=True)
+        load = subprocess.run(
+            [sys.executable, "-m", "voip_codec_bench.signaling_load", str(port), str(server.pid),
+             str(clients), str(rounds), str(idle), str(abuse)],
+            capture_output=True, text=True, env=env, timeout=1800, check=False,
+            preexec_fn=(lambda: os.nice(client_nice)) if client_nice else None)
+        if load.returncode != 0:
+            raise RuntimeError(f"the load generator failed: {load.stderr.strip()[-500:]}")
+        data = json.loads(load.stdout)
+    finally:
+        Path(stop_file.name).write_text("stop")
+        out = ""
+        if prober is not None:
+            out, _ = prober.communicate(timeout=30)
+        Path(stop_file.name).unlink(missing_ok=True)
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    marks = [(float(t), str(n)) for t, n in data.pop("marks")]
+    result = SignalingLoadResult(**data)
+    samples: dict[str, list[float]] = {}
+    for when, ms in json.loads(out or "[]"):
+        name = [n for t, n in marks if t <= when][-1] if marks[0][0] <= when else "start"
+        samples.setdefault(name, []).append(ms)
+    for name, values in samples.items():
+        result.health_ms[name] = {"n": len(values), "p50": round(_percentile(values, 50), 2),
+                                  "p99": round(_percentile(values, 99), 2),
+                                  "max": round(max(values), 2)}
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _load_main(argv: list[str]) -> None:
+    """Load generator entry: ``PORT SERVER_PID CLIENTS ROUNDS IDLE ABUSE``; prints JSON."""
+    port, pid, clients, rounds, idle, abuse = (int(a) for a in argv)
+    result = SignalingLoadResult()
+    marks: list[tuple[float, str]] = [(time.time(), "start")]
+    asyncio.run(_run(port, pid, clients, rounds, idle, abuse, result, marks))
+    print(json.dumps({**vars(result), "marks": marks}))
+
+
+if __name__ == "__main__":
+    _load_main(sys.argv[1:])
