@@ -218,6 +218,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
+def _cell(key: str, value: Any) -> str:
+    if key == "samples":  # RSS every 10 s of the long call
+        return ", ".join(f"{d['t']:g} s: {d['rss_mb']} MB / {d['cpu_s']} s CPU" for d in value)
+    return json.dumps(value)
+
+
 def _summary(report: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
     if "fuzz" in report:
@@ -320,7 +326,7 @@ def format_report(report: dict[str, Any]) -> str:
                   ""]
         lines += _table(["phase", "/health n", "p50 ms", "p99 ms", "max ms", "server RSS MB"],
                         [[k, v["n"], v["p50"], v["p99"], v["max"],
-                          round(s["server_rss_mb"].get(k, 0.0), 1)]
+                          round(s["server_rss_mb"].get("end" if k == "closing" else k, 0.0), 1)]
                          for k, v in s["health_ms"].items()])
         lines += ["", f"pairings {s['pairs_ok']}/{s['pairs_expected']}, room mixing "
                       f"{s['room_mixing']}", ""]
@@ -332,7 +338,7 @@ def format_report(report: dict[str, Any]) -> str:
         if key in report:
             lines += ["", title, ""]
             lines += _table(["figure", "value"],
-                            [[k, json.dumps(v)] for k, v in report[key].items()])
+                            [[k, _cell(k, v)] for k, v in report[key].items()])
     lines += ["", "seconds per section: " + json.dumps(report.get("seconds", {}))]
     fails = report.get("failures", [])
     lines += ["", f"failures: {len(fails)}"] + [f"- {f}" for f in fails]
