@@ -74,6 +74,8 @@ class FuzzTarget:
     """Valid (and a few nearly valid) messages that mutations start from."""
     max_len: int = 512
     """Longest generated input in bytes."""
+    share: float = 1.0
+    """Fraction of the requested inputs this target gets (slow parsers of legacy formats)."""
     json_seeds: bool = False
     """The seeds are JSON: half of the inputs replace, drop or add one value anywhere in a
     seed's tree (type confusion, extremes) instead of mutating bytes."""
@@ -236,6 +238,32 @@ def _weights_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[Bas
     return run, (CheckpointError,)
 
 
+def _pt_seeds() -> list[bytes]:
+    import io
+
+    import torch
+
+    out = []
+    for state in ({"decoder.proj.weight": torch.zeros(2, 3)},
+                  {"a": torch.arange(3), "b": torch.ones(1, dtype=torch.bfloat16)}):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        out.append(buf.getvalue())
+    return out
+
+
+def _pt_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[BaseException], ...]]:
+    from voip_codec.codec.loading import CheckpointError, read_weights
+
+    path = _scratch_file(stack, "model.pt")
+
+    def run(data: bytes) -> object:
+        path.write_bytes(data)
+        return read_weights(path)
+
+    return run, (CheckpointError,)
+
+
 def _config_seeds() -> list[bytes]:
     from voip_codec.codec.config import FocalCodecConfig, tiny_config
 
@@ -271,6 +299,8 @@ FUZZ_TARGETS: tuple[FuzzTarget, ...] = (
                "TokenError", _token_target, _token_seeds, 1200),
     FuzzTarget("checkpoint-weights", "codec.loading.read_weights (safetensors header + tensors)",
                "CheckpointError", _weights_target, _weights_seeds, 512),
+    FuzzTarget("checkpoint-pt", "codec.loading.read_weights (legacy .pt, weights_only)",
+               "CheckpointError", _pt_target, _pt_seeds, 2048, share=0.1),
     FuzzTarget("checkpoint-config", "codec.config.FocalCodecConfig.from_json", "ConfigError",
                _config_target, _config_seeds, 4096, json_seeds=True),
 )
@@ -426,12 +456,13 @@ def fuzz_mutation(target: FuzzTarget, inputs: int, seed: int = 0) -> FuzzResult:
 
     Args:
         target: the parser.
-        inputs: how many inputs.
+        inputs: how many inputs (times ``target.share``).
         seed: random seed (same seed, same inputs).
 
     Returns:
         The counts; ``unexpected`` > 0 means a defect (see ``examples``).
     """
+    inputs = max(1, round(inputs * target.share))
     rng = random.Random(seed)
     result = FuzzResult(target.name, target.parser, target.error, "mutation", inputs=inputs)
     start = time.perf_counter()
@@ -481,7 +512,7 @@ def fuzz_atheris(target: FuzzTarget, inputs: int, seed: int = 0,
 
     Args:
         target: the parser.
-        inputs: libFuzzer ``-runs``.
+        inputs: libFuzzer ``-runs`` (times ``target.share``).
         seed: libFuzzer ``-seed`` (+1, since 0 means "random" there).
         timeout_s: wall-clock limit of the subprocess.
 
@@ -489,6 +520,7 @@ def fuzz_atheris(target: FuzzTarget, inputs: int, seed: int = 0,
         The counts: ``unexpected`` is 1 when libFuzzer stopped on an undocumented exception
         (the message is in ``examples``), ``crashes`` 1 when the process died otherwise.
     """
+    inputs = max(1, round(inputs * target.share))
     result = FuzzResult(target.name, target.parser, target.error, "atheris", inputs=inputs)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="voip-atheris-") as tmp:

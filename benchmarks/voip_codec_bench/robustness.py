@@ -48,6 +48,8 @@ def add_robustness_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "signaling clients, ...) instead of the full ones")
     p.add_argument("--fuzz-inputs", type=int, default=None,
                    help="inputs per parser and engine (default 1,000,000; --quick 100,000)")
+    p.add_argument("--fuzz-targets", nargs="+", default=None, metavar="T",
+                   help="parsers to fuzz (default: all of voip_codec_bench.fuzz.FUZZ_TARGETS)")
     p.add_argument("--fuzz-engine", choices=("auto", "mutation", "atheris", "both"),
                    default="auto", help="auto (default): both when atheris is installed, "
                                         "else mutation")
@@ -66,8 +68,13 @@ def add_robustness_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _fuzz(args: argparse.Namespace, failures: list[str]) -> list[dict[str, Any]]:
-    from .fuzz import FUZZ_TARGETS, atheris_available, fuzz_atheris, fuzz_mutation
+    from .fuzz import FUZZ_TARGETS, atheris_available, fuzz_atheris, fuzz_mutation, target_by_name
 
+    try:
+        targets = ([target_by_name(n) for n in args.fuzz_targets] if args.fuzz_targets
+                   else list(FUZZ_TARGETS))
+    except ValueError as exc:
+        raise UserError(f"bench robustness: {exc}") from None
     inputs = args.fuzz_inputs or (100_000 if args.quick else 1_000_000)
     engine = args.fuzz_engine
     if engine == "atheris" and not atheris_available():
@@ -75,7 +82,7 @@ def _fuzz(args: argparse.Namespace, failures: list[str]) -> list[dict[str, Any]]
     if engine == "auto":
         engine = "both" if atheris_available() and not args.quick else "mutation"
     rows = []
-    for target in FUZZ_TARGETS:
+    for target in targets:
         if engine in ("mutation", "both"):
             rows.append(fuzz_mutation(target, inputs).to_dict())
         if engine in ("atheris", "both"):

@@ -191,3 +191,27 @@ def test_zero_heads_is_config_error() -> None:
     data["encoder_config"]["num_heads"] = 0
     with pytest.raises(ConfigError, match="num_heads and conv_pos_groups must be at least 1"):
         FocalCodecConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b"\x80\x02}q\x00.", b"\x80\x02]q\x00.",
+                                  b"q\xc4", b"PK\x03\x04garbage"],
+                         ids=["empty", "garbage", "bare-pickle-dict", "bare-pickle-list", "bad-opcode",
+                              "bad-zip"])
+def test_malformed_pt_is_checkpoint_error(tmp_path: Path, data: bytes) -> None:
+    # torch's restricted unpickler raises IndexError, KeyError, struct.error, ... on malformed
+    # files (found by fuzzing); a legacy .pt that is not a dict of tensors is refused too
+    from voip_codec.codec.loading import read_weights
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch state dict"):
+        read_weights(path)
+
+
+def test_pt_with_non_tensor_values_is_checkpoint_error(tmp_path: Path) -> None:
+    from voip_codec.codec.loading import read_weights
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2), "step": 3}, path)
+    with pytest.raises(CheckpointError, match="names -> tensors"):
+        read_weights(path)

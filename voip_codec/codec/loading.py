@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -215,11 +216,16 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
     # a pickled state dict: only plain tensors are accepted (no arbitrary code)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch state dict ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pickle protocol N" notes on malformed files
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch's restricted unpickler documents no error
+        # type: a malformed file raises IndexError, KeyError, struct.error, TypeError, ...
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{path} does not hold a state dict (names -> tensors)")
     return obj, {}
 
 
