@@ -237,8 +237,10 @@ def _summary(report: dict[str, Any]) -> list[list[Any]]:
         fuzz = report["fuzz"]
         engines = sorted({r["engine"] for r in fuzz})
         per = max(r["inputs"] for r in fuzz)
-        rows.append(["fuzzing", f"{len({r['target'] for r in fuzz})} parsers x {per:,} inputs "
-                     f"x {'+'.join(engines)}",
+        fewer = sorted({f"{r['target']} {r['inputs']:,}" for r in fuzz if r["inputs"] < per})
+        rows.append(["fuzzing", f"{len({r['target'] for r in fuzz})} parsers x {per:,} inputs"
+                     + (f" ({', '.join(fewer)})" if fewer else "")
+                     + f" x {'+'.join(engines)}",
                      f"{sum(r['unexpected'] for r in fuzz)} undocumented exceptions, "
                      f"{sum(r['crashes'] for r in fuzz)} crashes, peak RSS "
                      f"{max(r['peak_rss_mb'] for r in fuzz):.0f} MB", "0 / 0"])
