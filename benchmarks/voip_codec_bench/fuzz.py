@@ -26,6 +26,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -207,11 +208,22 @@ def _token_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[BaseE
     return run, (TokenError,)
 
 
+_SCRATCH_ENV = "VOIP_CODEC_FUZZ_SCRATCH"
+"""Folder for scratch files given to an atheris worker by its parent (libFuzzer ends the
+worker with ``exit()``, so the worker's own clean-up never runs: the parent removes it)."""
+
+
+def _tmpfs() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def _scratch_file(stack: contextlib.ExitStack, name: str) -> Path:
     """A scratch file on tmpfs when there is one (the fuzzer rewrites it per input)."""
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="voip-fuzz-", dir=base))
+    given = os.environ.get(_SCRATCH_ENV)
+    if given:
+        return Path(given) / name
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="voip-fuzz-", dir=_tmpfs()))
     return Path(tmp) / name
 
 
@@ -531,13 +543,17 @@ def fuzz_atheris(target: FuzzTarget, inputs: int, seed: int = 0,
         cmd = [sys.executable, "-m", "voip_codec_bench.fuzz", target.name, f"-runs={inputs}",
                f"-seed={seed + 1}", f"-max_len={target.max_len}", "-rss_limit_mb=2048",
                "-timeout=20", f"-artifact_prefix={tmp}/", "-print_final_stats=1", str(corpus)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        stack_dir = tempfile.mkdtemp(prefix="voip-fuzz-", dir=_tmpfs())
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                   **{_SCRATCH_ENV: stack_dir})
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                                   env=env, check=False)
             log, rc = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as exc:
             log, rc = str(exc.stderr or ""), -1
+        finally:
+            shutil.rmtree(stack_dir, ignore_errors=True)
     result.seconds = time.perf_counter() - start
     done = _DONE.search(log)
     rss = _RSS.findall(log)
