@@ -7,6 +7,7 @@ client and the token code agree on names without importing each other.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
@@ -111,6 +112,43 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def parse_client_message(data: str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Decode one client text message and check its size, JSON shape and ``type``.
+
+    Args:
+        data: The text of one WebSocket message.
+        max_bytes: Largest accepted size of ``data`` in UTF-8 bytes.
+
+    Returns:
+        The decoded JSON object; its ``type`` is one of :data:`CLIENT_TYPES`.
+
+    Raises:
+        ProtocolError: ``message_too_large``, ``bad_json``, ``missing_field``, ``bad_field``
+            or ``unknown_type``. No other exception escapes for any input text.
+    """
+    size = len(data.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(
+            "message_too_large", f"message is {size} bytes; the limit is {max_bytes}"
+        )
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", "message is not valid JSON") from exc
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_json", "message must be a JSON object")
+    if "type" not in msg:
+        raise ProtocolError("missing_field", "every message needs a 'type' field")
+    mtype = msg["type"]
+    if not isinstance(mtype, str):
+        raise ProtocolError("bad_field", "'type' must be a string")
+    if mtype not in CLIENT_TYPES:
+        raise ProtocolError(
+            "unknown_type", f"unknown type {mtype[:32]!r}; allowed: {', '.join(CLIENT_TYPES)}"
+        )
+    return msg
 
 
 def is_valid_name(value: object) -> TypeGuard[str]:

@@ -226,27 +226,8 @@ class _Session:
             await self.close(p.CLOSE_POLICY_VIOLATION, "too_many_errors")
 
     async def _on_text(self, data: str) -> None:
-        size = len(data.encode("utf-8"))
-        if size > self._config.max_message_bytes:
-            raise p.ProtocolError(
-                "message_too_large",
-                f"message is {size} bytes; the limit is {self._config.max_message_bytes}",
-            )
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise p.ProtocolError("bad_json", "message is not valid JSON") from exc
-        if not isinstance(msg, dict):
-            raise p.ProtocolError("bad_json", "message must be a JSON object")
-        if "type" not in msg:
-            raise p.ProtocolError("missing_field", "every message needs a 'type' field")
+        msg = p.parse_client_message(data, self._config.max_message_bytes)
         mtype = msg["type"]
-        if not isinstance(mtype, str):
-            raise p.ProtocolError("bad_field", "'type' must be a string")
-        if mtype not in p.CLIENT_TYPES:
-            raise p.ProtocolError(
-                "unknown_type", f"unknown type {mtype[:32]!r}; allowed: {', '.join(p.CLIENT_TYPES)}"
-            )
         if mtype == p.JOIN:
             await self._on_join(msg)
             return

@@ -20,6 +20,7 @@ from .harness import (
     add_quality_parser,
     add_report_parser,
 )
+from .robustness import add_robustness_parser
 from .wire_bench import add_arguments as add_wire_arguments
 
 __all__ = ["PRECISION_CHOICES", "add_parser"]
@@ -131,4 +132,5 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                      "calls, per link, frames per packet and K")
     add_wire_arguments(p)
     p.set_defaults(func=run_wire)
+    add_robustness_parser(bsub)  # fuzzing, poisoned input, long call, signaling load, faults
     return bench

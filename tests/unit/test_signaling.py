@@ -591,3 +591,24 @@ def test_docs_list_every_error_code() -> None:
     text = (REPO_ROOT / "docs" / "signaling.md").read_text(encoding="utf-8")
     missing = [code for code in protocol.ERRORS if f"| `{code}` |" not in text]
     assert not missing, f"docs/signaling.md error table lacks {missing}"
+
+
+@pytest.mark.parametrize("text, code", [
+    ("x" * 200_001, "message_too_large"),
+    ("{", "bad_json"),
+    ("[" * 50_000 + "]" * 50_000, "bad_json"),  # RecursionError inside json
+    ("[1]", "bad_json"),
+    ("{}", "missing_field"),
+    ('{"type": 3}', "bad_field"),
+    ('{"type": "shout"}', "unknown_type"),
+])
+def test_parse_client_message_rejects(text: str, code: str) -> None:
+    # the one stateless check of every client message (the server and the fuzzer call it)
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.parse_client_message(text, 200_000)
+    assert info.value.code == code
+
+
+def test_parse_client_message_accepts() -> None:
+    msg = protocol.parse_client_message('{"type": "ping", "extra": [1]}', 1024)
+    assert msg == {"type": "ping", "extra": [1]}

@@ -81,3 +81,12 @@ def test_token_file_errors(tmp_path: Path) -> None:
             read_token_file(p)
     with pytest.raises(TokenFileError, match="no such file"):
         read_token_file(tmp_path / "nope.fct")
+
+
+def test_parse_token_file_bytes_names_the_source() -> None:
+    # the bytes-level parser the fuzzer drives; read_token_file is a thin wrapper around it
+    from voip_codec.wire.tokenfile import TokenFileError, parse_token_file
+
+    for data in (b"", b"FCST", b"FCST\x01" + b"\xff" * 40, b"XXXX" + b"\x00" * 40):
+        with pytest.raises(TokenFileError, match="^upload.fct: "):
+            parse_token_file(data, "upload.fct")

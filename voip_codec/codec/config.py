@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,8 +159,34 @@ def _build(cls: type[_T], slot: str, kwargs: dict[str, Any]) -> _T:
         default = names[key].default
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
-        values[key] = value
+        values[key] = _check_value(f"{slot}_config.{key}", default, value)
     return cls(**values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_value(name: str, default: object, value: object) -> object:
+    """``value`` when it has the type of the field's ``default`` (ints >= 0, finite floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = _is_int(value) and 0 <= value <= 1 << 20  # type: ignore[operator]
+    elif isinstance(default, float) or default is None:
+        ok = (value is None and default is None) or (
+            (_is_int(value) or isinstance(value, float)) and math.isfinite(value))  # type: ignore[arg-type]
+    elif isinstance(default, tuple):
+        ok = isinstance(value, tuple) and all(_is_int(v) and 0 <= v <= 1 << 20 for v in value)
+    else:
+        ok = True
+    if not ok:
+        want = ("a boolean" if isinstance(default, bool) else
+                "an integer in 0..2**20" if isinstance(default, int) else
+                "a list of integers in 0..2**20" if isinstance(default, tuple) else
+                "a finite number" if default is not None else "a finite number or null")
+        raise ConfigError(f"{name} must be {want}, got {value!r:.60}")
+    return value
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -195,14 +222,14 @@ class FocalCodecConfig:
         for slot, (name, conf_cls) in _REGISTRY.items():
             given = data.get(f"{slot}_name", name)
             if given != name:
-                if given in _KNOWN_OFFICIAL_NAMES:
+                if isinstance(given, str) and given in _KNOWN_OFFICIAL_NAMES:
                     raise ConfigError(
                         f"{slot}_name={given!r} is an official module this implementation does "
                         f"not support (only the causal streaming checkpoints are: {slot} must be "
                         f"{name!r}); non-causal FocalCodec models cannot stream"
                     )
                 raise ConfigError(
-                    f"{slot}_name={given!r} is not a known module; expected {name!r}"
+                    f"{slot}_name={given!r:.60} is not a known module; expected {name!r}"
                 )
             parts[slot] = _build(conf_cls, slot, data.get(f"{slot}_config", {}))
         config = cls(**parts)
@@ -221,9 +248,9 @@ class FocalCodecConfig:
     def from_json(cls, path: str | Path) -> FocalCodecConfig:
         """Read a ``config.json`` file."""
         try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+            data = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 JSON ({exc})") from exc
         return cls.from_dict(data)
 
     def to_json(self, path: str | Path) -> None:
@@ -269,6 +296,8 @@ class FocalCodecConfig:
                 )
         if not (len(enc.hidden_dims) == len(enc.kernel_sizes) == len(enc.strides)):
             raise ConfigError("encoder hidden_dims, kernel_sizes and strides differ in length")
+        if enc.num_heads < 1 or enc.conv_pos_groups < 1:
+            raise ConfigError("encoder num_heads and conv_pos_groups must be at least 1")
         if enc.dim % enc.num_heads:
             raise ConfigError(f"encoder dim {enc.dim} not divisible by num_heads {enc.num_heads}")
         if enc.dim % enc.conv_pos_groups:

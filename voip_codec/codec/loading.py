@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ __all__ = [
     "KNOWN_HUB_MODELS",
     "from_pretrained",
     "load_state_dict_strict",
+    "read_weights",
     "resolve_checkpoint",
     "save_pretrained",
 ]
@@ -195,19 +197,35 @@ def load_state_dict_strict(model: FocalCodec, state: dict[str, Tensor], origin: 
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def _read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The state dict and (safetensors only) the metadata of a weights file."""
+def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The state dict and (safetensors only) the metadata of a weights file.
+
+    Raises:
+        CheckpointError: the file is not a valid safetensors file (or, for ``.pt``, holds
+            anything but a dict of tensors); no other exception escapes for any file content.
+    """
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        return load_file(str(path)), meta
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
     # a pickled state dict: only plain tensors are accepted (no arbitrary code)
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pickle protocol N" notes on malformed files
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch's restricted unpickler documents no error
+        # type: a malformed file raises IndexError, KeyError, struct.error, TypeError, ...
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{path} does not hold a state dict (names -> tensors)")
     return obj, {}
 
 
@@ -242,7 +260,7 @@ def from_pretrained(
         config = FocalCodecConfig.from_json(config_path)
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from exc
-    state, meta = _read_weights(weights_path)
+    state, meta = read_weights(weights_path)
     try:
         stored = check_precision(meta.get(_META_PRECISION, "fp32"))
     except ConfigError as exc:

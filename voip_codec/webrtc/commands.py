@@ -384,8 +384,39 @@ async def _announce_waiting(args: argparse.Namespace) -> None:
         await asyncio.sleep(WAIT_NOTICE_S)
 
 
-async def _converse(peer: Any, args: argparse.Namespace) -> None:
-    """Play and record until the input ends (+1.5 s) or ``--duration`` is over."""
+async def _call_time(peer: Any, args: argparse.Namespace) -> None:
+    """How long a call lasts when nobody leaves: until the input ends, or ``--duration``."""
+    if peer.sender is not None and args.duration is None:
+        await peer.sender.finished.wait()
+        await asyncio.sleep(1.5)
+    else:
+        await asyncio.sleep(args.duration or 30.0)
+
+
+async def _watch_peer(client: Any, peer_left: asyncio.Event) -> None:
+    """Set ``peer_left`` when the server says the other peer left (``bye``, or its connection
+    dropped: a killed process). Losing the signaling connection itself does not end the call:
+    the media path is peer to peer, so a restarted signaling server does not cut it."""
+    from signaling.client import SignalingClosed, SignalingError
+
+    while True:
+        try:
+            msg = await client.recv(timeout_s=3600.0)
+        except TimeoutError:
+            continue
+        except (SignalingClosed, SignalingError, OSError) as exc:
+            logging.getLogger(__name__).warning(
+                "signaling connection lost (%s); the call goes on", exc)
+            return
+        if msg.get("type") == "peer_left":
+            peer_left.set()
+            return
+
+
+async def _converse(peer: Any, args: argparse.Namespace, client: Any = None) -> str:
+    """Play and record until the input ends (+1.5 s), ``--duration`` is over, or (with a
+    signaling ``client``) the server says the other peer left; returns ``"done"`` or
+    ``"peer_left"``."""
     from aiortc.contrib.media import MediaRecorder
 
     from .call import collect
@@ -402,19 +433,27 @@ async def _converse(peer: Any, args: argparse.Namespace) -> None:
         await recorder.start()
     else:
         tasks.append(asyncio.ensure_future(collect(peer.track, stop)))
+    peer_left = asyncio.Event()
+    watchers: list[asyncio.Future[Any]] = []
+    if client is not None:
+        watchers.append(asyncio.ensure_future(_watch_peer(client, peer_left)))
+    call = asyncio.ensure_future(_call_time(peer, args))
+    left = asyncio.ensure_future(peer_left.wait())
     try:
-        if peer.sender is not None and args.duration is None:
-            await peer.sender.finished.wait()
-            await asyncio.sleep(1.5)
-        else:
-            await asyncio.sleep(args.duration or 30.0)
+        await asyncio.wait({call, left}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (*watchers, call, left):
+            task.cancel()
         stop.set()
         if recorder is not None:
             await recorder.stop()
         for t in tasks:
             with contextlib.suppress(Exception):
                 await t
+    if peer_left.is_set():
+        print("voip-codec: the other peer left the call", file=sys.stderr, flush=True)
+        return "peer_left"
+    return "done"
 
 
 async def _wait_for_offer(args: argparse.Namespace, wait: Any) -> Any:
@@ -493,8 +532,8 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                 raise UserError(_signaling_message(exc, args)) from None
             except CallError as exc:
                 raise UserError(str(exc)) from None
-            await _converse(peer, args)
-            return {"role": role, "link": link.kind, "codec": codec.info.name,
+            end = await _converse(peer, args, client)
+            return {"role": role, "link": link.kind, "codec": codec.info.name, "end": end,
                     "receiver": peer.track.stats(),
                     "sender": peer.sender.stats.to_dict() if peer.sender else None,
                     "e2e": (None if not isinstance(peer, CallPeer) or peer.sas is None

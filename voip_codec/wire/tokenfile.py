@@ -33,7 +33,7 @@ import numpy as np
 
 from .bitpack import pack_tokens, unpack_tokens
 
-__all__ = ["MAGIC", "TokenFile", "TokenFileError", "read_token_file",
+__all__ = ["MAGIC", "TokenFile", "TokenFileError", "parse_token_file", "read_token_file",
            "write_token_file"]
 
 MAGIC = b"FCST"
@@ -82,7 +82,21 @@ def read_token_file(path: str | Path) -> TokenFile:
     p = Path(path)
     if not p.is_file():
         raise TokenFileError(f"{p}: no such file")
-    data = p.read_bytes()
+    return parse_token_file(p.read_bytes(), str(p))
+
+
+def parse_token_file(data: bytes, name: str = "<bytes>") -> TokenFile:
+    """Parse the bytes of a token file (what :func:`read_token_file` does after reading).
+
+    Args:
+        data: the whole file.
+        name: what to call the file in error messages.
+
+    Raises:
+        TokenFileError: what is wrong, naming ``name``. No other exception escapes for any
+            input bytes.
+    """
+    p = name
     if len(data) < 4 or data[:4] != MAGIC:
         raise TokenFileError(f"{p}: not a voip-codec token file (bad magic)")
     if len(data) < _FIXED.size:
