@@ -311,7 +311,12 @@ async def _fast_sender(seconds: float = 10.0) -> dict[str, Any]:
         try:
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                delays.append(bob.track.receive_stats.playout_delay_ms)
+                # audio held between arrival and the ear: frames in the jitter buffer ahead of
+                # playout plus the decoded output queue (the transit-based playout delay is
+                # meaningless for a sender faster than real time)
+                session = bob.track.session
+                delays.append(session.buffer.held_frames * session.buffer.config.frame_ms
+                              + session.output.queued_seconds * 1000)
                 await asyncio.sleep(0.1)
             stop.set()
             await reader
@@ -320,11 +325,13 @@ async def _fast_sender(seconds: float = 10.0) -> dict[str, Any]:
             sent = alice.sender.stats.frames if alice.sender is not None else 0
             result = {"seconds": seconds, "frames_sent": sent,
                       "frames_received": s.frames_received, "frames_played": s.played,
-                      "max_playout_delay_ms": round(max(delays), 1),
+                      "max_playout_delay_ms": round(max(delays), 1),  # held audio, ms
                       # the buffer resyncs once a frame is more than max_delay_ms plus one
-                      # largest bundle (16 frames) ahead of playout: that bounds what it holds
+                      # largest bundle (16 frames) ahead of playout, and the output queue
+                      # holds at most the target (<= max_delay_ms) plus one frame
                       "max_delay_bound_ms": (math.ceil(cfg.max_delay_ms / cfg.frame_ms)
-                                             + MAX_NEW_FRAMES + 1) * cfg.frame_ms,
+                                             + MAX_NEW_FRAMES + 1) * cfg.frame_ms
+                                            + cfg.max_delay_ms + cfg.frame_ms,
                       "resyncs": s.resyncs, "skipped": s.skipped, "late": s.late,
                       "dropped_counted": s.frames_received - s.played}
         finally:

@@ -21,6 +21,7 @@ To add a parser (a new packet version, the serial framing, an encrypted link's f
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -120,6 +121,113 @@ def _packet_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[Base
         return msg
 
     return run, (PacketError,)
+
+
+class Dropped(Exception):
+    """Raised by the fuzz wrappers of parsers that never raise (a byte stream's framer, the
+    encrypting link): the input was dropped and counted, which is their documented way of
+    rejecting it."""
+
+
+def _v2_seeds() -> list[bytes]:
+    from voip_codec.wire.compact import CompactLossReport, to_compact
+    from voip_codec.wire.packet import FLAG_END, FLAG_START, AudioPacket, LossReport
+
+    report = LossReport(report_seq=3, highest_seq=4000, expected=12, received=10,
+                        loss_rate=2 / 12, mean_burst=2.0, residual_loss=0.05, jitter_ms=31,
+                        playout_delay_ms=60)
+    return [
+        to_compact(AudioPacket(codec_id=3, seq=7, frame_index=100, frames=(b"\x01" * 8,))
+                   ).to_bytes(),
+        to_compact(AudioPacket(codec_id=3, seq=4095, frame_index=2**32 - 1, flags=FLAG_START,
+                               frames=(b"ab", b"cd", b"ef"), redundant=(b"xy", b"zz"))
+                   ).to_bytes(),
+        to_compact(AudioPacket(codec_id=40, seq=9, frame_index=9, flags=FLAG_END,
+                               frames=tuple(bytes([i]) * 7 for i in range(16)),
+                               redundant=(b"r" * 7,) * 3), report=report).to_bytes(),
+        CompactLossReport.from_report(report).to_bytes(),
+    ]
+
+
+def _v2_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[BaseException], ...]]:
+    from voip_codec.wire.compact import WireReader
+    from voip_codec.wire.packet import PacketError
+
+    reader = WireReader(3)  # one reader for all inputs: its counter state is fuzzed too
+
+    def run(data: bytes) -> object:
+        return reader.read(data)
+
+    return run, (PacketError,)
+
+
+def _kiss_seeds() -> list[bytes]:
+    from voip_codec.wire.kiss import kiss_frame
+
+    return [kiss_frame(b"\x80\x03\x00\x07" + b"\xc0\xdb" * 4),
+            kiss_frame(b"hello") + kiss_frame(bytes(range(40))),
+            b"\xc0\xc0" + kiss_frame(b"\xdb\xdc\xdd")[1:]]
+
+
+def _kiss_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[BaseException], ...]]:
+    from voip_codec.wire.kiss import KissDecoder
+
+    decoder = KissDecoder(max_datagram=256)  # a byte stream: state carries across inputs
+
+    def run(data: bytes) -> object:
+        dropped = decoder.stats.dropped
+        out = decoder.feed(data)
+        if any(len(d) > 256 for d in out):
+            raise FuzzMismatch("KISS decoder returned a datagram over its limit")
+        if not out and decoder.stats.dropped > dropped:
+            raise Dropped  # damage is counted, never raised
+        return out
+
+    return run, (Dropped,)
+
+
+@functools.lru_cache(maxsize=1)
+def _secure_keys() -> tuple[Any, Any]:
+    """One key pair for seeds and parser alike, so the seeds are valid datagrams."""
+    from voip_codec.transport.secure import KeyExchange
+
+    a, b = KeyExchange("offerer"), KeyExchange("answerer")
+    return a.derive(b.public), b.derive(a.public)
+
+
+def _secure_seeds() -> list[bytes]:
+    from voip_codec.transport.link import CallbackLink
+    from voip_codec.transport.secure import SecureLink
+
+    sent: list[bytes] = []
+    keys_a, _ = _secure_keys()
+    link = SecureLink(CallbackLink(sent.append, mtu=1200), keys_a)
+    for payload in (b"\x80\x03\x00\x07" + b"\x01" * 8, b"x" * 40, b""):
+        if payload:
+            link.send(payload)
+    return sent
+
+
+def _secure_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[BaseException], ...]]:
+    from voip_codec.transport.link import CallbackLink
+    from voip_codec.transport.secure import SecureLink
+
+    _, keys_b = _secure_keys()
+    inner = CallbackLink(lambda data: None, mtu=1200)
+    link = SecureLink(inner, keys_b)
+    opened: list[bytes] = []
+    link.set_receiver(opened.append)
+
+    def run(data: bytes) -> object:
+        before = len(opened)
+        inner.deliver(data)  # forged, replayed, truncated: counted in link.stats, never raised
+        if len(opened) == before:
+            if link.stats.rejected == 0:
+                raise FuzzMismatch("a datagram vanished without being counted")
+            raise Dropped
+        return opened[-1]
+
+    return run, (Dropped,)
 
 
 def _tokenfile_seeds() -> list[bytes]:
@@ -303,6 +411,12 @@ FUZZ_TARGETS: tuple[FuzzTarget, ...] = (
                _packet_target, _audio_seeds, 320),
     FuzzTarget("loss-report", "wire.packet.parse_packet (v1 report)", "PacketError",
                _packet_target, _report_seeds, 64),
+    FuzzTarget("audio-packet-v2", "wire.compact.WireReader.read (v2 audio + reports, and v1)",
+               "PacketError", _v2_target, _v2_seeds, 320),
+    FuzzTarget("serial-framing", "wire.kiss.KissDecoder.feed (byte stream, state kept)",
+               "Dropped (counted)", _kiss_target, _kiss_seeds, 600),
+    FuzzTarget("e2e-datagram", "transport.secure.SecureLink receive (AES-GCM, replay window)",
+               "Dropped (counted)", _secure_target, _secure_seeds, 256),
     FuzzTarget("token-file", "wire.tokenfile.parse_token_file", "TokenFileError",
                _tokenfile_target, _tokenfile_seeds, 256),
     FuzzTarget("signaling-message", "signaling.protocol.parse_client_message + field checks",

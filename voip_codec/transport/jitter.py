@@ -278,6 +278,14 @@ class JitterBuffer:
             return bool(self._slots)
         return self._next in self._slots
 
+    @property
+    def held_frames(self) -> int:
+        """Frame periods from the frame due next to the newest frame received (0 before
+        playout starts): what the buffer holds ahead of playout, lost frames included."""
+        if self._next is None or self._frame_ref is None:
+            return 0
+        return max(0, self._frame_ref + 1 - self._next)
+
     def unwrap_index(self, frame_index: int) -> int:
         """A frame index as carried on the wire, unwrapped near the highest index seen."""
         if self._frame_ref is None:
