@@ -324,6 +324,10 @@ def test_call_over_ice_between_two_processes_and_a_link_mismatch(tmp_path: Path)
         rx = got["receiver"]
         assert rx["frames_received"] == 26 and rx["ended"] and rx["invalid"] == 0
         assert sent["sender"]["reports"] >= 1  # Bob's loss reports came back over ICE
+        # encrypted end to end by default: the same SAS on both sides, nothing rejected
+        assert sent["e2e"]["sas"] == got["e2e"]["sas"]
+        assert got["e2e"]["link"]["received"] >= 25 and got["e2e"]["link"]["forged"] == 0
+        assert sent["e2e"]["link"]["received"] >= 1  # the reports, decrypted
         # one peer on WebRTC, the other on ICE: each says so in one line
         ice = _call(url, "mix", "--link", "ice", "--wait", "20")
         procs.append(ice)

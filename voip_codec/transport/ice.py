@@ -30,11 +30,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aioice
 
-from .link import LinkBase
+from .link import Link, LinkBase
+
+if TYPE_CHECKING:
+    from .secure import E2EKeys, KeyExchange
 
 __all__ = [
     "ICE_MTU",
@@ -143,6 +146,8 @@ class IceLink(LinkBase):
         self._loop = asyncio.get_running_loop()
         self._reader = self._loop.create_task(self._read())
         self._closing: asyncio.Task[None] | None = None
+        self.e2e_keys: E2EKeys | None = None
+        """End-to-end keys agreed by :func:`connect_ice` (None: not encrypted)."""
 
     def send(self, data: bytes) -> None:
         """Send one datagram (see :class:`Link`)."""
@@ -221,7 +226,8 @@ async def _wait_for(signaling: IceSignaling, wanted: str, timeout_s: float) -> s
 async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
                       answer_timeout_s: float = 60.0, offer_timeout_s: float = 60.0,
                       connect_timeout_s: float = 15.0,
-                      advertise: Callable[[str], str] | None = None) -> IceLink:
+                      advertise: Callable[[str], str] | None = None,
+                      exchange: KeyExchange | None = None) -> IceLink:
     """Set up an ICE link with the other peer of a signaling room (see the module docstring).
 
     Args:
@@ -233,6 +239,10 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
         connect_timeout_s: how long the connectivity checks may take.
         advertise: rewrites this peer's description text before it is sent (e.g. the demo's
             impairment relay puts its own address in the candidates).
+        exchange: this end's end-to-end key pair: its public key rides in the description
+            (``a=x-voip-codec-e2e:``, as in a WebRTC SDP) and the call's keys are left in
+            :attr:`IceLink.e2e_keys` (wrap the link with :func:`secure_ice`). Both peers must
+            encrypt or neither.
 
     Returns:
         The connected link.
@@ -249,16 +259,20 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
         local = IceDescription(codec, conn.local_username, conn.local_password,
                                tuple(c.to_sdp() for c in conn.local_candidates))
         text = local.to_text()
+        if exchange is not None:
+            from .secure import sdp_with_e2e_key
+
+            text = sdp_with_e2e_key(text, exchange.public)
         if advertise is not None:
             text = advertise(text)
         if role == "offerer":
             await signaling.send({"type": "offer", "sdp": text})
-            remote = IceDescription.from_text(await _wait_for(signaling, "answer",
-                                                              answer_timeout_s))
+            remote_text = await _wait_for(signaling, "answer", answer_timeout_s)
         else:
-            offer = await _wait_for(signaling, "offer", offer_timeout_s)
+            remote_text = await _wait_for(signaling, "offer", offer_timeout_s)
             await signaling.send({"type": "answer", "sdp": text})  # tells a WebRTC offerer too
-            remote = IceDescription.from_text(offer)
+        remote = IceDescription.from_text(remote_text)
+        keys = _e2e_keys(remote_text, exchange)
         if remote.codec != codec:
             raise IceLinkError(f"the other peer sends codec {remote.codec!r} but this peer "
                                f"uses {codec!r}")
@@ -279,4 +293,37 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
     except BaseException:
         await conn.close()
         raise
-    return IceLink(conn, name=f"ice:{role}")
+    link = IceLink(conn, name=f"ice:{role}")
+    link.e2e_keys = keys
+    return link
+
+
+def _e2e_keys(remote_text: str, exchange: KeyExchange | None) -> E2EKeys | None:
+    from .secure import sdp_take_e2e_key
+
+    try:
+        _, key = sdp_take_e2e_key(remote_text)
+    except ValueError as exc:
+        raise IceLinkError(str(exc)) from None
+    if exchange is not None and key is None:
+        raise IceLinkError("the other peer has end-to-end encryption off (--no-e2e); both "
+                           "peers must turn it off or neither")
+    if exchange is None and key is not None:
+        raise IceLinkError("the other peer encrypts end to end but this one runs with "
+                           "--no-e2e; both peers must turn it off or neither")
+    if exchange is None or key is None:
+        return None
+    try:
+        return exchange.derive(key)
+    except ValueError as exc:
+        raise IceLinkError(str(exc)) from None
+
+
+def secure_ice(link: IceLink) -> Link:
+    """The link the sessions use: ``link`` inside a :class:`~.secure.SecureLink` when
+    :func:`connect_ice` agreed end-to-end keys, else ``link`` itself."""
+    if link.e2e_keys is None:
+        return link
+    from .secure import SecureLink
+
+    return SecureLink(link, link.e2e_keys)

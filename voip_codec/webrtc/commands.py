@@ -204,7 +204,10 @@ def _print_demo(r: Any) -> None:
           f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
           f"({headers})")
     if r.e2e is None:
-        print("encryption       end to end OFF (--no-e2e); DTLS hop by hop only")
+        why = {"webrtc": "(--no-e2e); DTLS hop by hop only", "ice": "(--no-e2e)",
+               "serial": "(no key exchange without signaling; a serial call with a "
+                         "pre-shared key is not built yet)"}
+        print(f"encryption       end to end OFF {why.get(r.link, '')}")
     else:
         bob = r.e2e["bob"] or {}
         print(f"encryption       end to end on, SAS {r.e2e['sas']} (same on both peers: "
@@ -536,8 +539,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
             return {"role": role, "link": link.kind, "codec": codec.info.name, "end": end,
                     "receiver": peer.track.stats(),
                     "sender": peer.sender.stats.to_dict() if peer.sender else None,
-                    "e2e": (None if not isinstance(peer, CallPeer) or peer.sas is None
-                            else {"sas": peer.sas, "link": peer.e2e_stats()})}
+                    "e2e": _e2e_report(peer)}
         finally:
             # always leave the room and release the sockets, also on errors and Ctrl-C, so no
             # "unclosed session" noise follows the one-line error
@@ -581,14 +583,29 @@ async def _webrtc_peer(args: argparse.Namespace, client: Any, role: str, codec: 
     return peer
 
 
+def _e2e_report(peer: Any) -> dict[str, Any] | None:
+    """The SAS and the encrypting link's counters of a call's peer (None: not encrypted)."""
+    from ..transport.secure import SecureLink
+    from .call import CallPeer
+
+    if isinstance(peer, CallPeer):
+        return None if peer.sas is None else {"sas": peer.sas, "link": peer.e2e_stats()}
+    link = getattr(peer, "link", None)
+    if isinstance(link, SecureLink):
+        return {"sas": link.keys.sas, "link": link.stats.to_dict()}
+    return None
+
+
 async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any,
                     options: Any, source: Any) -> Any:
-    from ..transport.ice import IceLinkError, connect_ice
+    from ..transport.ice import IceLinkError, connect_ice, secure_ice
+    from ..transport.secure import KeyExchange
     from .linkcall import LinkPeer
 
+    exchange = KeyExchange(role, options.psk) if options.e2e else None  # type: ignore[arg-type]
     try:
         connecting = connect_ice(client, role, codec.info.name, answer_timeout_s=60,
-                                 offer_timeout_s=args.wait)
+                                 offer_timeout_s=args.wait, exchange=exchange)
         if role == "offerer":
             try:
                 ice = await connecting
@@ -599,8 +616,15 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
             ice = await _wait_for_offer(args, connecting)
     except IceLinkError as exc:
         raise UserError(str(exc)) from None
-    peer = LinkPeer(codec, ice, options, source=source, name=args.peer)
+    peer = LinkPeer(codec, secure_ice(ice), options, source=source, name=args.peer)
     peer.start()
+    if ice.e2e_keys is not None:
+        how = " with a pre-shared secret" if options.psk else ""
+        print(f"voip-codec: end-to-end encrypted{how}; read this code to the other user, it "
+              f"must match theirs: {ice.e2e_keys.sas}", file=sys.stderr, flush=True)
+    else:
+        print("voip-codec: end-to-end encryption is OFF (--no-e2e): the signaling server and "
+              "relays could read the audio", file=sys.stderr, flush=True)
     return peer
 
 

@@ -68,7 +68,8 @@ class LinkPeer:
             await self.sender.stop()
         self.track.stop()
         self.link.close()
-        wait_closed = getattr(self.link, "wait_closed", None)
+        wait_closed = (getattr(self.link, "wait_closed", None)
+                       or getattr(getattr(self.link, "inner", None), "wait_closed", None))
         if wait_closed is not None:
             await wait_closed()
 
@@ -151,11 +152,18 @@ async def run_link_demo(input_path: str | Path, output_path: str | Path, codec: 
     sender = alice.sender.stats.to_dict() if alice.sender is not None else {}
     sent_seconds = max(1e-9, sender.get("frames", 0) * codec.info.frame_ms / 1000)
     wire["packet_kbps"] = round(8 * sender.get("payload_bytes", 0) / sent_seconds / 1000, 3)
+    from ..transport.secure import SecureLink
+
+    la, lb = alice.link, bob.link
+    e2e = None
+    if isinstance(la, SecureLink) and isinstance(lb, SecureLink):
+        e2e = {"sas": la.keys.sas, "sas_match": la.keys.sas == lb.keys.sas,
+               "alice": la.stats.to_dict(), "bob": lb.stats.to_dict()}
     return DemoResult(
         output=str(output_path), input_seconds=round(input_seconds, 3),
         output_seconds=round(len(out) / rate, 3), codec=codec.info.name,
         codec_kbps=codec.info.bitrate / 1000, sender=dict(sender), receiver=bob.track.stats(),
-        wire=wire, network=network, link=link)
+        wire=wire, network=network, link=link, e2e=e2e)
 
 
 async def _ice_demo(codec: Codec, options: CallOptions, source: MediaStreamTrack, *,
@@ -165,8 +173,9 @@ async def _ice_demo(codec: Codec, options: CallOptions, source: MediaStreamTrack
     from signaling.client import SignalingClient
     from signaling.server import create_app, start_server
 
-    from ..transport.ice import IceLink, IceLinkError, connect_ice
+    from ..transport.ice import IceLink, IceLinkError, connect_ice, secure_ice
     from ..transport.netsim import NetworkConditions, loss_model
+    from ..transport.secure import KeyExchange
     from .contrib.loopback import loopback_candidates
     from .contrib.relay import ImpairmentRelay
 
@@ -187,17 +196,19 @@ async def _ice_demo(codec: Codec, options: CallOptions, source: MediaStreamTrack
             role_a = await ca.join()
             await cb.connect()
             role_b = await cb.join()
+            ex_a = KeyExchange(role_a, options.psk) if options.e2e else None  # type: ignore[arg-type]
+            ex_b = KeyExchange(role_b, options.psk) if options.e2e else None  # type: ignore[arg-type]
             try:
                 links = list(await asyncio.gather(
                     connect_ice(ca, role_a, codec.info.name,
-                                advertise=lambda t: relay.rewrite(t, "a")),
+                                advertise=lambda t: relay.rewrite(t, "a"), exchange=ex_a),
                     connect_ice(cb, role_b, codec.info.name,
-                                advertise=lambda t: relay.rewrite(t, "b"))))
+                                advertise=lambda t: relay.rewrite(t, "b"), exchange=ex_b)))
             except (IceLinkError, TimeoutError) as exc:
                 raise CallError(str(exc)) from None
         relay.impair(True)
-        alice = LinkPeer(codec, links[0], options, source=source, name="alice")
-        bob = LinkPeer(codec, links[1], options, name="bob")
+        alice = LinkPeer(codec, secure_ice(links[0]), options, source=source, name="alice")
+        bob = LinkPeer(codec, secure_ice(links[1]), options, name="bob")
         peers = [alice, bob]
         audio = await _play_out(alice, bob, options, timeout_s, delay_ms, jitter_ms)
         now = time.monotonic()
