@@ -301,8 +301,8 @@ def test_bench_commands_come_from_the_plugin_entry_point() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     bench = sub.choices["bench"]  # type: ignore[index]
     commands = next(a for a in bench._actions if a.dest == "bench_command")
-    assert set(commands.choices) == {"speed", "loss", "quality", "report", "call", "wire"}
-    assert set(commands.choices) == {"speed", "loss", "quality", "report", "call", "robustness"}
+    assert set(commands.choices) == {"speed", "loss", "quality", "report", "call", "wire",
+                                     "robustness"}
 
 
 def test_speed_precision_choices_match_the_model() -> None:

@@ -83,28 +83,28 @@ def test_serial_full_duplex_survives_bit_errors_and_dropped_bytes() -> None:
         assert side.receive.last_index_played >= frames - 4
 
 
-def test_serial_line_rate_paces_the_sender_and_fits_three_frames_per_packet() -> None:
+def test_serial_line_rate_paces_the_sender_and_fits_one_frame_per_packet() -> None:
     frames = 36
-    sa, sb, a, b, pty = serial_call(LineConditions(2400), frames, 3, seed=5)
+    # compact (v2) packets: one Codec2 700C frame is 4 + 7 bytes, + 4 bytes of framing = 15
+    # bytes per 80 ms (188 bytes/s, loss reports riding along) on a 240 bytes/s line
+    assert kiss_frame_size(4 + 7) == 15
+    sa, sb, a, b, pty = serial_call(LineConditions(2400), frames, 1, seed=5)
     for side in (sa, sb):
         assert side.receive is not None
         rx = side.receive.stats
         assert rx.frames_received == frames and rx.concealed == 0 and rx.ended
         assert rx.invalid == 0
     assert a.backlog_drops == b.backlog_drops == 0
-    # a v1 packet of 3 Codec2 700C frames: 16 + 21 bytes, + 4 bytes of framing (no stuffing)
-    assert kiss_frame_size(AUDIO_HEADER_SIZE + 21) == 41
-    # one frame per packet (27 bytes per 80 ms = 338 bytes/s) overloads 240 bytes/s: the link
-    # drops packets instead of queueing, so the delay on the line stays bounded
-    sa, sb, a, b, pty = serial_call(LineConditions(2400), 24, 1, seed=6)
+    # at 1200 bit/s (120 bytes/s) one frame per packet overloads the line: the link drops
+    # packets instead of queueing, so the delay on the line stays bounded
+    sa, sb, a, b, pty = serial_call(LineConditions(1200), 24, 1, seed=6)
     assert a.backlog_drops > 0 and b.backlog_drops > 0
     for direction in ("ab", "ba"):
-        # at most max_backlog_s (0.3 s = 72 bytes) plus one frame ever waits for the line; the
-        # frame's escaped bytes (0xC0/0xDB in the payload) count twice, so allow for a few
-        # (measured once at 100 = 72 + 27 + 1 escape); without the bound the 24 frames of
-        # 27 bytes would queue up to ~650 bytes
-        one_frame = kiss_frame_size(AUDIO_HEADER_SIZE + 7)
-        assert pty.stats[direction].max_queue_bytes <= 72 + one_frame + 4
+        # at most max_backlog_s (0.3 s = 36 bytes) plus one packet (a start packet carries its
+        # codec id, a report may ride along: <= 4 + 1 + 8 + 7 bytes + framing) waits for the
+        # line, plus a few escaped bytes; without the bound 24 frames would queue ~360 bytes
+        one_packet = kiss_frame_size(4 + 1 + 8 + 7)
+        assert pty.stats[direction].max_queue_bytes <= 36 + one_packet + 4
 
 
 def test_serial_open_errors_are_one_line(tmp_path: os.PathLike[str]) -> None:
@@ -284,7 +284,8 @@ def test_call_over_a_serial_line_between_two_processes(tmp_path: Path) -> None:
     assert sent["sender"]["frames"] == 38 and sent["serial"]["backlog_drops"] == 0
     rx = got["receiver"]
     assert rx["frames_received"] >= 36 and rx["invalid"] == 0  # all but a start Bob missed
-    assert got["serial"]["rx"]["dropped"] == 0 and line_stats["ab"].bytes_out > 500
+    # 13 compact packets of 3 frames (~30 bytes framed each) crossed the line
+    assert got["serial"]["rx"]["dropped"] == 0 and line_stats["ab"].bytes_out > 300
     assert got["sender"] is None and rx["frames_played"] > 0
     assert (tmp_path / "out.wav").stat().st_size > 0
 
