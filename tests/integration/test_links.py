@@ -32,7 +32,6 @@ from voip_codec.transport.realtime import CallSide, run_link_call
 from voip_codec.transport.serial import SerialLink, SerialLinkError, open_serial_link
 from voip_codec.transport.serial_line import LineConditions, PtyLine
 from voip_codec.wire.kiss import kiss_frame_size
-from voip_codec.wire.packet import AUDIO_HEADER_SIZE
 
 CODEC = get_codec("codec2-700c")  # 7 bytes per 80 ms frame
 FIXED_160 = JitterConfig(initial_delay_ms=160, min_delay_ms=160, max_delay_ms=160)
