@@ -1,7 +1,7 @@
 """The ``voip-codec`` command line.
 
 Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``demo``, ``simulate``,
-``call``, ``codecs``, ``serve``, ``models`` (see :data:`COMMANDS`), plus those of installed plugins
+``call``, ``codecs``, ``serve``, ``models``, ``export`` (see :data:`COMMANDS`), plus those of installed plugins
 (:data:`PLUGIN_GROUP`: ``bench`` comes from the ``voip-codec-bench`` distribution). Building the
 parser imports neither torch nor aiortc, av or aiohttp: each command imports what it needs when
 it runs, so ``voip-codec --help``, ``serve`` and ``codecs`` work with only the ``server`` extra.
@@ -147,7 +147,7 @@ _EXTRA_OF_MODULE: dict[str, str] = {
     "torch": "codec", "safetensors": "codec", "soundfile": "codec", "soxr": "codec",
     "tqdm": "codec", "pycodec2": "codec", "av": "webrtc", "aiortc": "webrtc",
     "aiohttp": "server", "pystoi": "eval", "pesq": "eval", "scipy": "eval",
-    "matplotlib": "eval", "huggingface_hub": "hub",
+    "matplotlib": "eval", "huggingface_hub": "hub", "onnx": "onnx", "onnxruntime": "onnx",
 }
 """Top-level modules of optional dependencies -> the extra of pyproject.toml that installs them."""
 
@@ -246,6 +246,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("voip_codec.cli", "add_codecs_command"),
     ("signaling.cli", "add_parser"),  # serve: the signaling server (no torch needed)
     ("voip_codec.models_cli", "add_parser"),  # models list|pull: official checkpoints
+    ("voip_codec.export.cli", "add_parser"),  # export onnx: the steps for onnxruntime/browsers
 )
 """The built-in subcommands, in help order: ``(module, function)``; the function takes the
 subparsers object and adds its command(s). A module listed here must import without torch,
