@@ -170,3 +170,67 @@ def test_export_command(tmp_path: Path, tiny_model: FocalCodec) -> None:
         bad = run(str(target), "--model", str(model_dir))
         assert bad.returncode == 1
         assert bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
+
+
+# ---------------------------------------------------------------- --backend onnx
+def test_codec_on_onnx_equals_torch_codec_with_losses(
+        tiny_model: FocalCodec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same payloads from the encoder; the same audio from the concealing decoder, lost
+    frames included (concealment is shared, so a loss pattern plays out alike)."""
+    from voip_codec.codecs.focalcodec import FocalCodecCodec
+    from voip_codec.codecs.pcm16 import Pcm16Codec
+    from voip_codec.export.backend import cache_folder, with_backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    codec = FocalCodecCodec(tiny_model, "focalcodec-tiny", 200)
+    onnx = with_backend(codec, "onnx")
+    assert onnx.info == codec.info and with_backend(codec, "torch") is codec
+    assert [p.parent for p in cache_folder().rglob(MANIFEST_FILE)] != []
+    pcm = _speech(2.0)
+    enc_t, enc_o = codec.new_encoder(), onnx.new_encoder()
+    dec_t, dec_o = codec.new_decoder(), onnx.new_decoder()
+    lost = {5, 9, 10, 11}
+    for n, i in enumerate(range(0, len(pcm), 1280)):
+        payload = enc_t.encode(pcm[i:i + 1280])
+        assert enc_o.encode(pcm[i:i + 1280]) == payload
+        arrived = None if n in lost else payload
+        np.testing.assert_allclose(dec_o.decode(arrived), dec_t.decode(arrived), atol=1e-4)
+    with pytest.raises(ValueError, match="FocalCodec codecs only"):
+        with_backend(Pcm16Codec(), "onnx")
+    with pytest.raises(ValueError, match="unknown backend"):
+        with_backend(codec, "tflite")
+
+
+def test_file_commands_with_onnx_backend(tiny_model: FocalCodec, tiny_export: Path,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """``encode --backend onnx`` writes the torch backend's token file, from a model folder
+    (exported into the cache) or from an export folder; ``decode --backend onnx`` its audio."""
+    import soundfile as sf
+
+    from voip_codec.cli import main
+    from voip_codec.codec.loading import save_pretrained
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model_dir = str(save_pretrained(tiny_model, tmp_path / "model"))
+    wav = tmp_path / "in.wav"
+    sf.write(wav, _speech(2.0)[:30000], 16000)
+    runs = {"torch": ["--model", model_dir], "onnx": ["--model", model_dir, "--backend", "onnx"],
+            "export": ["--model", str(tiny_export), "--backend", "onnx"]}
+    for name, extra in runs.items():
+        assert main(["encode", str(wav), str(tmp_path / f"{name}.fct"), "-q", *extra]) == 0
+        assert main(["decode", str(tmp_path / "torch.fct"), str(tmp_path / f"{name}.wav"), "-q",
+                     *extra]) == 0
+    from voip_codec.wire.tokenfile import read_token_file
+
+    assert (tmp_path / "onnx.fct").read_bytes() == (tmp_path / "torch.fct").read_bytes()
+    ref_file, export_file = (read_token_file(tmp_path / f"{n}.fct") for n in ("torch", "export"))
+    np.testing.assert_array_equal(export_file.tokens, ref_file.tokens)
+    assert export_file.fingerprint == ref_file.fingerprint  # only the model id text differs
+    ref, rate = sf.read(tmp_path / "torch.wav", dtype="float32")
+    for name in ("onnx", "export"):
+        got, got_rate = sf.read(tmp_path / f"{name}.wav", dtype="float32")
+        assert got_rate == rate == 24000 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, atol=2e-4)  # 16-bit WAV: 1 LSB is 3e-5
+    assert main(["encode", str(wav), str(tmp_path / "x.fct"), "--model", model_dir,
+                 "--backend", "onnx", "--precision", "bf16"]) == 1

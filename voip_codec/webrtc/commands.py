@@ -48,6 +48,10 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None,
                    help="codec name (default: the bundled FocalCodec model if installed, else "
                         "codec2-700c); see `voip-codec codecs`")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="what computes a FocalCodec codec: torch (default) or onnxruntime "
+                        "(the model exported once into the cache; faster at 1 thread, needs "
+                        "the onnx extra)")
     p.add_argument("--frames-per-packet", type=int, default=1, help="80 ms frames per packet")
     p.add_argument("--redundancy", type=int, default=1, help="initial K, 0..3 (default 1)")
     p.add_argument("--no-adaptive", action="store_true", help="keep K fixed")
@@ -88,10 +92,15 @@ def check_input_path(path: str) -> None:
         raise UserError(f"input file {path} does not exist")
 
 
-def _get_codec(name: str | None):  # type: ignore[no-untyped-def]
+def _get_codec(name: str | None, backend: str = "torch"):  # type: ignore[no-untyped-def]
     from ..codecs.registry import get_codec
 
-    return get_codec(name or default_codec_name())
+    codec = get_codec(name or default_codec_name())
+    if backend == "torch":
+        return codec
+    from ..export.backend import with_backend
+
+    return with_backend(codec, backend)
 
 
 def _print_demo(r: Any) -> None:
@@ -122,7 +131,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.output is None:  # never litter the working folder
         args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
     check_output_path(args.output)
-    codec = _get_codec(args.codec)
+    codec = _get_codec(args.codec, args.backend)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay))
@@ -164,7 +173,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     from ..transport.redundancy import RedundancyController
 
     check_output_path(args.output)
-    codec = _get_codec(args.codec)
+    codec = _get_codec(args.codec, args.backend)
     pcm, _ = read_audio(args.input, codec.info.input_sample_rate)
     net = NetworkConditions(loss=loss_model(args.loss, args.burst), delay_ms=args.delay,
                             jitter_ms=args.jitter,
@@ -262,7 +271,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     from .contrib.devices import microphone_track, play_to_speaker
     from .contrib.loopback import loopback_candidates
 
-    codec = _get_codec(args.codec)
+    codec = _get_codec(args.codec, args.backend)
     source = None
     if args.input == "mic":
         source = microphone_track()
