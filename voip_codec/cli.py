@@ -51,6 +51,9 @@ def _load_model(source: str, precision: str | None = None):  # type: ignore[no-u
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """Audio file -> token file (streaming encoder, so memory stays flat on long files)."""
+    check_output_path(args.output)
+    if args.backend == "onnx":
+        return _encode_onnx(args)
     import numpy as np
     import torch
 
@@ -59,9 +62,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .wire.tokenfile import TokenFile, write_token_file
 
     torch.set_num_threads(args.threads)
-    check_output_path(args.output)
-    if args.backend == "onnx":
-        return _encode_onnx(args)
     model = _load_model(args.model, args.precision)
     pcm, _ = read_audio(args.input, model.sample_rate_input)
     enc = StreamingEncoder(model)
@@ -115,18 +115,19 @@ def _encode_onnx(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     """Token file -> audio file at the model's output rate (24 kHz)."""
+    from .wire.tokenfile import read_token_file
+
+    check_output_path(args.output)
+    tf = read_token_file(args.input)
+    if args.backend == "onnx":
+        return _decode_onnx(args, tf)
     import numpy as np
     import torch
 
     from .audio import write_audio
     from .codec.streaming import StreamingDecoder
-    from .wire.tokenfile import read_token_file
 
     torch.set_num_threads(args.threads)
-    check_output_path(args.output)
-    tf = read_token_file(args.input)
-    if args.backend == "onnx":
-        return _decode_onnx(args, tf)
     model = _load_model(args.model, args.precision)
     _check_token_file_model(args, tf, model.bits_per_token, model.fingerprint(), model.model_id)
     dec = StreamingDecoder(model)

@@ -234,3 +234,22 @@ def test_file_commands_with_onnx_backend(tiny_model: FocalCodec, tiny_export: Pa
         np.testing.assert_allclose(got, ref, atol=2e-4)  # 16-bit WAV: 1 LSB is 3e-5
     assert main(["encode", str(wav), str(tmp_path / "x.fct"), "--model", model_dir,
                  "--backend", "onnx", "--precision", "bf16"]) == 1
+
+
+def test_export_folder_runs_without_torch(tiny_export: Path, tmp_path: Path) -> None:
+    """``--backend onnx --model EXPORT`` never imports torch (onnxruntime and numpy only)."""
+    import soundfile as sf
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, _speech(1.0), 16000)
+    script = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+        "from voip_codec.cli import main\n"
+        f"assert main(['encode', {str(wav)!r}, {str(tmp_path / 't.fct')!r}, '--backend', 'onnx',"
+        f" '--model', {str(tiny_export)!r}, '-q']) == 0\n"
+        f"assert main(['decode', {str(tmp_path / 't.fct')!r}, {str(tmp_path / 'o.wav')!r},"
+        f" '--backend', 'onnx', '--model', {str(tiny_export)!r}, '-q']) == 0\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert sf.info(tmp_path / "o.wav").frames == 15360 * 3 // 2  # 0.96 s at 24 kHz

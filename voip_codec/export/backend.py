@@ -27,7 +27,7 @@ from ..codecs.base import (
 )
 from ..codecs.plc import ConcealingDecoder
 from ..wire.bitpack import pack_tokens, unpack_tokens
-from .onnx import MANIFEST_FILE, MANIFEST_FORMAT
+from .manifest import MANIFEST_FILE, MANIFEST_FORMAT
 from .runtime import OnnxCodecModel, OnnxStreamState
 
 if TYPE_CHECKING:

@@ -32,7 +32,6 @@ import dataclasses
 import json
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 from ..codec import focal, layers, wavenext, wavlm
 from ..codec.model import DecoderState, EncoderState, FocalCodec
 from ..codec.state import StreamState
+from .manifest import DECODER_FILE, ENCODER_FILE, MANIFEST_FILE, MANIFEST_FORMAT, StateTensor
 
 __all__ = [
     "DECODER_FILE",
@@ -55,28 +55,7 @@ __all__ = [
     "unflatten_state",
 ]
 
-ENCODER_FILE = "encoder_step.onnx"
-DECODER_FILE = "decoder_step.onnx"
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
-"""Version of ``manifest.json``'s layout (bumped when a reader would misread a new one)."""
 OPSET = 17
-
-
-@dataclass(frozen=True)
-class StateTensor:
-    """One flat state tensor of an exported graph."""
-
-    name: str
-    """Path in the state dataclasses, e.g. ``"encoder.keys.0"``."""
-    shape: tuple[int, ...]
-    """Shape, batch dimension (1) first."""
-    dtype: str
-    """``"float32"`` or ``"int64"``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (as written to ``manifest.json``)."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 def _walk(value: Any, path: str, out: list[tuple[str, Tensor]]) -> None:

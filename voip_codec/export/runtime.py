@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx import MANIFEST_FILE, MANIFEST_FORMAT, StateTensor
+from .manifest import MANIFEST_FILE, MANIFEST_FORMAT, StateTensor
 
 __all__ = ["OnnxCodecModel", "OnnxStreamState", "OnnxModelError"]
 
