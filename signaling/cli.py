@@ -54,6 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--heartbeat", type=float, default=20.0, help="WebSocket ping interval in seconds"
     )
     parser.add_argument(
+        "--web",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PAGE_DIR",
+        help="also serve the browser page (default: examples/browser of this checkout, after "
+        "`npm ci` there), its codec model and onnxruntime-web; the log prints the page URL",
+    )
+    parser.add_argument(
+        "--web-model",
+        default=None,
+        metavar="DIR",
+        help="exported model the page runs (`voip-codec export onnx`); default: the bundled "
+        "model, exported once into ~/.cache/voip-codec/onnx (needs torch and onnx)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
 

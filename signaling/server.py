@@ -32,6 +32,7 @@ from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from . import protocol as p
 from .cli import DEFAULT_HOST, DEFAULT_PORT, DESCRIPTION, add_arguments, add_parser
 from .tokens import SECRET_ENV, TokenError, check_secret, secret_from_env, verify_join_token
+from .web import WebAssets, add_web_routes
 
 __all__ = [
     "DEFAULT_HOST",
@@ -149,6 +150,8 @@ class SignalingState:
 
 
 STATE_KEY: Final = web.AppKey("signaling_state", SignalingState)
+WEB_KEY: Final = web.AppKey("web_assets", WebAssets)
+"""What ``serve --web`` serves, when it does."""
 
 
 class _Session:
@@ -382,6 +385,7 @@ def create_app(
     idle_timeout_s: float = 300.0,
     heartbeat_s: float = 20.0,
     max_errors: int = 10,
+    web_assets: WebAssets | None = None,
 ) -> web.Application:
     """Build the signaling application.
 
@@ -396,6 +400,8 @@ def create_app(
         idle_timeout_s: Seconds a joined connection may stay silent.
         heartbeat_s: WebSocket ping interval in seconds.
         max_errors: Protocol errors tolerated per joined connection.
+        web_assets: Also serve the browser page, its model and onnxruntime-web
+            (``serve --web``, see :mod:`signaling.web`).
 
     Returns:
         An ``aiohttp.web.Application`` serving ``/ws`` and ``/health``; its state is
@@ -420,6 +426,9 @@ def create_app(
     app[STATE_KEY] = SignalingState(config)
     app.router.add_get(WS_PATH, _handle_ws)
     app.router.add_get(HEALTH_PATH, _handle_health)
+    if web_assets is not None:
+        add_web_routes(app, web_assets)
+        app[WEB_KEY] = web_assets
     app.on_shutdown.append(_on_shutdown)
     return app
 
@@ -508,6 +517,8 @@ async def serve_app(app: web.Application, host: str = DEFAULT_HOST,
     if app[STATE_KEY].config.secret is None:
         logger.warning("Signaling running WITHOUT authentication on %s:%d", host, server.port)
     logger.info("Signaling listening on %s", server.ws_url)
+    if app.get(WEB_KEY) is not None:
+        logger.info("Call from a browser: %s/?room=demo", server.http_url)
     try:
         await stop.wait()
     finally:
@@ -589,6 +600,11 @@ def serve(args: argparse.Namespace) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     secret = resolve_secret(args)
+    web_assets = None
+    if getattr(args, "web", None) is not None:
+        from voip_codec.export.web import web_assets_for
+
+        web_assets = web_assets_for(args.web, args.web_model)
     run_server(
         args.host,
         args.port,
@@ -600,6 +616,7 @@ def serve(args: argparse.Namespace) -> int:
         join_timeout_s=args.join_timeout,
         idle_timeout_s=args.idle_timeout,
         heartbeat_s=args.heartbeat,
+        web_assets=web_assets,
     )
     return 0
 

@@ -1,7 +1,7 @@
 """The ``voip-codec`` command line.
 
 Sub-commands: ``encode``, ``decode``, ``info``, ``conformance``, ``demo``, ``simulate``,
-``call``, ``codecs``, ``serve``, ``models`` (see :data:`COMMANDS`), plus those of installed plugins
+``call``, ``codecs``, ``serve``, ``models``, ``export`` (see :data:`COMMANDS`), plus those of installed plugins
 (:data:`PLUGIN_GROUP`: ``bench`` comes from the ``voip-codec-bench`` distribution). Building the
 parser imports neither torch nor aiortc, av or aiohttp: each command imports what it needs when
 it runs, so ``voip-codec --help``, ``serve`` and ``codecs`` work with only the ``server`` extra.
@@ -52,6 +52,9 @@ def _load_model(source: str, precision: str | None = None):  # type: ignore[no-u
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """Audio file -> token file (streaming encoder, so memory stays flat on long files)."""
+    check_output_path(args.output)
+    if args.backend == "onnx":
+        return _encode_onnx(args)
     import numpy as np
     import torch
 
@@ -60,7 +63,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .wire.tokenfile import TokenFile, write_token_file
 
     apply_threads(args.threads, load_torch=True)
-    check_output_path(args.output)
     model = _load_model(args.model, args.precision)
     pcm, _ = read_audio(args.input, model.sample_rate_input)
     enc = StreamingEncoder(model)
@@ -84,27 +86,51 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _onnx_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .export.backend import load_onnx_model
+
+    if args.precision not in (None, "fp32"):
+        raise CliError(f"--backend onnx computes in fp32; --precision {args.precision} applies "
+                       "to the torch backend")
+    return load_onnx_model(args.model, threads=args.threads)
+
+
+def _encode_onnx(args: argparse.Namespace) -> int:
+    """``encode --backend onnx``: the same token file, computed by onnxruntime."""
+    from .audio import read_audio
+    from .export.backend import encode_pcm
+    from .wire.tokenfile import TokenFile, write_token_file
+
+    model = _onnx_model(args)
+    pcm, _ = read_audio(args.input, model.sample_rate_input)
+    tokens = encode_pcm(model, pcm)
+    write_token_file(args.output, TokenFile(tokens, model.bits_per_token,
+                                            model.sample_rate_input, model.sample_rate_output,
+                                            len(pcm), model.fingerprint, model.model_id))
+    if not args.quiet:
+        print(f"{args.input} -> {args.output}: {len(tokens)} tokens x {model.bits_per_token} "
+              f"bits ({len(pcm) / model.sample_rate_input:.2f} s, onnxruntime, "
+              f"{Path(args.output).stat().st_size} bytes)", file=sys.stderr)
+    return 0
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     """Token file -> audio file at the model's output rate (24 kHz)."""
+    from .wire.tokenfile import read_token_file
+
+    check_output_path(args.output)
+    tf = read_token_file(args.input)
+    if args.backend == "onnx":
+        return _decode_onnx(args, tf)
     import numpy as np
     import torch
 
     from .audio import write_audio
     from .codec.streaming import StreamingDecoder
-    from .wire.tokenfile import read_token_file
 
     apply_threads(args.threads, load_torch=True)
-    check_output_path(args.output)
-    tf = read_token_file(args.input)
     model = _load_model(args.model, args.precision)
-    if tf.bits != model.bits_per_token:
-        raise CliError(f"{args.input} holds {tf.bits}-bit tokens (model {tf.model_id!r}) but the "
-                       f"decoding model uses {model.bits_per_token}-bit tokens; pass the matching "
-                       "--model")
-    if tf.fingerprint != model.fingerprint() and not args.force:
-        raise CliError(f"{args.input} was made with model {tf.model_id!r}, whose weights or "
-                       f"configuration differ from the decoding model {model.model_id!r}; pass the same "
-                       "--model (or --force to decode anyway)")
+    _check_token_file_model(args, tf, model.bits_per_token, model.fingerprint(), model.model_id)
     dec = StreamingDecoder(model)
     parts = []
     with _progress(len(tf.tokens), "tok", "decoding", not args.quiet) as bar:
@@ -120,6 +146,36 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{args.input} -> {args.output}: {len(wave) / model.sample_rate_output:.2f} s at "
               f"{model.sample_rate_output} Hz", file=sys.stderr)
+    return 0
+
+
+def _check_token_file_model(args: argparse.Namespace, tf: Any, bits: int, fingerprint: bytes,
+                            model_id: str | None) -> None:
+    if tf.bits != bits:
+        raise CliError(f"{args.input} holds {tf.bits}-bit tokens (model {tf.model_id!r}) but the "
+                       f"decoding model uses {bits}-bit tokens; pass the matching --model")
+    if tf.fingerprint != fingerprint and not args.force:
+        raise CliError(f"{args.input} was made with model {tf.model_id!r}, whose weights or "
+                       f"configuration differ from the decoding model {model_id!r}; pass the "
+                       "same --model (or --force to decode anyway)")
+
+
+def _decode_onnx(args: argparse.Namespace, tf: Any) -> int:
+    """``decode --backend onnx``: the same audio, computed by onnxruntime."""
+    import numpy as np
+
+    from .audio import write_audio
+    from .export.backend import decode_tokens
+
+    model = _onnx_model(args)
+    _check_token_file_model(args, tf, model.bits_per_token, model.fingerprint, model.model_id)
+    wave = decode_tokens(model, tf.tokens) if len(tf.tokens) else np.zeros(0, np.float32)
+    n_out = int(tf.num_samples * model.sample_rate_output / model.sample_rate_input)
+    wave = wave[:n_out] if len(wave) >= n_out else np.pad(wave, (0, n_out - len(wave)))
+    write_audio(args.output, wave, model.sample_rate_output)
+    if not args.quiet:
+        print(f"{args.input} -> {args.output}: {len(wave) / model.sample_rate_output:.2f} s at "
+              f"{model.sample_rate_output} Hz (onnxruntime)", file=sys.stderr)
     return 0
 
 
@@ -149,7 +205,7 @@ _EXTRA_OF_MODULE: dict[str, str] = {
     "torch": "codec", "safetensors": "codec", "soundfile": "codec", "soxr": "codec",
     "tqdm": "codec", "pycodec2": "codec", "av": "webrtc", "aiortc": "webrtc",
     "aiohttp": "server", "pystoi": "eval", "pesq": "eval", "scipy": "eval",
-    "matplotlib": "eval", "huggingface_hub": "hub",
+    "matplotlib": "eval", "huggingface_hub": "hub", "onnx": "onnx", "onnxruntime": "onnx",
 }
 """Top-level modules of optional dependencies -> the extra of pyproject.toml that installs them."""
 
@@ -206,10 +262,17 @@ def add_file_commands(sub: Any) -> None:
                             "checkpoints convert to bf16/int8 on load, see README 'Fast CPU "
                             "inference')")
 
+    def backend_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                       help="torch (default) or onnxruntime: --model may then also be a folder "
+                            "written by `voip-codec export onnx` (no torch needed); other "
+                            "models are exported once into ~/.cache/voip-codec/onnx")
+
     p = sub.add_parser("encode", help="audio file -> token file")
     p.add_argument("input", help="audio file (any rate / channel count / format av reads)")
     p.add_argument("output", help="token file to write (.fct)")
     model_arg(p)
+    backend_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.set_defaults(func=cmd_encode)
 
@@ -217,6 +280,7 @@ def add_file_commands(sub: Any) -> None:
     p.add_argument("input", help="token file (.fct)")
     p.add_argument("output", help="audio file to write (.wav, .flac, ...)")
     model_arg(p)
+    backend_arg(p)
     p.add_argument("--force", action="store_true",
                    help="decode even if the token file names a different model configuration")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
@@ -249,6 +313,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("voip_codec.cli", "add_codecs_command"),
     ("signaling.cli", "add_parser"),  # serve: the signaling server (no torch needed)
     ("voip_codec.models_cli", "add_parser"),  # models list|pull: official checkpoints
+    ("voip_codec.export.cli", "add_parser"),  # export onnx: the steps for onnxruntime/browsers
 )
 """The built-in subcommands, in help order: ``(module, function)``; the function takes the
 subparsers object and adds its command(s). A module listed here must import without torch,

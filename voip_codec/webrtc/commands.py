@@ -53,6 +53,10 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None,
                    help="codec name (default: the bundled FocalCodec model if installed, else "
                         "codec2-700c); see `voip-codec codecs`")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="what computes a FocalCodec codec: torch (default) or onnxruntime "
+                        "(the model exported once into the cache; faster at 1 thread, needs "
+                        "the onnx extra)")
     p.add_argument("--frames-per-packet", type=int, default=1, help="80 ms frames per packet")
     p.add_argument("--redundancy", type=int, default=1, help="initial K, 0..3 (default 1)")
     p.add_argument("--no-adaptive", action="store_true", help="keep K fixed")
@@ -67,6 +71,9 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
     add_threads_argument(p)
     p.add_argument("--no-e2e", action="store_true",
                    help="turn end-to-end encryption off (both peers must; for measurements)")
+    p.add_argument("--packet-version", type=int, choices=(1, 2), default=2,
+                   help="packet version sent: 2 (compact, default) or 1 (16-byte header, what "
+                        "the browser page reads today); both are always received")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -103,7 +110,7 @@ def check_input_path(path: str) -> None:
 
 
 LINK_HELP = ("what carries the call: webrtc (aiortc data channel, default), ice (our packets "
-             "straight on the UDP path ICE finds: no DTLS/SCTP overhead, no encryption yet), "
+             "straight on the UDP path ICE finds: no DTLS/SCTP overhead, end-to-end encrypted), "
              "or serial:DEVICE[@BAUD] (a serial port or radio modem, 8N1, default 2400 bit/s)")
 
 
@@ -161,12 +168,17 @@ def parse_link(text: str, *, demo: bool) -> LinkChoice:
     raise UserError(f"unknown link {text!r}: use webrtc, ice or {example}")
 
 
-def _get_codec(name: str | None, threads: int):  # type: ignore[no-untyped-def]
+def _get_codec(name: str | None, threads: int,  # type: ignore[no-untyped-def]
+               backend: str = "torch"):
     from ..codecs.registry import get_codec
 
     codec = get_codec(name or default_codec_name())
     apply_threads(threads)  # torch is loaded only if the codec needed it
-    return codec
+    if backend == "torch":
+        return codec
+    from ..export.backend import with_backend
+
+    return with_backend(codec, backend)
 
 
 def _print_demo(r: Any) -> None:
@@ -233,10 +245,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.output is None:  # never litter the working folder
         args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
     check_output_path(args.output)
-    codec = _get_codec(args.codec, args.threads)
+    codec = _get_codec(args.codec, args.threads, args.backend)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay), e2e=not args.no_e2e,
+                          packet_version=args.packet_version,
                           sack_tuning=not args.stock_sctp)
     if not args.json:
         how = {"webrtc": "over WebRTC on 127.0.0.1", "ice": "over ICE/UDP on 127.0.0.1",
@@ -299,7 +312,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     from ..transport.redundancy import RedundancyController
 
     check_output_path(args.output)
-    codec = _get_codec(args.codec, args.threads)
+    codec = _get_codec(args.codec, args.threads, args.backend)
     pcm, _ = read_audio(args.input, codec.info.input_sample_rate)
     net = NetworkConditions(loss=loss_model(args.loss, args.burst), delay_ms=args.delay,
                             jitter_ms=args.jitter,
@@ -489,7 +502,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     if link.kind != "serial" and (args.room is None or args.server is None):
         raise UserError(f"call --link {args.link} needs --room and --server (the signaling "
                         "server both peers join)")
-    codec = _get_codec(args.codec, args.threads)
+    codec = _get_codec(args.codec, args.threads, args.backend)
     source = None
     if args.input == "mic":
         source = microphone_track()
@@ -499,6 +512,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, dtx=args.dtx,
                           jitter=jitter_config(args.playout_delay), e2e=not args.no_e2e,
+                          packet_version=args.packet_version,
                           psk=psk.encode() if psk else None,
                           sack_tuning=not args.stock_sctp)
     if link.kind == "serial":

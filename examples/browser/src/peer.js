@@ -1,0 +1,292 @@
+// The browser peer: signaling (our WebSocket relay, join token), one RTCPeerConnection with
+// one unordered, no-retransmit data channel labelled "voip-codec/<codec>", microphone ->
+// 16 kHz AudioWorklet -> 80 ms chunks -> codec worker -> our v1 packets (K redundant copies),
+// and packets -> jitter buffer -> decode or conceal -> 24 kHz AudioWorklet.
+// State and figures for people and tests: window.voip (see `snapshot()`).
+import { JitterBuffer } from "./jitter.js";
+import {
+  FLAG_SILENCE, FLAG_START, audioPacketToBytes, packTokens, parsePacket, unpackTokens,
+} from "./wire.js";
+
+const LABEL_PREFIX = "voip-codec/";
+const VAD_DBFS = -50; // voip_codec.transport.session.DEFAULT_VAD_DBFS
+
+const $ = (id) => document.getElementById(id);
+const log = (line) => { $("log").textContent += `${new Date().toISOString().slice(11, 23)} ${line}\n`; };
+
+export const voip = {
+  state: "idle", error: null, role: null, config: null, manifest: null,
+  encodeMs: [], decodeMs: [], sent: 0, received: [], jitter: null,
+  keepCaptured: new URLSearchParams(location.search).get("keep") === "1", captured: [],
+};
+window.voip = voip;
+
+function setState(state) { voip.state = state; $("state").textContent = state; }
+
+function fail(message) {
+  voip.error = message;
+  setState("failed");
+  log(`error: ${message}`);
+}
+
+function percentile(values, q) {
+  if (!values.length) return null;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((q / 100) * s.length))];
+}
+
+function snapshot() {
+  return {
+    state: voip.state, error: voip.error, role: voip.role, sent: voip.sent,
+    encode_ms: { p50: percentile(voip.encodeMs, 50), p95: percentile(voip.encodeMs, 95), n: voip.encodeMs.length },
+    decode_ms: { p50: percentile(voip.decodeMs, 50), p95: percentile(voip.decodeMs, 95), n: voip.decodeMs.length },
+    receive: voip.jitter ? { ...voip.jitter.stats } : null,
+    received_samples: voip.received.reduce((n, b) => n + b.length, 0),
+  };
+}
+voip.snapshot = snapshot;
+
+/** Audio blocks as base64 of float32 little-endian, for tests: the decoded audio (24 kHz) or,
+ * with ?keep=1, the captured microphone audio the page encoded (16 kHz). */
+function blocksBase64(blocks) {
+  const all = new Float32Array(blocks.reduce((n, b) => n + b.length, 0));
+  let o = 0;
+  for (const b of blocks) { all.set(b, o); o += b.length; }
+  const bytes = new Uint8Array(all.buffer);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+voip.receivedBase64 = () => blocksBase64(voip.received);
+voip.capturedBase64 = () => blocksBase64(voip.captured);
+
+function renderStats() {
+  const s = snapshot();
+  const fmt = (x) => (x === null ? "-" : x.toFixed(1));
+  $("stats").textContent = [
+    `role            ${s.role ?? "-"}`,
+    `packets sent    ${s.sent}`,
+    `encode ms       p50 ${fmt(s.encode_ms.p50)}  p95 ${fmt(s.encode_ms.p95)}  (${s.encode_ms.n} chunks of 80 ms)`,
+    `decode ms       p50 ${fmt(s.decode_ms.p50)}  p95 ${fmt(s.decode_ms.p95)}  (${s.decode_ms.n})`,
+    `received        ${s.receive ? `${s.receive.packets} packets, ${s.receive.played} played, ${s.receive.recovered} from redundancy, ${s.receive.concealed} concealed, ${s.receive.late} late` : "-"}`,
+  ].join("\n");
+}
+
+// ------------------------------------------------------------------ codec worker
+function startWorker(config) {
+  const worker = new Worker(new URL("./codec-worker.js", import.meta.url), { type: "module" });
+  const pending = new Map();
+  let nextId = 0;
+  const ready = new Promise((resolve, reject) => {
+    worker.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === "ready") resolve(m.manifest);
+      else if (m.type === "error") { reject(new Error(m.message)); fail(`codec: ${m.message}`); }
+      else { pending.get(m.id)?.(m); pending.delete(m.id); }
+    };
+  });
+  worker.postMessage({ type: "init", model: config.model, ort: config.ort });
+  const call = (msg, transfer) => new Promise((resolve) => {
+    const id = nextId++;
+    pending.set(id, resolve);
+    worker.postMessage({ ...msg, id }, transfer || []);
+  });
+  return { ready, call };
+}
+
+// ------------------------------------------------------------------ signaling + WebRTC
+function waitIceComplete(pc) {
+  // aiortc does not trickle candidates: offers and answers carry all of them
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+  });
+}
+
+function connectSignaling(url, room, peerId, token) {
+  const ws = new WebSocket(url);
+  const inbox = [];
+  const waiters = [];
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    if (msg.type === "error") log(`signaling error: ${msg.code}: ${msg.message}`);
+    const w = waiters.findIndex((x) => x.types.includes(msg.type));
+    if (w >= 0) waiters.splice(w, 1)[0].resolve(msg);
+    else inbox.push(msg);
+  };
+  const next = (...types) => {
+    const i = inbox.findIndex((m) => types.includes(m.type));
+    if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]);
+    return new Promise((resolve) => waiters.push({ types, resolve }));
+  };
+  const opened = new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`cannot reach the signaling server at ${url}`));
+    ws.onclose = (e) => { if (voip.state !== "in call") log(`signaling closed (${e.code} ${e.reason})`); };
+  });
+  const send = (msg) => ws.send(JSON.stringify(msg));
+  return { opened, send, next, join: async () => {
+    await opened;
+    const join = { type: "join", room, peer_id: peerId };
+    if (token) join.token = token;
+    send(join);
+    const reply = await next("joined", "error");
+    if (reply.type === "error") throw new Error(`${reply.code}: ${reply.message}`);
+    return reply.role;
+  } };
+}
+
+// ------------------------------------------------------------------ the call
+async function start() {
+  $("start").disabled = true;
+  const params = new URLSearchParams(location.search);
+  const room = $("room").value;
+  const peerId = $("peer").value;
+  const token = $("token").value || null;
+  try {
+    setState("loading model");
+    const config = await (await fetch("/web-config.json")).json();
+    voip.config = config;
+    const codec = startWorker(config);
+    const manifest = await codec.ready;
+    voip.manifest = manifest;
+    const bits = manifest.bits_per_token;
+    const frameBytes = Math.ceil((manifest.chunk_frames * bits) / 8);
+    log(`model ${manifest.model_id}: ${bits}-bit tokens, ${frameBytes}-byte frames, codec ${config.codec} (id ${config.codec_id})`);
+
+    setState("microphone");
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: {
+      echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 } });
+    const worklets = new URL("./worklets.js", import.meta.url);
+    const captureCtx = new AudioContext({ sampleRate: manifest.sample_rate_input });
+    const playCtx = new AudioContext({ sampleRate: manifest.sample_rate_output });
+    await captureCtx.audioWorklet.addModule(worklets);
+    await playCtx.audioWorklet.addModule(worklets);
+    const capture = new AudioWorkletNode(captureCtx, "capture");
+    capture.port.onmessage = () => {}; // until the call is up, captured audio is dropped
+    const mute = captureCtx.createGain();
+    mute.gain.value = 0;
+    captureCtx.createMediaStreamSource(stream).connect(capture).connect(mute).connect(captureCtx.destination);
+    const playback = new AudioWorkletNode(playCtx, "playback", { outputChannelCount: [1] });
+    playback.connect(playCtx.destination);
+
+    setState("signaling");
+    const sig = connectSignaling(config.ws || `ws://${location.host}/ws`, room, peerId, token);
+    voip.role = await sig.join();
+    log(`joined room ${room} as ${voip.role}`);
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    const label = LABEL_PREFIX + config.codec;
+    const channelReady = new Promise((resolve) => {
+      pc.ondatachannel = (e) => resolve(e.channel);
+    });
+    let channel;
+    if (voip.role === "offerer") {
+      channel = pc.createDataChannel(label, { ordered: false, maxRetransmits: 0 });
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitIceComplete(pc);
+      sig.send({ type: "offer", sdp: pc.localDescription.sdp });
+      const answer = await sig.next("answer");
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } else {
+      setState("waiting for the other peer");
+      const offer = await sig.next("offer");
+      await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await waitIceComplete(pc);
+      sig.send({ type: "answer", sdp: pc.localDescription.sdp });
+      channel = await channelReady;
+      if (channel.label !== label) throw new Error(`the other peer sends codec ${channel.label.slice(LABEL_PREFIX.length)}, this page speaks ${config.codec}`);
+    }
+    channel.binaryType = "arraybuffer";
+    if (channel.readyState !== "open") await new Promise((resolve) => { channel.onopen = resolve; });
+    setState("in call");
+    log("data channel open");
+
+    // receive: packets -> jitter buffer; one tick per frame period -> decode or conceal
+    const jitter = new JitterBuffer({ codecId: config.codec_id, frameBytes,
+      frameMs: 1000 * manifest.chunk_size / manifest.sample_rate_input,
+      delayMs: Number(params.get("delay") || 160) });
+    voip.jitter = jitter;
+    channel.onmessage = (e) => {
+      let p;
+      try { p = parsePacket(new Uint8Array(e.data)); } catch { jitter.stats.invalid++; return; }
+      if (p.kind === "audio") jitter.push(p, performance.now());
+    };
+    const period = jitter.frameMs;
+    const t0 = performance.now();
+    let ticks = 0;
+    const tick = async () => {
+      if (voip.state !== "in call") return;
+      const played = jitter.tick(performance.now());
+      if (played.source !== "buffering") {
+        const tokens = played.payload ? unpackTokens(played.payload, bits, manifest.chunk_frames) : null;
+        const out = await codec.call({ type: "decode", tokens });
+        voip.decodeMs.push(out.ms);
+        voip.received.push(out.pcm.slice());
+        playback.port.postMessage(out.pcm, [out.pcm.buffer]);
+      }
+      ticks += 1;
+      setTimeout(tick, Math.max(0, t0 + ticks * period - performance.now()));
+    };
+    setTimeout(tick, period);
+
+    // send: 16 kHz blocks -> 80 ms chunks -> tokens -> packets with K redundant copies
+    const k = Number(params.get("redundancy") ?? 1);
+    const chunk = new Float32Array(manifest.chunk_size);
+    let filled = 0;
+    let seq = 0;
+    let frameIndex = 0;
+    const sentPayloads = [];
+    let sending = Promise.resolve();
+    const vadLevel = 10 ** (VAD_DBFS / 20);
+    capture.port.onmessage = (e) => {
+      let block = e.data;
+      while (block.length) {
+        const n = Math.min(block.length, chunk.length - filled);
+        chunk.set(block.subarray(0, n), filled);
+        filled += n;
+        block = block.subarray(n);
+        if (filled === chunk.length) {
+          const pcm = chunk.slice();
+          filled = 0;
+          if (voip.keepCaptured) voip.captured.push(pcm.slice());
+          let energy = 0;
+          for (const x of pcm) energy += x * x;
+          const silent = Math.sqrt(energy / pcm.length) < vadLevel;
+          sending = sending.then(async () => {
+            const out = await codec.call({ type: "encode", pcm }, [pcm.buffer]);
+            voip.encodeMs.push(out.ms);
+            const payload = packTokens(out.tokens, bits);
+            const flags = (seq === 0 ? FLAG_START : 0) | (silent ? FLAG_SILENCE : 0);
+            const redundant = sentPayloads.slice(Math.max(0, sentPayloads.length - k));
+            const packet = audioPacketToBytes({ codecId: config.codec_id, seq, frameIndex, frames: [payload], redundant, flags });
+            if (channel.readyState === "open") { channel.send(packet); voip.sent += 1; }
+            sentPayloads.push(payload);
+            if (sentPayloads.length > 3) sentPayloads.shift();
+            seq = (seq + 1) & 0xffff;
+            frameIndex = (frameIndex + 1) >>> 0;
+          });
+        }
+      }
+    };
+    setInterval(renderStats, 500);
+    pc.onconnectionstatechange = () => {
+      if (["failed", "closed"].includes(pc.connectionState)) { setState("ended"); log(`connection ${pc.connectionState}`); }
+    };
+  } catch (err) {
+    fail(String(err && err.message ? err.message : err));
+  }
+}
+
+function setup() {
+  const params = new URLSearchParams(location.search);
+  $("room").value = params.get("room") || "demo";
+  $("peer").value = params.get("peer") || `browser-${Math.random().toString(36).slice(2, 8)}`;
+  $("token").value = params.get("token") || "";
+  $("start").onclick = start;
+  if (params.get("autostart") === "1") start();
+}
+
+setup();

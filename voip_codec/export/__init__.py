@@ -1,0 +1,1 @@
+"""Export of the streaming codec to other runtimes (ONNX for onnxruntime and the browser)."""
