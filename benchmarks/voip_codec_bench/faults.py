@@ -328,7 +328,7 @@ async def _fast_sender(seconds: float = 10.0) -> dict[str, Any]:
                       "max_playout_delay_ms": round(max(delays), 1),  # held audio, ms
                       # the buffer resyncs once a frame is more than max_delay_ms plus one
                       # largest bundle (16 frames) ahead of playout, and the output queue
-                      # holds at most the target (<= max_delay_ms) plus one frame
+                      # holds at most max_delay_ms (decoded frames waiting to be heard)
                       "max_delay_bound_ms": (math.ceil(cfg.max_delay_ms / cfg.frame_ms)
                                              + MAX_NEW_FRAMES + 1) * cfg.frame_ms
                                             + cfg.max_delay_ms + cfg.frame_ms,

@@ -480,12 +480,11 @@ class ReceiveSession:
         """
         if not urgent and not self.buffer.playable:
             return None
-        cap_ms = self.buffer.stats.target_delay_ms + self.buffer.config.frame_ms
-        if not urgent and self.output.queued_seconds * 1000 >= cap_ms:
-            # the output queue holds the target delay plus one frame at most: a sender faster
-            # than real time (or a burst after an outage) would otherwise move every frame into
-            # it at once and the queue would grow without end; frames wait in the jitter
-            # buffer instead, whose resync bounds what it holds
+        if not urgent and self.output.queued_seconds * 1000 >= self.buffer.config.max_delay_ms:
+            # the output queue holds at most the largest playout delay: a sender faster than
+            # real time would otherwise move every frame into it at once and the queue would
+            # grow without end (a burst after a stall is still decoded at once); frames wait in
+            # the jitter buffer instead, whose resync bounds what it holds
             return None
         frame = self.tick(now + self.output.queued_seconds - lead)
         if frame.source in (FrameSource.BUFFERING, FrameSource.ENDED):
