@@ -310,6 +310,24 @@ class DemoResult:
     """End-to-end encryption: the SAS and each peer's SecureLink counters (None when off)."""
 
 
+async def drain_call(sender: CodecSender, track: CodecReceiverTrack, options: CallOptions,
+                     delay_ms: float, jitter_ms: float, timeout_s: float) -> None:
+    """Wait for ``sender`` to send its whole input, then let the last packets cross the link
+    and the jitter buffer drain: until ``track`` has played the end-of-stream packet, or every
+    sent frame has been played (decoded or concealed) and a little more (the end packet may be
+    lost), or the longest possible playout delay has passed."""
+    await asyncio.wait_for(sender.finished.wait(), timeout_s)
+    sent = sender.stats.frames
+    drain_end = time.monotonic() + (options.jitter.max_delay_ms + 2 * delay_ms
+                                    + 4 * jitter_ms) / 1000 + 0.5
+    while (time.monotonic() < drain_end and not track.ended
+           and track.last_index_played < sent - 1):
+        await asyncio.sleep(0.02)
+    grace_end = min(drain_end, time.monotonic() + 0.3)
+    while time.monotonic() < grace_end and not track.ended:
+        await asyncio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
 async def _signaling_server() -> AsyncIterator[tuple[str, bytes]]:
     from signaling.server import create_app, start_server
@@ -373,20 +391,8 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
                 stop = asyncio.Event()
                 recording = asyncio.ensure_future(collect(bob.track, stop))
                 assert alice.sender is not None
-                await asyncio.wait_for(alice.sender.finished.wait(), timeout_s)
-                # let the last packets cross the link and drain the jitter buffer: stop once
-                # the receiver has played the end-of-stream packet, or every sent frame has
-                # been played (decoded or concealed) and a little more (the end packet may be
-                # lost), or after the longest possible playout delay
-                sent = alice.sender.stats.frames
-                drain_end = time.monotonic() + (options.jitter.max_delay_ms + 2 * delay_ms
-                                                + 4 * jitter_ms) / 1000 + 0.5
-                while (time.monotonic() < drain_end and not bob.track.ended
-                       and bob.track.last_index_played < sent - 1):
-                    await asyncio.sleep(0.02)
-                grace_end = min(drain_end, time.monotonic() + 0.3)
-                while time.monotonic() < grace_end and not bob.track.ended:
-                    await asyncio.sleep(0.02)
+                await drain_call(alice.sender, bob.track, options, delay_ms, jitter_ms,
+                                 timeout_s)
                 stop.set()
                 audio = await recording
             finally:

@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.link import Link
-from .call import CallError, CallOptions, DemoResult, collect
+from .call import CallError, CallOptions, DemoResult, collect, drain_call
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
 
@@ -84,16 +84,7 @@ async def _play_out(alice: LinkPeer, bob: LinkPeer, options: CallOptions, timeou
     assert alice.sender is not None
     alice.start()
     try:
-        await asyncio.wait_for(alice.sender.finished.wait(), timeout_s)
-        sent = alice.sender.stats.frames
-        drain_end = time.monotonic() + (options.jitter.max_delay_ms + 2 * delay_ms
-                                        + 4 * jitter_ms) / 1000 + 0.5
-        while (time.monotonic() < drain_end and not bob.track.ended
-               and bob.track.last_index_played < sent - 1):
-            await asyncio.sleep(0.02)
-        grace_end = min(drain_end, time.monotonic() + 0.3)
-        while time.monotonic() < grace_end and not bob.track.ended:
-            await asyncio.sleep(0.02)
+        await drain_call(alice.sender, bob.track, options, delay_ms, jitter_ms, timeout_s)
     finally:
         stop.set()
         audio = await recording
