@@ -154,12 +154,17 @@ def _peer_killed(tmp: Path, duration: float) -> dict[str, Any]:
                 "survivor_frames_played": data.get("receiver", {}).get("frames_played"),
                 "stderr_tail": err.strip().splitlines()[-1:] if a.returncode else []}
     finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        server.terminate()
-        server.wait()
+        _stop(server, a, b)
+
+
+def _stop(server: subprocess.Popen[Any], *peers: subprocess.Popen[Any]) -> None:
+    """Kill the peers still running (reaping their pipes) and stop the signaling server."""
+    for proc in peers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    server.terminate()
+    server.wait()
 
 
 def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
@@ -191,12 +196,7 @@ def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
                 "ends": [d.get("end") for _, d in results], "input_frames": frames_in,
                 "frames_received": received}
     finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        server.terminate()
-        server.wait()
+        _stop(server, a, b)
 
 
 # ---------------------------------------------------------------------- in-process calls

@@ -25,10 +25,11 @@ import numpy as np
 __all__ = ["LongCallResult", "rss_mb", "run_long_call"]
 
 
-def rss_mb() -> float:
-    """Resident set size of this process in MiB (Linux ``/proc``; 0 where unavailable)."""
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size of process ``pid`` (default: this one) in MiB (Linux ``/proc``; 0
+    where unavailable)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as f:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024.0

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .long_call import rss_mb
+
 __all__ = ["ABUSES", "SignalingLoadResult", "run_signaling_load"]
 
 _SECRET = "robustness-signaling-secret-0123456789"
@@ -57,17 +59,6 @@ def _percentile(values: list[float], q: float) -> float:
         return 0.0
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
-
-
-def _server_rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
 
 
 @dataclass
@@ -265,7 +256,7 @@ async def _run(port: int, server_pid: int, clients: int, rounds: int, idle: int,
     connector = aiohttp.TCPConnector(limit=0)
     pid = server_pid
     async with aiohttp.ClientSession(connector=connector) as session:
-        result.server_rss_mb["start"] = _server_rss_mb(pid)
+        result.server_rss_mb["start"] = rss_mb(pid)
         gate = asyncio.Semaphore(100)  # connects in flight at once
 
         # 1. idle connections, joined, silent
@@ -289,7 +280,7 @@ async def _run(port: int, server_pid: int, clients: int, rounds: int, idle: int,
         await asyncio.gather(*(join_idle(i) for i in range(idle)))
         result.idle_connections = len(idle_ws)
         await asyncio.sleep(1.0)
-        result.server_rss_mb["idle"] = _server_rss_mb(pid)
+        result.server_rss_mb["idle"] = rss_mb(pid)
 
         # 2. churn: pairs join and leave rooms, concurrently
         marks.append((time.time(), "churn"))
@@ -309,7 +300,7 @@ async def _run(port: int, server_pid: int, clients: int, rounds: int, idle: int,
             result.pairs_ok += sum(1 for j in range(0, len(oks), 2)
                                    if oks[j] is True and oks[j + 1] is True)
             result.pairs_expected += n_rooms
-        result.server_rss_mb["churn"] = _server_rss_mb(pid)
+        result.server_rss_mb["churn"] = rss_mb(pid)
 
         # 3. abuse
         marks.append((time.time(), "abuse"))
@@ -320,7 +311,7 @@ async def _run(port: int, server_pid: int, clients: int, rounds: int, idle: int,
             result.abuse[kind] = {
                 "tries": abuse, "ok": sum(1 for ok in oks if ok is True),
                 "expected_code": ABUSES[kind][0], "expected_close": ABUSES[kind][1]}
-        result.server_rss_mb["abuse"] = _server_rss_mb(pid)
+        result.server_rss_mb["abuse"] = rss_mb(pid)
 
         marks.append((time.time(), "closing"))
         await asyncio.gather(*(ws.close() for ws in idle_ws))
@@ -328,7 +319,7 @@ async def _run(port: int, server_pid: int, clients: int, rounds: int, idle: int,
         await asyncio.sleep(1.0)
         async with session.get(base + "/health") as resp:
             health = await resp.json()
-        result.server_rss_mb["end"] = _server_rss_mb(pid)
+        result.server_rss_mb["end"] = rss_mb(pid)
         result.server_rss_mb["end_connections"] = float(health.get("connections", -1))
         result.server_rss_mb["end_rooms"] = float(health.get("rooms", -1))
 

@@ -310,6 +310,22 @@ class DemoResult:
     """End-to-end encryption: the SAS and each peer's SecureLink counters (None when off)."""
 
 
+def write_demo_output(path: str | Path, audio: np.ndarray, track: CodecReceiverTrack,
+                      input_seconds: float) -> np.ndarray:
+    """Write what ``track`` played, from its first decoded sample, cut or padded with silence to
+    the input's length, at the track's rate; returns the written samples."""
+    from ..audio import write_audio
+
+    rate = track.rate
+    start = track.frame0_sample or 0
+    n_out = int(round(input_seconds * rate))
+    out = audio[start:start + n_out]
+    if out.shape[0] < n_out:
+        out = np.pad(out, (0, n_out - out.shape[0]))
+    write_audio(path, out, rate)
+    return out
+
+
 async def drain_call(sender: CodecSender, track: CodecReceiverTrack, options: CallOptions,
                      delay_ms: float, jitter_ms: float, timeout_s: float) -> None:
     """Wait for ``sender`` to send its whole input, then let the last packets cross the link
@@ -354,7 +370,7 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
 
     from signaling.client import SignalingClient
 
-    from ..audio import read_audio, write_audio
+    from ..audio import read_audio
     from ..transport.netsim import NetworkConditions, loss_model
     from .contrib.loopback import loopback_candidates
     from .contrib.relay import ImpairmentRelay
@@ -403,12 +419,7 @@ async def run_demo(input_path: str | Path, output_path: str | Path, codec: Codec
                 await bob.close()
                 relay.close()
     rate = bob.track.rate
-    start = bob.track.frame0_sample or 0
-    n_out = int(round(input_seconds * rate))
-    out = audio[start:start + n_out]
-    if out.shape[0] < n_out:
-        out = np.pad(out, (0, n_out - out.shape[0]))
-    write_audio(output_path, out, rate)
+    out = write_demo_output(output_path, audio, bob.track, input_seconds)
     now = time.monotonic()
     sender = alice.sender.stats.to_dict() if alice.sender is not None else {}
     if alice.sender is not None:  # the frame grid's shift against the input (see sender.py)

@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.link import Link
-from .call import CallError, CallOptions, DemoResult, collect, drain_call
+from .call import CallError, CallOptions, DemoResult, collect, drain_call, write_demo_output
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
 
@@ -107,7 +107,7 @@ async def run_link_demo(input_path: str | Path, output_path: str | Path, codec: 
     """
     from aiortc.contrib.media import MediaPlayer
 
-    from ..audio import read_audio, write_audio
+    from ..audio import read_audio
 
     pcm, _ = read_audio(input_path, codec.info.input_sample_rate)
     input_seconds = len(pcm) / codec.info.input_sample_rate
@@ -134,12 +134,7 @@ async def run_link_demo(input_path: str | Path, output_path: str | Path, codec: 
     else:
         raise ValueError(f"link must be 'ice' or 'serial', got {link!r}")
     rate = bob.track.rate
-    start = bob.track.frame0_sample or 0
-    n_out = int(round(input_seconds * rate))
-    out = audio[start:start + n_out]
-    if out.shape[0] < n_out:
-        out = np.pad(out, (0, n_out - out.shape[0]))
-    write_audio(output_path, out, rate)
+    out = write_demo_output(output_path, audio, bob.track, input_seconds)
     sender = alice.sender.stats.to_dict() if alice.sender is not None else {}
     sent_seconds = max(1e-9, sender.get("frames", 0) * codec.info.frame_ms / 1000)
     wire["packet_kbps"] = round(8 * sender.get("payload_bytes", 0) / sent_seconds / 1000, 3)
