@@ -85,12 +85,11 @@ from .packet import (
     FLAG_SILENCE,
     FLAG_START,
     MAGIC,
-    MAX_NEW_FRAMES,
-    MAX_REDUNDANCY,
     AudioPacket,
     LossReport,
     PacketError,
     parse_packet,
+    payload_size,
 )
 
 __all__ = [
@@ -223,17 +222,7 @@ class CompactAudioPacket:
             raise PacketError(f"codec id must be in 0..255, got {self.codec_id!r}")
         if self.flags & FLAG_START and self.codec_id is None:
             raise PacketError("a START packet must carry its codec id")
-        if not 1 <= len(self.frames) <= MAX_NEW_FRAMES:
-            raise PacketError(f"an audio packet carries 1..{MAX_NEW_FRAMES} new frames, "
-                              f"got {len(self.frames)}")
-        if len(self.redundant) > MAX_REDUNDANCY:
-            raise PacketError(f"at most {MAX_REDUNDANCY} redundant frames, "
-                              f"got {len(self.redundant)}")
-        sizes = {len(p) for p in self.frames + self.redundant}
-        if len(sizes) != 1:
-            raise PacketError(f"all frame payloads must have the same size, got sizes "
-                              f"{sorted(sizes)}")
-        if sizes.pop() < 1:
+        if payload_size(self.frames, self.redundant) < 1:
             raise PacketError("frame payloads must not be empty")
 
     @property

@@ -78,6 +78,7 @@ __all__ = [
     "LossReport",
     "PacketError",
     "parse_packet",
+    "payload_size",
 ]
 
 MAGIC = b"VC"
@@ -117,6 +118,25 @@ def _u16(value: int, name: str) -> int:
     return value
 
 
+def payload_size(frames: tuple[bytes, ...], redundant: tuple[bytes, ...]) -> int:
+    """The common size of an audio packet's frame payloads, after checking the frame counts
+    (1..16 new, 0..3 redundant) and that every payload has that size (both packet versions).
+
+    Raises:
+        PacketError: a count out of range or payloads of different sizes.
+    """
+    if not 1 <= len(frames) <= MAX_NEW_FRAMES:
+        raise PacketError(f"an audio packet carries 1..{MAX_NEW_FRAMES} new frames, "
+                          f"got {len(frames)}")
+    if len(redundant) > MAX_REDUNDANCY:
+        raise PacketError(f"at most {MAX_REDUNDANCY} redundant frames, got {len(redundant)}")
+    sizes = {len(p) for p in frames + redundant}
+    if len(sizes) != 1:
+        raise PacketError(f"all frame payloads must have the same size, got sizes "
+                          f"{sorted(sizes)}")
+    return sizes.pop()
+
+
 @dataclass(frozen=True)
 class AudioPacket:
     """One audio packet: ``n_new`` new frames plus up to 3 redundant copies of earlier frames."""
@@ -142,17 +162,7 @@ class AudioPacket:
             raise PacketError(f"frame index must be in 0..2**32-1, got {self.frame_index!r}")
         if self.flags & ~_KNOWN_FLAGS or self.flags < 0:
             raise PacketError(f"unknown flag bits in 0x{self.flags:02x}")
-        if not 1 <= len(self.frames) <= MAX_NEW_FRAMES:
-            raise PacketError(f"an audio packet carries 1..{MAX_NEW_FRAMES} new frames, "
-                              f"got {len(self.frames)}")
-        if len(self.redundant) > MAX_REDUNDANCY:
-            raise PacketError(f"at most {MAX_REDUNDANCY} redundant frames, "
-                              f"got {len(self.redundant)}")
-        sizes = {len(p) for p in self.frames + self.redundant}
-        if len(sizes) != 1:
-            raise PacketError(f"all frame payloads must have the same size, got sizes "
-                              f"{sorted(sizes)}")
-        size = sizes.pop()
+        size = payload_size(self.frames, self.redundant)
         if not 1 <= size <= MAX_FRAME_BYTES:
             raise PacketError(f"frame payload size must be 1..{MAX_FRAME_BYTES} bytes, got {size}")
 
