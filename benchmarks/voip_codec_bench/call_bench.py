@@ -324,7 +324,6 @@ async def measure_latency(codec: Codec, bursts: int = 12, *, loss: float = 0.0,
             sender = alice.sender
             align = sender.align_samples or 0 if sender is not None else 0
             stats = bob.track.stats()
-            stretched = bob.track.buffer.stats.stretched
             sent_frames = sender.stats.frames if sender is not None else 0
             k_now = sender.stats.redundancy if sender is not None else 0
             resample_s = bob.track.resampler_delay_s
@@ -346,6 +345,7 @@ async def measure_latency(codec: Codec, bursts: int = 12, *, loss: float = 0.0,
         t = trace.get(f)
         if "decode" in t and ("arrived" not in t or t["arrived"] > t["decode"]):
             lost += 1
+    stretched = sum(c for f, c in trace.stretches.items() if f < sent_frames)
     concealed = (lost + stretched) / max(1, sent_frames)
     return {"codec": codec.info.name, "bursts": bursts, "detected": len(found),
             **_percentiles(found),

@@ -11,7 +11,7 @@ budget; the sessions and tracks record into the trace they are given and do noth
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 __all__ = ["STAGES", "DeadlineWarner", "FrameTrace"]
 
@@ -30,6 +30,9 @@ class FrameTrace:
     def __init__(self, max_frames: int = 4096) -> None:
         self.max_frames = max_frames
         self._frames: OrderedDict[int, dict[str, float]] = OrderedDict()
+        self.stretches: Counter[int] = Counter()
+        """Frame index -> playout ticks the receiver waited for that frame (stretches: each
+        one is a concealed period that grew the delay)."""
 
     def mark(self, stage: str, index: int, t: float) -> None:
         """Record that frame ``index`` reached ``stage`` at ``t`` (later repeats are ignored).
@@ -45,6 +48,12 @@ class FrameTrace:
             while len(self._frames) > self.max_frames:
                 self._frames.popitem(last=False)
         row.setdefault(stage, t)
+
+    def stretch(self, index: int) -> None:
+        """Record one tick spent waiting for frame ``index`` (a stretch)."""
+        self.stretches[index] += 1
+        while len(self.stretches) > self.max_frames:
+            del self.stretches[min(self.stretches)]
 
     def get(self, index: int) -> dict[str, float]:
         """The stages frame ``index`` reached, with their times (empty if unknown)."""
