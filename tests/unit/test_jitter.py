@@ -247,3 +247,22 @@ def test_end_flag_waits_for_missing_frames_and_restart_resumes() -> None:
     out2 = run(jb, again, 15, offset=t0)
     assert not jb.ended
     assert [f.index for f in out2 if f.source is FrameSource.PRIMARY] == list(range(5))
+
+
+def test_push_reads_raw_v2_datagrams_across_the_12_bit_wrap() -> None:
+    from voip_codec.wire.compact import to_compact
+    from voip_codec.wire.packet import parse_packet
+
+    jb = JitterBuffer(JitterConfig(codec_id=16))
+    first = 4090  # the v2 counters (12 bits) wrap after 4095
+    for i in range(first, first + 12):
+        v1 = parse_packet(packet(i, k=1 if i > first else 0))
+        assert isinstance(v1, AudioPacket)
+        got = jb.push(to_compact(v1).to_bytes(), (i - first) * T)
+        assert got is not None and got.frame_index % 4096 == i % 4096
+    # restored to one unbroken run: every frame plays in order, no resync, nothing invalid
+    out = [jb.tick((k + 1) * T) for k in range(12)]
+    assert [f.payload for f in out] == [payload(i) for i in range(first, first + 12)]
+    assert jb.stats.invalid == 0 and jb.stats.resyncs == 0
+    assert jb.push(bytes([0xA0]) + bytes(8), 13 * T) is None  # a report is not audio
+    assert jb.stats.invalid == 1

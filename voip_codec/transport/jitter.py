@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..wire.compact import WireReader
 from ..wire.packet import (
     FLAG_END,
     FLAG_SILENCE,
@@ -53,7 +54,6 @@ from ..wire.packet import (
     MAX_NEW_FRAMES,
     AudioPacket,
     PacketError,
-    parse_packet,
 )
 
 __all__ = ["DELAY_HISTORY", "FrameSource", "JitterBuffer", "JitterConfig", "JitterStats", "PlayoutFrame", "unwrap"]
@@ -232,6 +232,7 @@ class JitterBuffer:
         self._frame_ref: int | None = None  # unwrapped highest frame index seen
         self._seq_ref: int | None = None
         self._seen_seqs: set[int] = set()
+        self._reader: WireReader | None = None  # parses the raw datagrams given to push()
         self._last_transit: float | None = None
         self._prev_concealed = False
         self._origin: int | None = None  # unwrapped index that transit times are relative to
@@ -304,22 +305,26 @@ class JitterBuffer:
         """Accept one datagram.
 
         Args:
-            data: raw packet bytes.
+            data: raw packet bytes, of either packet version (a v2 packet's 12-bit counters are
+                restored by this buffer's own :class:`~voip_codec.wire.compact.WireReader`, so
+                feed one stream's datagrams in arrival order).
             now: arrival time in seconds.
 
         Returns:
             The parsed packet if it was accepted, else None (bad, foreign, duplicate, or a
             loss report, which the caller should route elsewhere).
         """
+        if self._reader is None:
+            self._reader = WireReader(self.config.codec_id or 0)
         try:
-            packet = parse_packet(data)
+            packet, _report = self._reader.read(data)
         except PacketError as exc:
             self.stats.invalid += 1
             logger.debug("%s: dropping bad packet: %s", self.name, exc)
             return None
-        if not isinstance(packet, AudioPacket):
+        if packet is None:
             self.stats.invalid += 1
-            logger.debug("%s: dropping non-audio message %s", self.name, type(packet).__name__)
+            logger.debug("%s: dropping a loss report (not audio)", self.name)
             return None
         return packet if self.push_packet(packet, now) else None
 
