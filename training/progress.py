@@ -8,7 +8,8 @@ Each argument is ``LABEL=MODEL_DIR@MINUTES``: the minutes are a number, or a run
 initialised from (``LABEL=DIR@RUN~BASE_LABEL``). Every model is scored by the same 6-clip dev
 check as training (``training.train.quick_dev``: the benchmark harness' aligned STOI), so the
 points are comparable whatever check was used while they trained. Writes ``<out>.json`` and
-``<out>.png``.
+``<out>.png``; with ``--append`` the points already in ``<out>.json`` are kept (not re-scored)
+and the new ones added.
 """
 
 from __future__ import annotations
@@ -33,10 +34,19 @@ def _run_minutes(run: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the points already in <out>.json and score only the new ones")
     ap.add_argument("points", nargs="+", help="LABEL=MODEL_DIR@MINUTES or @RUN_DIR~BASE_LABEL")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     points: dict[str, dict[str, float | str]] = {}
+    old = args.out.with_suffix(".json")
+    if args.append and old.is_file():
+        try:
+            points = json.loads(old.read_text())
+        except ValueError as exc:
+            print(f"progress: error: {old} is not valid JSON: {exc}", file=sys.stderr)
+            return 2
     for spec in args.points:
         try:
             label, rest = spec.split("=", 1)
