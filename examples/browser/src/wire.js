@@ -21,6 +21,12 @@ export const MAX_REDUNDANCY = 3;
 
 export class PacketError extends Error {}
 
+/** Python's round(): halves go to the even neighbour (so quantised reports match byte for byte). */
+export function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
 /** Serialise an audio packet: {codecId, seq, frameIndex, frames: Uint8Array[], redundant, flags}. */
 export function audioPacketToBytes(p) {
   const redundant = p.redundant || [];
@@ -46,11 +52,11 @@ export function lossReportToBytes(r) {
   const out = new Uint8Array(LOSS_REPORT_SIZE);
   const v = new DataView(out.buffer);
   out[0] = MAGIC0; out[1] = MAGIC1; out[2] = VERSION; out[3] = TYPE_LOSS_REPORT;
-  const q16 = (x) => Math.round(Math.min(Math.max(x, 0), 1) * 0xffff);
-  const u16 = (x) => Math.min(Math.max(Math.round(x), 0), 0xffff);
+  const q16 = (x) => roundHalfEven(Math.min(Math.max(x, 0), 1) * 0xffff);
+  const u16 = (x) => Math.min(Math.max(roundHalfEven(x), 0), 0xffff);
   v.setUint16(4, r.reportSeq & 0xffff); v.setUint16(6, r.highestSeq & 0xffff);
   v.setUint16(8, u16(r.expected)); v.setUint16(10, u16(r.received));
-  v.setUint16(12, q16(r.lossRate)); v.setUint16(14, Math.min(Math.round(r.meanBurst * 256), 0xffff));
+  v.setUint16(12, q16(r.lossRate)); v.setUint16(14, Math.min(roundHalfEven(r.meanBurst * 256), 0xffff));
   v.setUint16(16, q16(r.residualLoss || 0)); v.setUint16(18, u16(r.jitterMs || 0));
   v.setUint16(20, u16(r.playoutDelayMs || 0));
   return out;
@@ -146,16 +152,16 @@ const REPORT_BODY = 8;
 const MOD12 = 0xfff;
 const REPORT_FIELDS = ["reportSeq", "expected", "received", "lossQ", "burstQ", "residualQ", "jitterMs", "playout4ms"];
 
-const q8 = (x) => Math.min(255, Math.max(0, Math.round(x * 255)));
+const q8 = (x) => Math.min(255, Math.max(0, roundHalfEven(x * 255)));
 
 /** A v1-style report (fractions, ms) quantised to v2 (CompactLossReport.from_report). */
 export function compactFromReport(r) {
   return {
     kind: "report", version: 2, reportSeq: r.reportSeq & 0xff, expected: Math.min(r.expected, 255),
     received: Math.min(r.received, 255), lossQ: q8(r.lossRate),
-    burstQ: Math.min(255, Math.round(r.meanBurst * 16)), residualQ: q8(r.residualLoss || 0),
-    jitterMs: Math.min(Math.round(r.jitterMs || 0), 255),
-    playout4ms: Math.min(255, Math.round((r.playoutDelayMs || 0) / 4)),
+    burstQ: Math.min(255, roundHalfEven(r.meanBurst * 16)), residualQ: q8(r.residualLoss || 0),
+    jitterMs: Math.min(roundHalfEven(r.jitterMs || 0), 255),
+    playout4ms: Math.min(255, roundHalfEven((r.playoutDelayMs || 0) / 4)),
   };
 }
 
