@@ -14,7 +14,9 @@
 // authenticate. tests/unit/golden/e2e_vectors.json (from the Python code) is the contract:
 // test/secure.test.mjs.
 
-const subtle = globalThis.crypto.subtle;
+// browsers and node >= 19 have WebCrypto as globalThis.crypto, node 18 only as node:crypto's;
+// a page served over plain http from another host than localhost has no crypto.subtle
+const subtle = globalThis.crypto ? globalThis.crypto.subtle ?? null : (await import("node:crypto")).webcrypto.subtle;
 const text = (s) => new TextEncoder().encode(s);
 const LABEL = text("voip-codec e2e v1");
 export const TAG_BYTES = 8;
@@ -82,6 +84,7 @@ export async function deriveKeys(shared, offererPublic, answererPublic, role, ps
 
 /** This end's X25519 key pair for one call. `privateKey`: raw 32 bytes (tests), else a new pair. */
 export async function keyExchange(role, { psk = null, privateKey = null } = {}) {
+  if (!subtle) throw new Error("end-to-end encryption needs WebCrypto, which browsers give only to secure pages: open the page as http://127.0.0.1 or localhost, or over https");
   let priv;
   let publicBytes;
   if (privateKey) {
