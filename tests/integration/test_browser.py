@@ -390,3 +390,21 @@ def test_browser_to_browser(server: int, speech: Speech, offline: Any, tmp_path:
     assert snaps[0]["sas"] is not None and snaps[0]["sas"] == snaps[1]["sas"]
     assert all(s["e2e"]["forged"] == 0 and s["e2e"]["received"] > 0 for s in snaps)
     assert min(scores) >= MIN_STOI
+
+
+def test_page_benchmark_mode(server: int, speech: Speech, tmp_path: Path) -> None:
+    """``?bench=N`` times N encoder and N decoder steps in one worker without a call (no other
+    work competes, so levers such as the graph optimisation level or an int8 export can be
+    compared); the figures are printed, and each step must run in real time at p50."""
+    driver = _browser(speech.wav48, tmp_path / "profile")
+    try:
+        driver.get(f"http://127.0.0.1:{server}/?bench=40&opt=all")
+        _wait_state(driver, "benchmark done", 90)
+        bench = driver.execute_script("return window.voip.bench")
+    finally:
+        driver.quit()
+    print(f"page benchmark (no call): encode ms {bench['encode_ms']}, decode ms "
+          f"{bench['decode_ms']}")
+    assert bench["encode_ms"]["n"] == bench["decode_ms"]["n"] == 40
+    assert bench["graph_optimization"] == "all" and bench["model"] == "voip-codec/default"
+    assert bench["encode_ms"]["p50"] < 80.0 and bench["decode_ms"]["p50"] < 80.0

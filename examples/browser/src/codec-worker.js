@@ -7,7 +7,8 @@
 // The page starts two of these, one per direction (encoder, decoder), so that sending never
 // waits behind a decode and the two can run on two cores.
 //
-// Messages in:  {type: "init", model: "/model/", ort: "/ort/", sides: ["encoder", "decoder"]}
+// Messages in:  {type: "init", model: "/model/", ort: "/ort/", sides: ["encoder", "decoder"],
+//                graphOptimization: "all" (default) | "extended" | "basic" | "disabled"}
 //               {type: "encode", id, pcm: Float32Array(chunk_size)}
 //               {type: "decode", id, tokens: Int32Array(chunk_frames) | null}   (null = lost)
 // Messages out: {type: "ready", manifest} | {type: "encoded", id, tokens, ms}
@@ -90,7 +91,7 @@ async function init(msg) {
   manifest = await (await fetch(`${msg.model}manifest.json`)).json();
   const load = async (side, mainIn, mainOut) => {
     const session = await ort.InferenceSession.create(`${msg.model}${manifest[side].file}`, {
-      executionProviders: ["wasm"], graphOptimizationLevel: "all",
+      executionProviders: ["wasm"], graphOptimizationLevel: msg.graphOptimization || "all",
     });
     sides[side] = new Side(session, manifest[side], mainIn, mainOut);
   };

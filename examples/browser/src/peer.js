@@ -93,7 +93,7 @@ function renderStats() {
 }
 
 // ------------------------------------------------------------------ codec worker
-function startWorker(config, sides) {
+function startWorker(config, sides, graphOptimization = "all") {
   const worker = new Worker(new URL("./codec-worker.js", import.meta.url), { type: "module" });
   const pending = new Map();
   let nextId = 0;
@@ -105,7 +105,7 @@ function startWorker(config, sides) {
       else { pending.get(m.id)?.(m); pending.delete(m.id); }
     };
   });
-  worker.postMessage({ type: "init", model: config.model, ort: config.ort, sides });
+  worker.postMessage({ type: "init", model: config.model, ort: config.ort, sides, graphOptimization });
   const call = (msg, transfer) => new Promise((resolve) => {
     const id = nextId++;
     pending.set(id, resolve);
@@ -331,13 +331,49 @@ async function start() {
   }
 }
 
+// ------------------------------------------------------------------ speed, without a call
+/** ?bench=N: N encoder steps on a synthetic voiced signal, then N decoder steps on their tokens,
+ * in one worker, one after the other (pure step time: nothing else runs); the result goes to
+ * window.voip.bench and the page. ?opt= sets onnxruntime's graph optimisation level. */
+async function bench(n, opt) {
+  setState("loading model");
+  const config = await (await fetch("/web-config.json")).json();
+  const worker = startWorker(config, ["encoder", "decoder"], opt);
+  const manifest = await worker.ready;
+  setState("benchmark");
+  const encodeMs = [];
+  const decodeMs = [];
+  const tokens = [];
+  const warmup = 5;
+  for (let i = 0; i < n + warmup; i++) {
+    const pcm = new Float32Array(manifest.chunk_size);
+    for (let j = 0; j < pcm.length; j++) {
+      const t = (i * pcm.length + j) / manifest.sample_rate_input;
+      pcm[j] = 0.2 * Math.sin(2 * Math.PI * 140 * t) + 0.1 * Math.sin(2 * Math.PI * 900 * t) + 0.01 * Math.sin(12345.678 * t * t);
+    }
+    const out = await worker.call({ type: "encode", pcm }, [pcm.buffer]);
+    if (i >= warmup) encodeMs.push(out.ms);
+    tokens.push(out.tokens);
+  }
+  for (let i = 0; i < tokens.length; i++) {
+    const out = await worker.call({ type: "decode", tokens: tokens[i] });
+    if (i >= warmup) decodeMs.push(out.ms);
+  }
+  const stat = (xs) => ({ p50: percentile(xs, 50), p95: percentile(xs, 95), n: xs.length });
+  voip.bench = { encode_ms: stat(encodeMs), decode_ms: stat(decodeMs), graph_optimization: opt,
+    model: manifest.model_id, fingerprint: manifest.fingerprint || null };
+  $("stats").textContent = JSON.stringify(voip.bench, null, 1);
+  setState("benchmark done");
+}
+
 function setup() {
   const params = new URLSearchParams(location.search);
   $("room").value = params.get("room") || "demo";
   $("peer").value = params.get("peer") || `browser-${Math.random().toString(36).slice(2, 8)}`;
   $("token").value = params.get("token") || "";
   $("start").onclick = start;
-  if (params.get("autostart") === "1") start();
+  if (params.get("bench")) bench(Number(params.get("bench")), params.get("opt") || "all").catch((err) => fail(String(err.message || err)));
+  else if (params.get("autostart") === "1") start();
 }
 
 setup();
