@@ -4,7 +4,11 @@
 // a lost frame re-decodes the last good payload's tokens (the decoder state keeps running),
 // at -6 dB per lost frame, muted from the 4th lost frame on; gains ramp linearly over a frame.
 //
-// Messages in:  {type: "init", model: "/model/", ort: "/ort/"}
+// The page starts two of these, one per direction (encoder, decoder), so that sending never
+// waits behind a decode and the two can run on two cores.
+//
+// Messages in:  {type: "init", model: "/model/", ort: "/ort/", sides: ["encoder", "decoder"],
+//                graphOptimization: "all" (default) | "extended" | "basic" | "disabled"}
 //               {type: "encode", id, pcm: Float32Array(chunk_size)}
 //               {type: "decode", id, tokens: Int32Array(chunk_frames) | null}   (null = lost)
 // Messages out: {type: "ready", manifest} | {type: "encoded", id, tokens, ms}
@@ -87,12 +91,13 @@ async function init(msg) {
   manifest = await (await fetch(`${msg.model}manifest.json`)).json();
   const load = async (side, mainIn, mainOut) => {
     const session = await ort.InferenceSession.create(`${msg.model}${manifest[side].file}`, {
-      executionProviders: ["wasm"], graphOptimizationLevel: "all",
+      executionProviders: ["wasm"], graphOptimizationLevel: msg.graphOptimization || "all",
     });
     sides[side] = new Side(session, manifest[side], mainIn, mainOut);
   };
-  await load("encoder", "pcm", "tokens");
-  await load("decoder", "tokens", "pcm");
+  const wanted = msg.sides || ["encoder", "decoder"];
+  if (wanted.includes("encoder")) await load("encoder", "pcm", "tokens");
+  if (wanted.includes("decoder")) await load("decoder", "tokens", "pcm");
   postMessage({ type: "ready", manifest });
 }
 
