@@ -608,6 +608,34 @@ def test_mass_disconnect_is_spread_over_loop_iterations() -> None:
     run_async(scenario)
 
 
+_FREEZE_CHECK = """
+import asyncio, gc, os, signal
+from signaling.server import create_app, serve_app
+
+async def main():
+    async def check():
+        while gc.get_freeze_count() == 0:
+            await asyncio.sleep(0.01)
+        print("frozen", gc.get_freeze_count())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    task = asyncio.ensure_future(check())
+    await asyncio.wait_for(serve_app(create_app(b"x" * 32), "127.0.0.1", 0), 10)
+    await task
+
+asyncio.run(main())
+"""
+
+
+def test_serving_process_freezes_its_startup_objects() -> None:
+    """Full GC collections stall the loop for a time that grows with the objects they scan;
+    the server process keeps its startup objects (modules, the app) out of them."""
+    result = subprocess.run([sys.executable, "-c", _FREEZE_CHECK], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) > 10_000  # aiohttp alone is tens of thousands
+
+
 # --------------------------------------------------------------------------- imports
 
 _BLOCKED_IMPORTS = """
