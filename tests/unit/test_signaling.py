@@ -564,7 +564,8 @@ def test_mass_disconnect_is_spread_over_loop_iterations() -> None:
             connector=aiohttp.TCPConnector(limit=0)
         ) as session:
             state = server.runner.app[STATE_KEY]
-            leavers, stayers = [], []
+            leavers: list[aiohttp.ClientWebSocketResponse] = []
+            stayers: list[aiohttp.ClientWebSocketResponse] = []
             for k in range(rooms):
                 for peer, group in (("a", leavers), ("b", stayers)):
                     ws = await session.ws_connect(server.ws_url)
