@@ -18,24 +18,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from voip_codec.testing import (
+    free_port,
+    start_call_peer,
+    start_signaling_server,
+    stop_processes,
+    wait_call_established,
+)
 
 __all__ = ["run_faults", "run_long_aiortc_call"]
 
@@ -44,13 +49,6 @@ _CODEC = "pcm16"
 
 
 # ------------------------------------------------------------------------ process-level calls
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _env() -> dict[str, str]:
     from signaling.tokens import SECRET_ENV
 
@@ -60,37 +58,13 @@ def _env() -> dict[str, str]:
 
 
 def _start_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signaling.server", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "ERROR"], env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the signaling server did not start")
-
-
-def _health(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except OSError:
-        return {}
+    return start_signaling_server(port, _env())
 
 
 def _start_peer(port: int, room: str, peer: str, wav: Path, duration: float
                 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "voip_codec.cli", "call", "--room", room, "--server",
-         f"ws://127.0.0.1:{port}/ws", "--peer", peer, "--input", str(wav), "--codec", _CODEC,
-         "--loopback", "--json", "--duration", str(duration), "--wait", "60"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_call_peer(port, room, peer, wav, duration, _env(), codec=_CODEC,
+                           extra_args=("--wait", "60"))
 
 
 def _speech_wav(directory: Path, seconds: float) -> Path:
@@ -105,17 +79,6 @@ def _speech_wav(directory: Path, seconds: float) -> Path:
     return path
 
 
-def _wait_established(port: int, timeout: float = 40.0) -> bool:
-    """Until both peers are in the room and offer + answer were relayed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        h = _health(port)
-        if h.get("peers", 0) >= 2 and h.get("relayed", 0) >= 2:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _result_json(out: str) -> dict[str, Any] | None:
     start = out.find("{")
     if start < 0:
@@ -128,13 +91,13 @@ def _result_json(out: str) -> dict[str, Any] | None:
 
 
 def _peer_killed(tmp: Path, duration: float) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     server = _start_server(port)
     wav = _speech_wav(tmp, duration)
     a = _start_peer(port, "kill", "survivor", wav, duration + 10)
     b = _start_peer(port, "kill", "victim", wav, duration + 10)
     try:
-        if not _wait_established(port):
+        if not wait_call_established(port, 40.0):
             return {"established": False}
         time.sleep(min(4.0, duration / 3))  # media flowing
         b.send_signal(signal.SIGKILL)
@@ -154,28 +117,18 @@ def _peer_killed(tmp: Path, duration: float) -> dict[str, Any]:
                 "survivor_frames_played": data.get("receiver", {}).get("frames_played"),
                 "stderr_tail": err.strip().splitlines()[-1:] if a.returncode else []}
     finally:
-        _stop(server, a, b)
-
-
-def _stop(server: subprocess.Popen[Any], *peers: subprocess.Popen[Any]) -> None:
-    """Kill the peers still running (reaping their pipes) and stop the signaling server."""
-    for proc in peers:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    server.terminate()
-    server.wait()
+        stop_processes(server, a, b)
 
 
 def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     server = _start_server(port)
     wav = _speech_wav(tmp, duration)
     a = _start_peer(port, "restart", "a", wav, duration + 3)
     b = _start_peer(port, "restart", "b", wav, duration + 3)
     frames_in = int(np.ceil(duration * 1000 / 80))
     try:
-        if not _wait_established(port):
+        if not wait_call_established(port, 40.0):
             return {"established": False}
         time.sleep(min(3.0, duration / 4))
         server.terminate()
@@ -196,7 +149,7 @@ def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
                 "ends": [d.get("end") for _, d in results], "input_frames": frames_in,
                 "frames_received": received}
     finally:
-        _stop(server, a, b)
+        stop_processes(server, a, b)
 
 
 # ---------------------------------------------------------------------- in-process calls
