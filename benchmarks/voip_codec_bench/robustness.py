@@ -227,6 +227,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
+def _worst(per_phase: dict[str, dict[str, float]], key: str) -> float:
+    return max((v[key] for v in per_phase.values()), default=0.0)
+
+
 def _sample_table(samples: list[dict[str, Any]]) -> bool:
     """Whether the long call's samples carry the per-sample counters (earlier runs: RSS and
     CPU only, printed in one cell)."""
@@ -271,7 +275,10 @@ def _summary(report: dict[str, Any]) -> list[list[Any]]:
         s = report["signaling"]
         rows.append(["signaling under load", f"{s['idle_connections']} idle + {s['clients']} "
                      f"churning clients, {sum(v['tries'] for v in s['abuse'].values())} abuse "
-                     "attempts", f"/health p99 {s['health_p99_ms']} ms (worst phase), pairings "
+                     "attempts", f"/health p99 {s['health_p99_ms']} ms (worst phase)"
+                     + (f", server loop stalls <= {_worst(s['loop_ms'], 'stall')} ms, its own "
+                        f"work <= {_worst(s['loop_ms'], 'busy')} ms per wake-up"
+                        if s.get("loop_ms") else "") + ", pairings "
                      f"{s['pairs_ok']}/{s['pairs_expected']}, room mixing {s['room_mixing']}, "
                      f"abuse rejected as documented "
                      f"{sum(v['ok'] for v in s['abuse'].values())}/"
@@ -346,8 +353,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", f"Signaling under load ({s['idle_connections']} idle connections, "
                       f"{s['clients']} clients x {s['rounds']} rounds in {s['rooms']} rooms)",
                   ""]
-        lines += _table(["phase", "/health n", "p50 ms", "p99 ms", "max ms", "server RSS MB"],
+        loop = s.get("loop_ms", {})
+        lines += _table(["phase", "/health n", "p50 ms", "p99 ms", "max ms",
+                         "loop stall max ms", "server CPU in one stall, max ms",
+                         "full GC max ms", "server RSS MB"],
                         [[k, v["n"], v["p50"], v["p99"], v["max"],
+                          loop.get(k, {}).get("stall", "-"), loop.get(k, {}).get("busy", "-"),
+                          loop.get(k, {}).get("gc_full", "-") or "-",
                           round(s["server_rss_mb"].get("end" if k == "closing" else k, 0.0), 1)]
                          for k, v in s["health_ms"].items()])
         lines += ["", f"pairings {s['pairs_ok']}/{s['pairs_expected']}, room mixing "
