@@ -557,7 +557,7 @@ def test_mass_disconnect_is_spread_over_loop_iterations() -> None:
     Count-based, not timed: a callback that runs once per loop iteration records how many
     connections were released since the last iteration.
     """
-    rooms = 100
+    rooms = 64
 
     async def scenario() -> None:
         async with serving() as server, aiohttp.ClientSession(
