@@ -125,6 +125,7 @@ def test_signaling_load_small() -> None:
     assert set(r.abuse) == set(ABUSES) and r.abuse_ok, r.abuse
     assert r.server_rss_mb["end_connections"] == 0 and r.server_rss_mb["end_rooms"] == 0
     assert set(r.health_ms) >= {"idle", "churn", "abuse"}
+    assert all(0 < v["p50"] <= v["p95"] <= v["p99"] <= v["max"] for v in r.health_ms.values())
     # the server's loop watcher: its CPU time within one 5 ms sleep cannot exceed the sleep
     # plus the stall (1 ms of slack for the clock readings)
     assert r.loop_ms and set(r.loop_ms) <= set(r.health_ms) | {"start"}

@@ -354,10 +354,10 @@ def format_report(report: dict[str, Any]) -> str:
                       f"{s['clients']} clients x {s['rounds']} rounds in {s['rooms']} rooms)",
                   ""]
         loop = s.get("loop_ms", {})
-        lines += _table(["phase", "/health n", "p50 ms", "p99 ms", "max ms",
+        lines += _table(["phase", "/health n", "p50 ms", "p95 ms", "p99 ms", "max ms",
                          "loop stall max ms", "server CPU in one stall, max ms",
                          "full GC max ms", "server RSS MB"],
-                        [[k, v["n"], v["p50"], v["p99"], v["max"],
+                        [[k, v["n"], v["p50"], v.get("p95", "-"), v["p99"], v["max"],
                           loop.get(k, {}).get("stall", "-"), loop.get(k, {}).get("busy", "-"),
                           loop.get(k, {}).get("gc_full", "-") or "-",
                           round(s["server_rss_mb"].get("end" if k == "closing" else k, 0.0), 1)]

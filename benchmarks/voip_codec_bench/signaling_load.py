@@ -83,7 +83,7 @@ class SignalingLoadResult:
     client_failures: list[str] = field(default_factory=list)
     abuse: dict[str, dict[str, Any]] = field(default_factory=dict)
     health_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Phase -> {n, p50, p99, max} of /health latency."""
+    """Phase -> {n, p50, p95, p99, max} of /health latency, milliseconds."""
     loop_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     """Phase -> {stall, busy, gc_full}: the server loop's longest stall (a 5 ms sleep woke up
     that much late), the most CPU time the server used within one such wake-up (its own work)
@@ -473,6 +473,7 @@ def run_signaling_load(clients: int = 500, rounds: int = 2, idle: int = 1000,
         samples.setdefault(phase(when), []).append(ms)
     for name, values in samples.items():
         result.health_ms[name] = {"n": len(values), "p50": round(_percentile(values, 50), 2),
+                                  "p95": round(_percentile(values, 95), 2),
                                   "p99": round(_percentile(values, 99), 2),
                                   "max": round(max(values), 2)}
     result.wall_seconds = time.perf_counter() - start
