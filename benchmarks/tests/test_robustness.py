@@ -125,6 +125,11 @@ def test_signaling_load_small() -> None:
     assert set(r.abuse) == set(ABUSES) and r.abuse_ok, r.abuse
     assert r.server_rss_mb["end_connections"] == 0 and r.server_rss_mb["end_rooms"] == 0
     assert set(r.health_ms) >= {"idle", "churn", "abuse"}
+    assert all(0 < v["p50"] <= v["p95"] <= v["p99"] <= v["max"] for v in r.health_ms.values())
+    # the server's loop watcher: its CPU time within one 5 ms sleep cannot exceed the sleep
+    # plus the stall (1 ms of slack for the clock readings)
+    assert r.loop_ms and set(r.loop_ms) <= set(r.health_ms) | {"start"}
+    assert all(0 <= v["busy"] <= v["stall"] + 6.0 for v in r.loop_ms.values()), r.loop_ms
 
 
 def test_outage_in_a_real_call_resyncs_without_a_stall() -> None:
@@ -167,3 +172,46 @@ def test_cli_bad_arguments_are_one_line(capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "voip-codec: error: bench robustness: --fuzz-inputs must be at least 1"
     assert err[1].startswith("voip-codec: error: bench robustness: cannot read /nonexistent")
+
+
+def test_long_aiortc_call_samples_queue_and_counters() -> None:
+    from voip_codec_bench.faults import run_long_aiortc_call
+
+    r = run_long_aiortc_call(0.25)  # 15 s, too short for a slope or a failure
+    assert r["failures"] == [] and r["source"] == "synthetic voiced signal with pauses"
+    # 15 s of 80 ms frames were sent, and about as many played (decoded or concealed)
+    assert 150 <= r["frames_sent"] <= 190
+    assert r["frames_played"] >= 0.8 * r["frames_sent"]
+    assert r["frames_received"] <= r["frames_sent"]
+    assert r["output_frames_20ms"] >= 0.8 * 15 * 50
+    keys = {"t", "rss_mb", "cpu_s", "sent", "played", "concealed", "resyncs", "queue_ms",
+            "queue_max_ms", "held_frames", "output_drift_ms"}
+    assert len(r["samples"]) >= 3 and all(keys <= set(s) for s in r["samples"])
+    assert r["samples"][-1]["sent"] == r["frames_sent"]
+    # the output queue is bounded by the jitter buffer's largest delay (800 ms) plus a frame
+    assert 0 < r["output_queue_ms_max"] <= 880
+    assert r["rss_end_mb"] > 0
+
+
+def test_long_aiortc_report_table() -> None:
+    from voip_codec_bench.robustness import format_report
+
+    sample = {"t": 10.0, "rss_mb": 300.5, "cpu_s": 2.0, "sent": 125, "played": 126,
+              "concealed": 3, "resyncs": 0, "skipped": 0, "stretched": 1, "queue_ms": 120.0,
+              "queue_max_ms": 200.0, "held_frames": 1, "playout_delay_ms": 130.0,
+              "output_drift_ms": 4.5}
+    report = {"long-aiortc": {
+        "minutes": 10.0, "loss": 0.1, "codec": "focalcodec-default", "samples": [sample],
+        "rss_start_mb": 290.0, "rss_after_1min_mb": 300.0, "rss_end_mb": 303.0,
+        "rss_slope_mb_per_min": 0.3, "cpu_percent": 20.0, "frames_sent": 7500,
+        "concealed_fraction": 0.05, "resyncs": 0, "output_queue_ms_max": 760.0,
+        "output_drift_ms": -2.0}}
+    table = format_report(report)
+    assert ("RSS 290 -> 300 (1 min) -> 303 MB, slope 0.3 MB/min, CPU 20.0%, concealed 5.0%, "
+            "0 resyncs, output queue <= 760 ms, drift -2 ms") in table
+    assert "| 10.0 | 300.5 | 2.0 | 125 | 126 | 3 | 0 | 120.0 | 200.0 | 1 | 4.5 |" in table
+    # earlier reports (RSS and CPU only per sample) still print, in one cell
+    old = {"long-aiortc": {"minutes": 2.0, "loss": 0.1, "rss_slope_mb_per_min": 0.3,
+                           "cpu_percent": 18.8, "samples": [{"t": 0, "rss_mb": 299.1,
+                                                             "cpu_s": 0.0}]}}
+    assert "0 s: 299.1 MB / 0.0 s CPU" in format_report(old)

@@ -11,31 +11,38 @@
 * ``fast_sender``: a peer whose source runs at twice real time. The receiver's playout delay
   stays bounded by the jitter buffer's maximum, and the frames it cannot keep are dropped and
   counted (resyncs, skipped).
-* :func:`run_long_aiortc_call`: a real call of N minutes at 10% loss, RSS and CPU time of the
-  process sampled every 10 s.
+* :func:`run_long_aiortc_call`: a real call of N minutes at 10% loss carrying eval speech with
+  pauses; every 10 s the process's RSS and CPU time, the frames sent, played and concealed, the
+  resyncs, the receiver's output queue (decoded audio waiting to be played) and the output
+  track's drift against the wall clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from voip_codec.testing import (
+    free_port,
+    start_call_peer,
+    start_signaling_server,
+    stop_processes,
+    wait_call_established,
+)
 
 __all__ = ["run_faults", "run_long_aiortc_call"]
 
@@ -44,13 +51,6 @@ _CODEC = "pcm16"
 
 
 # ------------------------------------------------------------------------ process-level calls
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _env() -> dict[str, str]:
     from signaling.tokens import SECRET_ENV
 
@@ -60,37 +60,13 @@ def _env() -> dict[str, str]:
 
 
 def _start_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signaling.server", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "ERROR"], env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the signaling server did not start")
-
-
-def _health(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except OSError:
-        return {}
+    return start_signaling_server(port, _env())
 
 
 def _start_peer(port: int, room: str, peer: str, wav: Path, duration: float
                 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "voip_codec.cli", "call", "--room", room, "--server",
-         f"ws://127.0.0.1:{port}/ws", "--peer", peer, "--input", str(wav), "--codec", _CODEC,
-         "--loopback", "--json", "--duration", str(duration), "--wait", "60"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_call_peer(port, room, peer, wav, duration, _env(), codec=_CODEC,
+                           extra_args=("--wait", "60"))
 
 
 def _speech_wav(directory: Path, seconds: float) -> Path:
@@ -105,17 +81,6 @@ def _speech_wav(directory: Path, seconds: float) -> Path:
     return path
 
 
-def _wait_established(port: int, timeout: float = 40.0) -> bool:
-    """Until both peers are in the room and offer + answer were relayed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        h = _health(port)
-        if h.get("peers", 0) >= 2 and h.get("relayed", 0) >= 2:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _result_json(out: str) -> dict[str, Any] | None:
     start = out.find("{")
     if start < 0:
@@ -128,13 +93,13 @@ def _result_json(out: str) -> dict[str, Any] | None:
 
 
 def _peer_killed(tmp: Path, duration: float) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     server = _start_server(port)
     wav = _speech_wav(tmp, duration)
     a = _start_peer(port, "kill", "survivor", wav, duration + 10)
     b = _start_peer(port, "kill", "victim", wav, duration + 10)
     try:
-        if not _wait_established(port):
+        if not wait_call_established(port, 40.0):
             return {"established": False}
         time.sleep(min(4.0, duration / 3))  # media flowing
         b.send_signal(signal.SIGKILL)
@@ -154,28 +119,18 @@ def _peer_killed(tmp: Path, duration: float) -> dict[str, Any]:
                 "survivor_frames_played": data.get("receiver", {}).get("frames_played"),
                 "stderr_tail": err.strip().splitlines()[-1:] if a.returncode else []}
     finally:
-        _stop(server, a, b)
-
-
-def _stop(server: subprocess.Popen[Any], *peers: subprocess.Popen[Any]) -> None:
-    """Kill the peers still running (reaping their pipes) and stop the signaling server."""
-    for proc in peers:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    server.terminate()
-    server.wait()
+        stop_processes(server, a, b)
 
 
 def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     server = _start_server(port)
     wav = _speech_wav(tmp, duration)
     a = _start_peer(port, "restart", "a", wav, duration + 3)
     b = _start_peer(port, "restart", "b", wav, duration + 3)
     frames_in = int(np.ceil(duration * 1000 / 80))
     try:
-        if not _wait_established(port):
+        if not wait_call_established(port, 40.0):
             return {"established": False}
         time.sleep(min(3.0, duration / 4))
         server.terminate()
@@ -196,7 +151,7 @@ def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
                 "ends": [d.get("end") for _, d in results], "input_frames": frames_in,
                 "frames_received": received}
     finally:
-        _stop(server, a, b)
+        stop_processes(server, a, b)
 
 
 # ---------------------------------------------------------------------- in-process calls
@@ -225,6 +180,41 @@ class _ToneTrack(MediaStreamTrack):
         pcm = 0.3 * np.sin(2 * np.pi * 220 * t)
         frame = av.AudioFrame.from_ndarray((pcm * 32767).astype(np.int16).reshape(1, -1),
                                            format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48000, self.index * 960
+        frame.time_base = fractions.Fraction(1, 48000)
+        self.index += 1
+        return frame
+
+
+class _LoopTrack(MediaStreamTrack):
+    """A 48 kHz mono source of 20 ms frames cut from ``pcm`` (16 kHz, looped), paced at real
+    time, for ``seconds``."""
+
+    kind = "audio"
+
+    def __init__(self, pcm: np.ndarray, seconds: float) -> None:
+        super().__init__()
+        x = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        # 16 -> 48 kHz by linear interpolation: enough for a benchmark's source
+        self.pcm = np.interp(np.arange(3 * x.shape[0]) / 3, np.arange(x.shape[0]), x)
+        self.index = 0
+        self.total = int(seconds * 50)
+        self.t0: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.index >= self.total:
+            raise MediaStreamError
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        wait = self.t0 + self.index * 0.02 - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        start = (self.index * 960) % (self.pcm.shape[0] - 960)
+        pcm = self.pcm[start:start + 960]
+        frame = av.AudioFrame.from_ndarray(
+            (np.clip(pcm, -1, 1) * 32767).astype(np.int16).reshape(1, -1), format="s16",
+            layout="mono")
         frame.sample_rate, frame.pts = 48000, self.index * 960
         frame.time_base = fractions.Fraction(1, 48000)
         self.index += 1
@@ -372,16 +362,63 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-async def _long_call(minutes: float, loss: float) -> dict[str, Any]:
+class _OutputCounter:
+    """Reads a track until ``stop``; keeps the number of frames and the time of the first (a
+    list of every frame's time would itself grow by 50 floats a second)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.first: float | None = None
+
+    async def read(self, track: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+            if self.first is None:
+                self.first = time.monotonic()
+            self.frames += 1
+
+
+def _call_sample(start: float, cpu0: float, alice: Any, bob: Any, out: _OutputCounter,
+                 queue_max_ms: float) -> dict[str, float]:
+    """One 10 s sample of the long call: memory, CPU, counters and the receiver's queues."""
+    from .long_call import rss_mb
+
+    now = time.monotonic()
+    session = bob.track.session
+    buf = session.buffer
+    elapsed = now - start
+    return {"t": round(elapsed, 1), "rss_mb": round(rss_mb(), 1),
+            "cpu_s": round(_cpu_seconds() - cpu0, 2),
+            "sent": alice.sender.stats.frames if alice.sender is not None else 0,
+            "played": session.frames_played, "concealed": buf.stats.concealed,
+            "resyncs": buf.stats.resyncs, "skipped": buf.stats.skipped,
+            "stretched": buf.stats.stretched,
+            # decoded audio waiting for the ear, now and the most since the last sample
+            "queue_ms": round(session.output.queued_seconds * 1000, 1),
+            "queue_max_ms": round(queue_max_ms, 1),
+            "held_frames": buf.held_frames,
+            "playout_delay_ms": round(buf.stats.current_delay_ms, 1),
+            # 20 ms output frames handed out minus the wall time since the first: the output
+            # track's pace against the clock (negative: it fell behind)
+            "output_drift_ms": round(out.frames * 20.0 - (now - out.first) * 1000, 1)
+            if out.first is not None else 0.0}
+
+
+async def _long_call(minutes: float, loss: float, clip_dir: Path | None) -> dict[str, Any]:
     from voip_codec.transport.netsim import BernoulliLoss, NetworkConditions
     from voip_codec.webrtc.commands import default_codec_name
     from voip_codec.webrtc.contrib.loopback import loopback_candidates
 
-    from .long_call import rss_mb
+    from .long_call import speech_loop
 
     seconds = minutes * 60
     with loopback_candidates():
-        source = _ToneTrack(seconds + 5)
+        # speech with pauses, as in a call: the playout delay grows by stretching concealment
+        # and shrinks only in silence (a continuous tone has none, so its delay only grows)
+        source = _LoopTrack(speech_loop(clip_dir), seconds + 5)
         # the codec calls use by default: PCM's 2.5 kB frames would be split into several
         # SCTP chunks, and losing any one loses the frame
         alice, bob, relay = await _pair(
@@ -389,23 +426,28 @@ async def _long_call(minutes: float, loss: float) -> dict[str, Any]:
             codec_name=default_codec_name())
         relay.impair(True)
         stop = asyncio.Event()
-        times: list[float] = []
-        reader = asyncio.ensure_future(_read_track(bob.track, stop, times))
+        out = _OutputCounter()
+        reader = asyncio.ensure_future(out.read(bob.track, stop))
         samples: list[dict[str, float]] = []
         try:
             start = time.monotonic()
             cpu0 = _cpu_seconds()
             next_sample = start
+            queue_max = 0.0
             while time.monotonic() < start + seconds:
-                now = time.monotonic()
-                if now >= next_sample:
-                    samples.append({"t": round(now - start, 1), "rss_mb": round(rss_mb(), 1),
-                                    "cpu_s": round(_cpu_seconds() - cpu0, 2)})
+                queue_max = max(queue_max, bob.track.session.output.queued_seconds * 1000)
+                if time.monotonic() >= next_sample:
+                    samples.append(_call_sample(start, cpu0, alice, bob, out, queue_max))
+                    queue_max = 0.0
                     next_sample += 10.0
                 await asyncio.sleep(0.2)
+            samples.append(_call_sample(start, cpu0, alice, bob, out, queue_max))
             stop.set()
             await reader
             stats = bob.track.stats()
+            buf = bob.track.buffer.stats
+            output = bob.track.session.output
+            sent = alice.sender.stats.frames if alice.sender is not None else 0
         finally:
             stop.set()
             await alice.close()
@@ -413,21 +455,38 @@ async def _long_call(minutes: float, loss: float) -> dict[str, Any]:
             relay.close()
     rss = np.array([s["rss_mb"] for s in samples])
     t = np.array([s["t"] for s in samples])
-    slope = float(np.polyfit(t[1:], rss[1:], 1)[0]) * 60 if len(t) > 3 else 0.0
+    # the slope leaves out the first minute (model and aiortc warm-up)
+    later = t >= 60.0 if t[-1] >= 180.0 else t > 0
+    slope = float(np.polyfit(t[later], rss[later], 1)[0]) * 60 if later.sum() > 3 else 0.0
     cpu = [s["cpu_s"] for s in samples]
+    queue = [s["queue_max_ms"] for s in samples[1:]] or [0.0]
     return {"minutes": minutes, "loss": loss, "codec": default_codec_name(), "samples": samples,
+            "rss_start_mb": float(rss[0]), "rss_after_1min_mb": float(rss[t >= 60.0][0])
+            if (t >= 60.0).any() else float(rss[-1]), "rss_end_mb": float(rss[-1]),
             "rss_slope_mb_per_min": round(slope, 3),
             "cpu_percent": round(100 * (cpu[-1] - cpu[0]) / max(1e-9, t[-1] - t[0]), 1)
             if len(cpu) > 1 else None,
+            "frames_sent": sent, "frames_received": buf.frames_received,
             "frames_played": stats["frames_played"], "concealed": stats["concealed"],
             "concealed_fraction": round(stats["concealed"] / max(1, stats["frames_played"]), 4),
-            "output_frames_20ms": len(times)}
+            "late": buf.late, "resyncs": buf.resyncs, "skipped": buf.skipped,
+            "stretched": buf.stretched,
+            "underrun_ms": round(output.underrun_samples / output.sample_rate * 1000, 1),
+            "trimmed_ms": round(output.trimmed_samples / output.sample_rate * 1000, 1),
+            "output_queue_ms_max": max(queue),
+            "output_queue_ms_median": float(np.median(queue)),
+            "output_drift_ms": samples[-1]["output_drift_ms"],
+            "output_frames_20ms": out.frames,
+            "source": "eval speech with pauses" if clip_dir is not None
+            else "synthetic voiced signal with pauses"}
 
 
-def run_long_aiortc_call(minutes: float, loss: float = 0.10) -> dict[str, Any]:
-    """A real aiortc call of ``minutes`` at ``loss`` random loss; ``failures`` when RSS grows
-    by more than 1 MB per minute after the first sample."""
-    result = asyncio.run(_long_call(minutes, loss))
+def run_long_aiortc_call(minutes: float, loss: float = 0.10,
+                         clip_dir: Path | None = None) -> dict[str, Any]:
+    """A real aiortc call of ``minutes`` at ``loss`` random loss, carrying eval speech from
+    ``clip_dir`` with pauses (None: a synthetic voiced signal with pauses); ``failures`` when
+    RSS grows by more than 1 MB per minute after the first minute."""
+    result = asyncio.run(_long_call(minutes, loss, clip_dir))
     failures = []
     if minutes >= 1 and result["rss_slope_mb_per_min"] > 1.0:
         failures.append(f"long aiortc call: RSS grows {result['rss_slope_mb_per_min']} MB/min")

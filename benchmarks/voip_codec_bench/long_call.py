@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LongCallResult", "rss_mb", "run_long_call"]
+__all__ = ["LongCallResult", "rss_mb", "run_long_call", "speech_loop"]
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -94,7 +94,7 @@ class LongCallResult:
         }
 
 
-def _speech_loop(clip_dir: Path | None, seconds: float = 120.0, pause_s: float = 1.5
+def speech_loop(clip_dir: Path | None, seconds: float = 120.0, pause_s: float = 1.5
                  ) -> np.ndarray:
     """About ``seconds`` of eval speech with ``pause_s`` of silence after each clip (16 kHz);
     a synthetic voiced signal when no clip folder is given."""
@@ -149,7 +149,7 @@ def run_long_call(codec_name: str, seconds: float, *, outage_s: float = 30.0,
     period = info.frame_ms / 1000.0
     n_in = info.input_frame_samples
     n_frames = int(round(seconds / period))
-    source = _speech_loop(clip_dir)
+    source = speech_loop(clip_dir)
     outage_start = (n_frames * period - outage_s) / 2
     outage_end = outage_start + outage_s
 

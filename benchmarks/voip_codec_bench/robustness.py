@@ -170,7 +170,9 @@ def _faults(args: argparse.Namespace, failures: list[str]) -> dict[str, Any]:
 def _long_aiortc(args: argparse.Namespace, failures: list[str]) -> dict[str, Any]:
     from .faults import run_long_aiortc_call
 
-    result = run_long_aiortc_call(args.long_call_minutes or (0.5 if args.quick else 10.0))
+    clips = _speech_dir(args)
+    result = run_long_aiortc_call(args.long_call_minutes or (0.5 if args.quick else 10.0),
+                                  clip_dir=clips if clips.is_dir() else None)
     failures.extend(result.pop("failures"))
     return result
 
@@ -225,6 +227,16 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
+def _worst(per_phase: dict[str, dict[str, float]], key: str) -> float:
+    return max((v[key] for v in per_phase.values()), default=0.0)
+
+
+def _sample_table(samples: list[dict[str, Any]]) -> bool:
+    """Whether the long call's samples carry the per-sample counters (earlier runs: RSS and
+    CPU only, printed in one cell)."""
+    return bool(samples) and "queue_ms" in samples[0]
+
+
 def _cell(key: str, value: Any) -> str:
     if key == "samples":  # RSS every 10 s of the long call
         return ", ".join(f"{d['t']:g} s: {d['rss_mb']} MB / {d['cpu_s']} s CPU" for d in value)
@@ -263,7 +275,10 @@ def _summary(report: dict[str, Any]) -> list[list[Any]]:
         s = report["signaling"]
         rows.append(["signaling under load", f"{s['idle_connections']} idle + {s['clients']} "
                      f"churning clients, {sum(v['tries'] for v in s['abuse'].values())} abuse "
-                     "attempts", f"/health p99 {s['health_p99_ms']} ms (worst phase), pairings "
+                     "attempts", f"/health p99 {s['health_p99_ms']} ms (worst phase)"
+                     + (f", server loop stalls <= {_worst(s['loop_ms'], 'stall')} ms, its own "
+                        f"work <= {_worst(s['loop_ms'], 'busy')} ms per wake-up"
+                        if s.get("loop_ms") else "") + ", pairings "
                      f"{s['pairs_ok']}/{s['pairs_expected']}, room mixing {s['room_mixing']}, "
                      f"abuse rejected as documented "
                      f"{sum(v['ok'] for v in s['abuse'].values())}/"
@@ -289,10 +304,15 @@ def _summary(report: dict[str, Any]) -> list[list[Any]]:
                      f"{fast['dropped_counted']} frames dropped", "bounded, counted"])
     if "long-aiortc" in report:
         la = report["long-aiortc"]
+        rss = (f"RSS {la['rss_start_mb']:.0f} -> {la['rss_after_1min_mb']:.0f} (1 min) -> "
+               f"{la['rss_end_mb']:.0f} MB, " if "rss_end_mb" in la else "RSS ")
+        more = (f", {la['resyncs']} resyncs, output queue <= {la['output_queue_ms_max']:g} ms, "
+                f"drift {la['output_drift_ms']:+g} ms" if "resyncs" in la else "")
         rows.append([f"{la['minutes']:g}-min real aiortc call, {la.get('codec', '')}",
                      f"{la['loss']:.0%} random loss",
-                     f"RSS slope {la['rss_slope_mb_per_min']} MB/min, CPU {la['cpu_percent']}%,"
-                     f" concealed {la.get('concealed_fraction', 0):.1%}", "no growth"])
+                     f"{rss}slope {la['rss_slope_mb_per_min']} MB/min, CPU "
+                     f"{la['cpu_percent']}%, concealed {la.get('concealed_fraction', 0):.1%}"
+                     f"{more}", "slope < 1 MB/min"])
     return rows
 
 
@@ -333,8 +353,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", f"Signaling under load ({s['idle_connections']} idle connections, "
                       f"{s['clients']} clients x {s['rounds']} rounds in {s['rooms']} rooms)",
                   ""]
-        lines += _table(["phase", "/health n", "p50 ms", "p99 ms", "max ms", "server RSS MB"],
-                        [[k, v["n"], v["p50"], v["p99"], v["max"],
+        loop = s.get("loop_ms", {})
+        lines += _table(["phase", "/health n", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                         "loop stall max ms", "server CPU in one stall, max ms",
+                         "full GC max ms", "server RSS MB"],
+                        [[k, v["n"], v["p50"], v.get("p95", "-"), v["p99"], v["max"],
+                          loop.get(k, {}).get("stall", "-"), loop.get(k, {}).get("busy", "-"),
+                          loop.get(k, {}).get("gc_full", "-") or "-",
                           round(s["server_rss_mb"].get("end" if k == "closing" else k, 0.0), 1)]
                          for k, v in s["health_ms"].items()])
         lines += ["", f"pairings {s['pairs_ok']}/{s['pairs_expected']}, room mixing "
@@ -347,7 +372,18 @@ def format_report(report: dict[str, Any]) -> str:
         if key in report:
             lines += ["", title, ""]
             lines += _table(["figure", "value"],
-                            [[k, _cell(k, v)] for k, v in report[key].items()])
+                            [[k, _cell(k, v)] for k, v in report[key].items()
+                             if k != "samples" or not _sample_table(v)])
+    samples = report.get("long-aiortc", {}).get("samples", [])
+    if _sample_table(samples):
+        lines += ["", "Long real aiortc call, every 10 s (counters since the start; queue: "
+                      "decoded audio waiting to be played, now and the most since the last "
+                      "sample; drift: output frames x 20 ms minus the wall time)", ""]
+        lines += _table(["t s", "RSS MB", "CPU s", "sent", "played", "concealed", "resyncs",
+                         "queue ms", "queue max ms", "held frames", "drift ms"],
+                        [[d["t"], d["rss_mb"], d["cpu_s"], d["sent"], d["played"],
+                          d["concealed"], d["resyncs"], d["queue_ms"], d["queue_max_ms"],
+                          d["held_frames"], d["output_drift_ms"]] for d in samples])
     lines += ["", "seconds per section: " + json.dumps(report.get("seconds", {}))]
     fails = report.get("failures", [])
     lines += ["", f"failures: {len(fails)}"] + [f"- {f}" for f in fails]

@@ -16,6 +16,12 @@ nice 10: in a deployment the clients are other machines, and on a small box the 
 otherwise take the server's CPU and the figures would measure the generator. Server RSS is read
 from ``/proc/<pid>/status`` after each phase and after every connection is
 closed.
+
+On a shared box /health also waits whenever another process has the CPU, so the server process
+watches its own event loop too: a task that sleeps 5 ms at a time records how late it woke up
+(the loop's stall) and how much CPU time the server's thread used meanwhile (the part of the
+stall that was the server's own work, whatever else runs on the machine), and it times its full
+garbage collections, which stall the loop for a time that grows with the objects alive.
 """
 
 from __future__ import annotations
@@ -77,7 +83,11 @@ class SignalingLoadResult:
     client_failures: list[str] = field(default_factory=list)
     abuse: dict[str, dict[str, Any]] = field(default_factory=dict)
     health_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Phase -> {n, p50, p99, max} of /health latency."""
+    """Phase -> {n, p50, p95, p99, max} of /health latency, milliseconds."""
+    loop_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Phase -> {stall, busy, gc_full}: the server loop's longest stall (a 5 ms sleep woke up
+    that much late), the most CPU time the server used within one such wake-up (its own work)
+    and its longest full (generation 2) garbage collection, milliseconds."""
     server_rss_mb: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
@@ -135,6 +145,56 @@ json.dump(out, sys.stdout)
 """
 """The /health prober: its own process, so that it times the server and not the load
 generator's event loop. It stops when its stop file says ``stop``."""
+
+
+_SERVER = """
+import asyncio, gc, json, logging, sys, time
+from signaling import server
+from signaling.tokens import secret_from_env
+
+logging.basicConfig(level=logging.ERROR)
+port, out = int(sys.argv[1]), sys.argv[2]
+samples = []
+gc_runs = []
+gc_start = [0.0]
+
+
+def on_gc(phase, info):
+    if phase == "start":
+        gc_start[0] = time.perf_counter()
+    elif info["generation"] == 2:
+        gc_runs.append((time.time(), round((time.perf_counter() - gc_start[0]) * 1000, 2)))
+
+
+gc.callbacks.append(on_gc)
+
+
+async def watch():
+    while True:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        await asyncio.sleep(0.005)
+        stall = (time.perf_counter() - wall - 0.005) * 1000
+        busy = (time.thread_time() - cpu) * 1000
+        if stall > 1.0 or busy > 1.0:
+            samples.append((time.time(), round(stall, 2), round(busy, 2)))
+
+
+async def main():
+    app = server.create_app(secret_from_env(), idle_timeout_s=600)
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await server.serve_app(app, "127.0.0.1", port)
+    finally:
+        watcher.cancel()
+        with open(out, "w") as f:
+            json.dump({"loop": samples, "gc": gc_runs}, f)
+
+
+asyncio.run(main())
+"""
+"""The server process: ``signaling.server.serve_app`` (the code ``voip-codec serve`` runs) with
+a watcher of its own event loop; it writes the watcher's samples to its second argument when
+it stops (SIGTERM)."""
 
 
 async def _receive_json(ws: Any, timeout: float) -> dict[str, Any] | None:
@@ -348,12 +408,11 @@ def run_signaling_load(clients: int = 500, rounds: int = 2, idle: int = 1000,
     port = _free_port()
     path = os.pathsep.join(p for p in sys.path if p)
     env = dict(os.environ, PYTHONPATH=path, **{SECRET_ENV: _SECRET})
-    server = subprocess.Popen(
-        [sys.executable, "-m", "signaling.server", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "ERROR", "--idle-timeout", "600"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     stop_file = tempfile.NamedTemporaryFile("w", suffix=".stop", delete=False)
     stop_file.close()
+    loop_file = Path(stop_file.name).with_suffix(".loop")
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port), str(loop_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     prober: subprocess.Popen[str] | None = None
     try:
         deadline = time.monotonic() + 20
@@ -390,12 +449,31 @@ def run_signaling_load(clients: int = 500, rounds: int = 2, idle: int = 1000,
             server.wait()
     marks = [(float(t), str(n)) for t, n in data.pop("marks")]
     result = SignalingLoadResult(**data)
+
+    def phase(when: float) -> str:
+        return [n for t, n in marks if t <= when][-1] if marks[0][0] <= when else "start"
+
+    try:
+        watched = json.loads(loop_file.read_text())
+    except (OSError, ValueError):
+        watched = {"loop": [], "gc": []}
+    finally:
+        loop_file.unlink(missing_ok=True)
+    for when, stall, busy in watched["loop"]:
+        figures = result.loop_ms.setdefault(phase(when),
+                                            {"stall": 0.0, "busy": 0.0, "gc_full": 0.0})
+        figures["stall"] = max(figures["stall"], stall)
+        figures["busy"] = max(figures["busy"], busy)
+    for when, ms in watched["gc"]:
+        figures = result.loop_ms.setdefault(phase(when),
+                                            {"stall": 0.0, "busy": 0.0, "gc_full": 0.0})
+        figures["gc_full"] = max(figures["gc_full"], ms)
     samples: dict[str, list[float]] = {}
     for when, ms in json.loads(out or "[]"):
-        name = [n for t, n in marks if t <= when][-1] if marks[0][0] <= when else "start"
-        samples.setdefault(name, []).append(ms)
+        samples.setdefault(phase(when), []).append(ms)
     for name, values in samples.items():
         result.health_ms[name] = {"n": len(values), "p50": round(_percentile(values, 50), 2),
+                                  "p95": round(_percentile(values, 95), 2),
                                   "p99": round(_percentile(values, 99), 2),
                                   "max": round(max(values), 2)}
     result.wall_seconds = time.perf_counter() - start

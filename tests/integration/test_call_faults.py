@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,28 +18,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.integration.test_cli_errors import ROOT, SECRET, cli_env, free_port
+from tests.integration.test_cli_errors import ROOT, SECRET, cli_env
+from voip_codec.testing import (
+    free_port,
+    start_call_peer,
+    start_signaling_server,
+    stop_processes,
+    wait_call_established,
+)
+
+ENV = cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET)
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "signaling.server", "--port", str(port),
-                             "--log-level", "ERROR"], cwd=ROOT,
-                            env=cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("signaling server did not start")
-
-
-def health(port: int) -> dict[str, int]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-        data: dict[str, int] = json.loads(r.read())
-        return data
+    return start_signaling_server(port, ENV, cwd=ROOT)
 
 
 @pytest.fixture()
@@ -53,23 +43,12 @@ def tone(tmp_path: Path) -> Path:
 
 
 def call(port: int, peer: str, wav: Path, duration: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "voip_codec.cli", "call", "--room", "faults", "--server",
-         f"ws://127.0.0.1:{port}/ws", "--peer", peer, "--input", str(wav), "--codec", "pcm16",
-         "--loopback", "--json", "--duration", str(duration)], cwd=ROOT,
-        env=cli_env(VOIP_CODEC_SIGNALING_SECRET=SECRET), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    return start_call_peer(port, "faults", peer, wav, duration, ENV, cwd=ROOT)
 
 
 def wait_established(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        h = health(port)
-        if h["peers"] == 2 and h["relayed"] >= 2:
-            time.sleep(2.0)  # media flowing
-            return
-        time.sleep(0.1)
-    raise AssertionError("the call was not set up within 60 s")
+    assert wait_call_established(port, 60.0), "the call was not set up within 60 s"
+    time.sleep(2.0)  # media flowing
 
 
 @pytest.fixture()
@@ -93,12 +72,7 @@ def test_survivor_ends_within_3_s_when_the_peer_is_killed(port: int, tone: Path)
         assert result["receiver"]["frames_received"] > 10  # the call did carry audio
         assert "the other peer left the call" in err
     finally:
-        for proc in (survivor, victim):
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-        server.terminate()
-        server.wait()
+        stop_processes(server, survivor, victim)
 
 
 def test_call_goes_on_when_the_signaling_server_restarts(port: int, tone: Path) -> None:
@@ -119,9 +93,4 @@ def test_call_goes_on_when_the_signaling_server_restarts(port: int, tone: Path) 
             # frames kept arriving after the restart: most of the 9 s call was received
             assert data["receiver"]["frames_received"] > 60
     finally:
-        for proc in (a, b):
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        server.terminate()
-        server.wait()
+        stop_processes(server, a, b)
