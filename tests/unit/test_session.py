@@ -214,3 +214,15 @@ def test_dtx_needs_a_vad_threshold_and_a_keepalive_interval() -> None:
         tx.send_frame(tx.encode_frame(np.zeros(N, dtype=np.float32)))
     assert tx.stats.dtx_frames == 0 and tx.stats.packets == 3
 
+
+
+def test_redundancy_history_is_bounded() -> None:
+    from voip_codec.transport.redundancy import HISTORY_REPORTS, RedundancyController
+    from voip_codec.wire.packet import LossReport
+
+    ctl = RedundancyController()
+    for n in range(HISTORY_REPORTS + 10):
+        ctl.on_report(LossReport(report_seq=n & 0xFFFF, highest_seq=0, expected=10, received=10,
+                                 loss_rate=0.0, mean_burst=0.0, residual_loss=0.0, jitter_ms=0,
+                                 playout_delay_ms=0))
+    assert len(ctl.history) == HISTORY_REPORTS and ctl.k == 0

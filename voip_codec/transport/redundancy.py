@@ -18,13 +18,17 @@ Redundancy is nearly free on the wire (a data-channel message costs ~100 bytes o
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from ..wire.packet import MAX_REDUNDANCY, LossReport
 from .jitter import unwrap
 
-__all__ = ["LossStatistics", "RedundancyController", "wanted_redundancy"]
+__all__ = ["HISTORY_REPORTS", "LossStatistics", "RedundancyController", "wanted_redundancy"]
 
 _THRESHOLDS = (0.01, 0.04, 0.12)
+
+HISTORY_REPORTS = 4096
+"""Reports of K history a :class:`RedundancyController` keeps (about an hour at one a second)."""
 
 
 def wanted_redundancy(loss_rate: float, mean_burst: float, scale: float = 1.0,
@@ -146,8 +150,9 @@ class RedundancyController:
         self.hold_reports = hold_reports
         self._calm = 0
         self._last_report: int | None = None
-        self.history: list[int] = []
-        """K after each accepted report."""
+        self.history: deque[int] = deque(maxlen=HISTORY_REPORTS)
+        """K after each of the last ``HISTORY_REPORTS`` accepted reports (bounded: a call of
+        days must not grow it)."""
 
     def on_report(self, report: LossReport) -> int:
         """Update K from a report (stale or repeated reports are ignored).
