@@ -43,6 +43,14 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the calls-per-box search")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the per-stage profile")
+    parser.add_argument("--backend", nargs="+", default=["torch"], choices=("torch", "onnx"),
+                        metavar="B",
+                        help="torch (default) and/or onnx: with onnx, the onnxruntime step "
+                             "graphs (fp32, int8 weights) are measured too, side by side with "
+                             "the torch paths (needs the onnx extra)")
+    parser.add_argument("--onnx-int8-convs", action="store_true",
+                        help="with --backend onnx: also an int8 graph whose grouped "
+                             "convolutions (positional conv, vocoder embedding) are int8")
     parser.add_argument("--agreement", action="store_true",
                         help="instead of speed: token agreement with fp32 and STOI of the "
                              "decoded output vs fp32, streaming real speech through the default, "
