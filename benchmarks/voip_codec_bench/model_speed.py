@@ -129,6 +129,8 @@ class _StreamPath(Protocol):
 
     def decode(self, tokens: np.ndarray) -> None: ...
 
+    def decode_output(self, tokens: np.ndarray) -> np.ndarray: ...
+
 
 class _TorchPath:
     def __init__(self, model: FocalCodec) -> None:
@@ -146,9 +148,13 @@ class _TorchPath:
                                                self.es)
         return toks[0].numpy()
 
-    @torch.inference_mode()
     def decode(self, tokens: np.ndarray) -> None:
-        _, self.ds = self.model.decode_step(torch.from_numpy(tokens)[None], self.ds)
+        self.decode_output(tokens)
+
+    @torch.inference_mode()
+    def decode_output(self, tokens: np.ndarray) -> np.ndarray:
+        out, self.ds = self.model.decode_step(torch.from_numpy(tokens)[None], self.ds)
+        return out[0].float().numpy()
 
 
 class _OnnxPath:
@@ -165,7 +171,11 @@ class _OnnxPath:
         return toks
 
     def decode(self, tokens: np.ndarray) -> None:
-        _, self.ds = self.model.decode_step(tokens, self.ds)
+        self.decode_output(tokens)
+
+    def decode_output(self, tokens: np.ndarray) -> np.ndarray:
+        out, self.ds = self.model.decode_step(tokens, self.ds)
+        return out
 
 
 def measure_side_by_side(paths: dict[str, _StreamPath], seconds: float = 10.0,
@@ -513,6 +523,54 @@ def measure_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
     return results
 
 
+def _stream_path(path: _StreamPath, x: torch.Tensor, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens and decoded output of one clip through a :class:`_StreamPath`."""
+    path.reset()
+    pcm = x[0].numpy()
+    toks, outs = [], []
+    for i in range(0, len(pcm), chunk):
+        t = path.encode(pcm[i:i + chunk])
+        toks.append(t)
+        outs.append(path.decode_output(t))
+    return np.concatenate(toks), np.concatenate(outs)
+
+
+@torch.inference_mode()
+def measure_onnx_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
+                           precisions: tuple[str, ...] = ("fp32", "int8"), threads: int = 1,
+                           int8_convs: bool = False) -> list[Agreement]:
+    """:func:`measure_agreement` for the onnxruntime paths: each clip streamed through the
+    exported graphs (fp32 and int8 weights) against the torch fp32 model."""
+    from pystoi import stoi
+
+    from voip_codec.export.runtime import OnnxCodecModel
+
+    torch.set_num_threads(threads)
+    bits = base.bits_per_token
+    refs = [_stream(base, x) for x in clips]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-agreement-onnx-") as tmp:
+        folders = onnx_models(base, precisions, Path(tmp), threads, int8_convs)
+        for label, folder in folders.items():
+            path = _OnnxPath(OnnxCodecModel(folder, threads=threads))
+            agree = bit_agree = total = 0
+            scores, per_clip = [], []
+            for x, (ref_t, ref_o) in zip(clips, refs, strict=True):
+                t, o = _stream_path(path, x, base.chunk_size)
+                ref = ref_t.numpy()
+                same = int((t == ref).sum())
+                per_clip.append(same / len(t))
+                agree += same
+                total += len(t)
+                diff = np.bitwise_xor(t, ref)
+                bit_agree += int(bits * len(t) - sum(int(v).bit_count() for v in diff))
+                scores.append(float(stoi(ref_o, o, base.sample_rate_output)))
+            results.append(Agreement(name, label, len(clips), total, agree / total,
+                                     min(per_clip), bit_agree / (total * bits),
+                                     float(np.mean(scores))))
+    return results
+
+
 def format_agreement(rows: list[Agreement]) -> str:
     """Markdown table of agreement results."""
     out = ["| model | precision | clips | tokens | token agreement (worst clip) | "
@@ -536,7 +594,11 @@ def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int
             print(f"agreement: {spec} ...", file=sys.stderr)
         base, name = build_model(spec)
         n = len(clips) if spec != "full" else max(1, len(clips) // 2)
-        rows += measure_agreement(base, name, clips[:n], precisions, args.threads)
+        if "torch" in args.backend:
+            rows += measure_agreement(base, name, clips[:n], precisions, args.threads)
+        if "onnx" in args.backend:
+            rows += measure_onnx_agreement(base, name, clips[:n], ("fp32", *precisions),
+                                           args.threads, args.onnx_int8_convs)
         del base
         gc.collect()
     print(json.dumps([asdict(r) for r in rows], indent=2) if args.json

@@ -191,7 +191,7 @@ def _tracing_substitutes(first: Tensor) -> Iterator[None]:
             context = torch.where(first.view(1, 1, 1), start, context)
         return _append_frames_traced(context, x, 1, pad)
 
-    patches = [
+    patches: list[tuple[Any, str, Any]] = [
         (wavlm, "causal_extend", causal_extend),
         (wavlm, "append_frames", _append_frames_traced),
         (focal, "causal_extend", causal_extend),
