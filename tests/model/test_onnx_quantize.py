@@ -48,10 +48,11 @@ def test_quantises_the_torch_int8_layers_with_torch_weights(
         tiny_model: FocalCodec, fp32_export: Path, int8_export: Path) -> None:
     paths = {id(m): name for name, m in tiny_model.named_modules()}
     expected = [paths[id(layer)] for _, _, layer in _int8_targets(tiny_model)]
-    kept = [p for p in expected if any(p.startswith(k + ".") for k in ONNX_KEEP_FP32)]
-    assert kept, "the kept-fp32 layers exist in the tiny model"
+    assert "encoder.encoder.layers.1.feed_forward.in_proj" in expected
+    assert not any(p.startswith("encoder.encoder.layers.0.feed_forward") for p in expected)
     nodes = _int8_nodes(int8_export)
-    assert sum(len(v) for v in nodes.values()) == len(expected) - len(kept)
+    assert ONNX_KEEP_FP32 == ()
+    assert sum(len(v) for v in nodes.values()) == len(expected)
     assert not any(_int8_nodes(fp32_export).values())
     # every int8 weight is one of torch's Int8Linear weights (transposed to (in, out))
     torch_int8 = set_precision(copy.deepcopy(tiny_model), "int8")

@@ -7,8 +7,8 @@ call (uint8, per tensor) as torch's fbgemm kernel does. Which products are quant
 by weight, not by node name: a product is quantised when its weight initializer is byte for byte
 the (transposed) weight of a layer that :func:`voip_codec.codec.precision.set_precision` makes
 int8, so the ONNX int8 graphs keep the same layers fp32 as torch does (the stage-boundary
-projections, the compressor's last block, layers under 64 features), plus
-:data:`ONNX_KEEP_FP32`. With ``grouped_convs=True`` the grouped convolutions that the export
+projections, the compressor's last block, the first WavLM feed-forward block, layers under 64
+features). With ``grouped_convs=True`` the grouped convolutions that the export
 writes as per-group products (the encoder's positional conv, the vocoder's kernel-7 embedding)
 are quantised too; torch keeps them fp32.
 """
@@ -32,13 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ONNX_KEEP_FP32", "QuantizeReport", "int8_weight_digests", "quantize_export"]
 
-ONNX_KEEP_FP32 = ("encoder.encoder.layers.0.feed_forward",)
-"""Layers the onnxruntime int8 graphs keep fp32 although torch int8 quantises them. With the
-torch int8 layer set, onnxruntime's int8 encoder agreed with fp32 on 98.95 % of the default
-model's tokens (8 eval clips; torch int8: 99.17 %); the loss is in the WavLM layers (their
-int8 alone: 98.95 %, the compressor's alone: 99.61 %), most of it in the first layer's
-feed-forward block: keeping it fp32 gives 99.34 % (its output projection alone 99.17 %, the
-whole first layer 99.34 %). At full size it adds 24 MB of weight reads per chunk."""
+ONNX_KEEP_FP32: tuple[str, ...] = ()
+"""Layers the onnxruntime int8 graphs keep fp32 beyond the torch int8 choice: none. (The first
+WavLM feed-forward block, which cost onnxruntime 0.4 points of token agreement, is fp32 in
+torch's int8 mode too: :func:`voip_codec.codec.precision.set_precision`.)"""
 
 
 def _digest(array: np.ndarray) -> str:
