@@ -88,3 +88,17 @@ def test_bench_speed_backend_onnx_json(capsys: pytest.CaptureFixture[str]) -> No
     assert data["side_by_side"][0]["ratio"] == 1.0
     assert data["onnx_calls_per_box"] == []
     assert [r["precision"] for r in data["speed"]] == ["int8"]
+
+
+def test_bench_speed_calls_threads_reach_the_onnx_search(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    # a budget no tick meets: each search measures 1 call and stops, on 2 worker threads
+    assert main(["bench", "speed", "--model", "tiny", "--seconds", "0.8", "--threads", "1",
+                 "--calls-threads", "2", "--precision", "fp32", "--backend", "torch", "onnx",
+                 "--no-profile", "--calls-budget-ms", "0.001", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (torch_calls,) = data["calls_per_box"]
+    (onnx_calls,) = data["onnx_calls_per_box"]
+    assert onnx_calls["precision"] == "onnx fp32" and onnx_calls["budget_ms"] == 0.001
+    for c in (torch_calls, onnx_calls):
+        assert c["calls"] == 0 and list(c["tried"]) == ["1"] and c["tick_ms_p95"] > 0

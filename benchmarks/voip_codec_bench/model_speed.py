@@ -632,6 +632,10 @@ def onnx_models(base: FocalCodec, precisions: tuple[str, ...], folder: Path, thr
     return out
 
 
+def _calls_threads(args: argparse.Namespace) -> int:
+    return int(getattr(args, "calls_threads", None) or args.threads)
+
+
 def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCodec],
                       base: FocalCodec) -> tuple[list[SideBySide], list[CallsPerBox]]:
     from voip_codec.export.runtime import OnnxCodecModel
@@ -652,16 +656,17 @@ def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCod
         if not args.no_calls:
             for label, folder in folders.items():
                 model = OnnxCodecModel(folder, threads=1)
-                calls.append(measure_onnx_calls_per_box(model, label, workers=args.threads,
-                                                        progress=not args.json))
+                calls.append(measure_onnx_calls_per_box(
+                    model, label, workers=_calls_threads(args), budget_ms=args.calls_budget_ms,
+                    progress=not args.json))
                 del model
     return rows, calls
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``voip-codec bench speed``."""
-    if args.seconds <= 0 or args.threads <= 0:
-        raise ValueError("--seconds and --threads must be positive")
+    if args.seconds <= 0 or args.threads <= 0 or args.calls_budget_ms <= 0:
+        raise ValueError("--seconds, --threads and --calls-budget-ms must be positive")
     precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
     if args.agreement:
         return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))
@@ -686,7 +691,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{precision}] per-stage profile ...", file=sys.stderr)
             profiles.append(profile_stages(model, _noise(int(args.seconds * 16000))[None]))
         if not args.no_calls:
-            calls.append(measure_calls_per_box(model, args.threads, progress=not args.json))
+            calls.append(measure_calls_per_box(model, _calls_threads(args),
+                                               budget_ms=args.calls_budget_ms,
+                                               progress=not args.json))
+            torch.set_num_threads(args.threads)
         if side_by_side:
             kept[precision] = model
         elif model is not base:
@@ -711,14 +719,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}, {args.threads} threads, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
           f"1-min load average {load_start:.1f} at start / {load_end:.1f} at end; calls per "
           f"box = full-duplex calls (1 encode + 1 decode stream each) stepped together per "
-          f"{_TICK_MS:.0f} ms tick with tick p95 < {_TICK_MS:.0f} ms")
+          f"{_TICK_MS:.0f} ms tick with tick p95 < {args.calls_budget_ms:.0f} ms, on "
+          f"{_calls_threads(args)} thread(s)")
     print(format_table(speeds, calls))
     if rows:
         print()
         print(f"side by side: one stream per path, every 80 ms chunk through each path in turn "
-              f"({rows[0].chunks} chunks, {args.threads} thread(s) per path); onnx calls per "
-              f"box step the streams on {args.threads} worker thread(s), 1 onnxruntime thread "
-              f"each")
+              f"({rows[0].chunks} chunks, {args.threads} thread(s) per path); calls per box "
+              f"on {_calls_threads(args)} thread(s): torch threads, or onnxruntime worker "
+              f"threads stepping the streams (1 onnxruntime thread each)")
         by_path = {f"torch {c.precision}": c for c in calls}
         by_path.update({c.precision: c for c in onnx_calls})
         print(format_side_by_side(rows, [CallsPerBox(k, c.calls, c.tick_ms_p95, c.budget_ms,
