@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from voip_codec.threads import add_threads_argument
+from voip_codec.threads import add_threads_argument, thread_count
 from voip_codec.webrtc.commands import playout_delay_ms
 
 from .harness import (
@@ -41,8 +41,22 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                              "all three)")
     parser.add_argument("--no-calls", action="store_true",
                         help="skip the calls-per-box search")
+    parser.add_argument("--calls-budget-ms", type=float, default=80.0, metavar="MS",
+                        help="tick p95 a number of calls must stay under (default 80: the "
+                             "chunk)")
+    parser.add_argument("--calls-threads", type=thread_count, default=None, metavar="N",
+                        help="threads of the calls-per-box search (torch threads; onnxruntime "
+                             "worker threads, one onnxruntime thread each); default --threads")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the per-stage profile")
+    parser.add_argument("--backend", nargs="+", default=["torch"], choices=("torch", "onnx"),
+                        metavar="B",
+                        help="torch (default) and/or onnx: with onnx, the onnxruntime step "
+                             "graphs (fp32, int8 weights) are measured too, side by side with "
+                             "the torch paths (needs the onnx extra)")
+    parser.add_argument("--onnx-int8-convs", action="store_true",
+                        help="with --backend onnx: also an int8 graph whose grouped "
+                             "convolutions (positional conv, vocoder embedding) are int8")
     parser.add_argument("--agreement", action="store_true",
                         help="instead of speed: token agreement with fp32 and STOI of the "
                              "decoded output vs fp32, streaming real speech through the default, "

@@ -12,6 +12,15 @@ streams + N decode streams stepped together by :class:`~voip_codec.codec.batch.S
 every tick) whose tick time stays under the 80 ms chunk at p95. ``--agreement`` instead
 measures accuracy: token agreement with fp32 and STOI of the decoded output against the fp32
 output, streaming real speech through the default, conformance and full-size models.
+
+``--backend torch onnx`` adds the onnxruntime paths (:mod:`voip_codec.export`: the exported step
+graphs, fp32 and with int8 weights from :func:`~voip_codec.export.quantize.quantize_export`) and
+measures every path *side by side*: one stream per path, each 80 ms chunk going through every
+path in turn (the order rotating from chunk to chunk), so that a shared, noisy machine slows them
+alike; each path is reported as a ratio to the first one (the torch path at the first
+precision). The onnxruntime calls per box run the N encoders and N decoders of a tick on
+``--threads`` worker threads at one onnxruntime thread each, so a call's encoder and decoder
+overlap on two cores.
 """
 
 from __future__ import annotations
@@ -23,9 +32,13 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +46,7 @@ import torch
 from voip_codec.codec.batch import StreamBatch
 from voip_codec.codec.config import full_size_config, tiny_config
 from voip_codec.codec.loading import from_pretrained
-from voip_codec.codec.model import FocalCodec
+from voip_codec.codec.model import DecoderState, EncoderState, FocalCodec
 from voip_codec.codec.precision import check_precision, set_precision
 
 from .cpu_profile import (
@@ -45,8 +58,11 @@ from .cpu_profile import (
 )
 from .paths import conformance_model_dir, default_clip_dir
 
-__all__ = ["Agreement", "CallsPerBox", "ModelSpeed", "measure_agreement",
-           "measure_calls_per_box", "measure_model_speed"]
+if TYPE_CHECKING:
+    from voip_codec.export.runtime import OnnxCodecModel
+
+__all__ = ["Agreement", "CallsPerBox", "ModelSpeed", "SideBySide", "measure_agreement",
+           "measure_calls_per_box", "measure_model_speed", "measure_side_by_side"]
 
 _TICK_MS = 80.0
 
@@ -86,6 +102,138 @@ class CallsPerBox:
     budget_ms: float
     tried: dict[int, float] = field(default_factory=dict)
     """N -> p95 tick ms, for every N measured."""
+
+
+@dataclass
+class SideBySide:
+    """Streaming times of one path, measured interleaved with the other paths of the run."""
+
+    path: str
+    """``"torch int8"``, ``"onnx int8"``, ..."""
+    chunks: int
+    encode_ms_p50: float
+    decode_ms_p50: float
+    chunk_ms_p50: float
+    chunk_ms_p95: float
+    streaming_rtf: float
+    ratio: float
+    """This path's total streaming time over the first path's (the baseline), same chunks."""
+
+
+class _StreamPath(Protocol):
+    """One encoder + one decoder stream on some backend."""
+
+    def reset(self) -> None: ...
+
+    def encode(self, pcm: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, tokens: np.ndarray) -> None: ...
+
+    def decode_output(self, tokens: np.ndarray) -> np.ndarray: ...
+
+
+class _TorchPath:
+    def __init__(self, model: FocalCodec) -> None:
+        self.model = model
+        self.dtype = model.encoder.norm.weight.dtype
+        self.es: EncoderState | None = None
+        self.ds: DecoderState | None = None
+
+    def reset(self) -> None:
+        self.es = self.ds = None
+
+    @torch.inference_mode()
+    def encode(self, pcm: np.ndarray) -> np.ndarray:
+        toks, self.es = self.model.encode_step(torch.from_numpy(pcm)[None].to(self.dtype),
+                                               self.es)
+        return toks[0].numpy()
+
+    def decode(self, tokens: np.ndarray) -> None:
+        self.decode_output(tokens)
+
+    @torch.inference_mode()
+    def decode_output(self, tokens: np.ndarray) -> np.ndarray:
+        out, self.ds = self.model.decode_step(torch.from_numpy(tokens)[None], self.ds)
+        return out[0].float().numpy()
+
+
+class _OnnxPath:
+    def __init__(self, model: OnnxCodecModel) -> None:
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        self.es = self.model.new_encoder_state()
+        self.ds = self.model.new_decoder_state()
+
+    def encode(self, pcm: np.ndarray) -> np.ndarray:
+        toks, self.es = self.model.encode_step(pcm, self.es)
+        return toks
+
+    def decode(self, tokens: np.ndarray) -> None:
+        self.decode_output(tokens)
+
+    def decode_output(self, tokens: np.ndarray) -> np.ndarray:
+        out, self.ds = self.model.decode_step(tokens, self.ds)
+        return out
+
+
+def measure_side_by_side(paths: dict[str, _StreamPath], seconds: float = 10.0,
+                         warmup_chunks: int = 3, chunk: int = 1280, sample_rate: int = 16000
+                         ) -> list[SideBySide]:
+    """Stream the same audio through every path, interleaved chunk by chunk.
+
+    Chunk ``i`` runs the paths in the order rotated by ``i``, so no path always follows the
+    same neighbour. Ratios are to the first path.
+    """
+    names = list(paths)
+    n = int(seconds * sample_rate) // chunk
+    sig = _noise((n + warmup_chunks) * chunk).numpy()
+    for path in paths.values():
+        path.reset()
+        for i in range(warmup_chunks):
+            path.decode(path.encode(sig[i * chunk:(i + 1) * chunk]))
+        path.reset()
+    enc: dict[str, list[float]] = {k: [] for k in names}
+    dec: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(n):
+        x = sig[(warmup_chunks + i) * chunk:(warmup_chunks + i + 1) * chunk]
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t0 = time.perf_counter()
+            toks = paths[name].encode(x)
+            t1 = time.perf_counter()
+            paths[name].decode(toks)
+            t2 = time.perf_counter()
+            enc[name].append((t1 - t0) * 1e3)
+            dec[name].append((t2 - t1) * 1e3)
+    audio_s = n * chunk / sample_rate
+    base = float(np.sum(enc[names[0]]) + np.sum(dec[names[0]]))
+    out = []
+    for name in names:
+        total = np.array(enc[name]) + np.array(dec[name])
+        out.append(SideBySide(
+            path=name, chunks=n, encode_ms_p50=float(np.percentile(enc[name], 50)),
+            decode_ms_p50=float(np.percentile(dec[name], 50)),
+            chunk_ms_p50=float(np.percentile(total, 50)),
+            chunk_ms_p95=float(np.percentile(total, 95)),
+            streaming_rtf=float(total.sum() / 1e3 / audio_s), ratio=float(total.sum()) / base))
+    return out
+
+
+def format_side_by_side(rows: list[SideBySide], calls: list[CallsPerBox]) -> str:
+    """Markdown table of a side-by-side run, with the calls per box of each path."""
+    by = {c.precision: c for c in calls}
+    out = ["| path | encode / decode p50 ms | chunk p50 / p95 ms | streaming RTF | "
+           f"time vs {rows[0].path} | calls per box (tick p95 ms) |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        c = by.get(r.path)
+        cell = "-" if c is None else f"{c.calls} ({c.tick_ms_p95:.0f})"
+        out.append(f"| {r.path} | {r.encode_ms_p50:.1f} / {r.decode_ms_p50:.1f} | "
+                   f"{r.chunk_ms_p50:.1f} / {r.chunk_ms_p95:.1f} | {r.streaming_rtf:.3f} | "
+                   f"{r.ratio:.2f}x | {cell} |")
+    return "\n".join(out)
 
 
 def _rss_mb() -> float:
@@ -134,14 +282,19 @@ def measure_calls_per_box(model: FocalCodec, threads: int = 2, budget_ms: float 
                           ) -> CallsPerBox:
     """Largest N whose tick p95 < ``budget_ms``: doubling, then bisection."""
     torch.set_num_threads(threads)
+    return _search_calls(lambda n: _tick_p95(model, n, ticks), model.precision, budget_ms,
+                         max_calls, progress)
+
+
+def _search_calls(tick_p95: Callable[[int], float], label: str, budget_ms: float,
+                  max_calls: int, progress: bool) -> CallsPerBox:
     tried: dict[int, float] = {}
 
     def ok(n: int) -> bool:
         if n not in tried:
-            tried[n] = _tick_p95(model, n, ticks)
+            tried[n] = tick_p95(n)
             if progress:
-                print(f"  {model.precision}: {n} calls -> tick p95 {tried[n]:.1f} ms",
-                      file=sys.stderr)
+                print(f"  {label}: {n} calls -> tick p95 {tried[n]:.1f} ms", file=sys.stderr)
         return tried[n] < budget_ms
 
     good, bad = 0, None
@@ -159,7 +312,55 @@ def measure_calls_per_box(model: FocalCodec, threads: int = 2, budget_ms: float 
                 good = mid
             else:
                 bad = mid
-    return CallsPerBox(model.precision, good, tried[max(good, 1)], budget_ms, dict(tried))
+    return CallsPerBox(label, good, tried[max(good, 1)], budget_ms, dict(tried))
+
+
+def _onnx_tick_p95(model: OnnxCodecModel, calls: int, ticks: int, workers: int,
+                   warmup: int = 2) -> float:
+    """p95 wall time of a tick serving ``calls`` full-duplex calls on onnxruntime: the tick's
+    ``2 * calls`` steps (each call's encoder on its new chunk, its decoder on the tokens its peer
+    sent last tick) spread over ``workers`` threads."""
+    chunk = model.chunk_size
+    sig = _noise(chunk * (ticks + warmup + calls), seed=1).numpy()
+    enc = [model.new_encoder_state() for _ in range(calls)]
+    dec = [model.new_decoder_state() for _ in range(calls)]
+    toks: list[np.ndarray | None] = [None] * calls
+
+    def encode(c: int, t: int) -> np.ndarray:
+        out, enc[c] = model.encode_step(sig[(t + c) * chunk:(t + c + 1) * chunk], enc[c])
+        return out
+
+    def decode(c: int, tokens: np.ndarray) -> None:
+        _, dec[c] = model.decode_step(tokens, dec[c])
+
+    times = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for t in range(ticks + warmup):
+            t0 = time.perf_counter()
+            # encoders and decoders alternate in the queue, so each worker gets both kinds
+            encoded: list[Future[np.ndarray]] = []
+            decoded: list[Future[None]] = []
+            for c in range(calls):
+                encoded.append(pool.submit(encode, c, t))
+                peer = toks[(c + 1) % calls]
+                if peer is not None:
+                    decoded.append(pool.submit(decode, c, peer))
+            toks = [f.result() for f in encoded]
+            for f in decoded:
+                f.result()
+            dt = time.perf_counter() - t0
+            if t >= warmup:
+                times.append(dt * 1e3)
+    return float(np.percentile(times, 95))
+
+
+def measure_onnx_calls_per_box(model: OnnxCodecModel, path: str, workers: int = 2,
+                               budget_ms: float = _TICK_MS, ticks: int = 12,
+                               max_calls: int = 64, progress: bool = False) -> CallsPerBox:
+    """:func:`measure_calls_per_box` for an onnxruntime path (batch-1 graphs, ``workers``
+    threads stepping the streams)."""
+    return _search_calls(lambda n: _onnx_tick_p95(model, n, ticks, workers), path, budget_ms,
+                         max_calls, progress)
 
 
 @torch.inference_mode()
@@ -322,6 +523,54 @@ def measure_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
     return results
 
 
+def _stream_path(path: _StreamPath, x: torch.Tensor, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens and decoded output of one clip through a :class:`_StreamPath`."""
+    path.reset()
+    pcm = x[0].numpy()
+    toks, outs = [], []
+    for i in range(0, len(pcm), chunk):
+        t = path.encode(pcm[i:i + chunk])
+        toks.append(t)
+        outs.append(path.decode_output(t))
+    return np.concatenate(toks), np.concatenate(outs)
+
+
+@torch.inference_mode()
+def measure_onnx_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
+                           precisions: tuple[str, ...] = ("fp32", "int8"), threads: int = 1,
+                           int8_convs: bool = False) -> list[Agreement]:
+    """:func:`measure_agreement` for the onnxruntime paths: each clip streamed through the
+    exported graphs (fp32 and int8 weights) against the torch fp32 model."""
+    from pystoi import stoi
+
+    from voip_codec.export.runtime import OnnxCodecModel
+
+    torch.set_num_threads(threads)
+    bits = base.bits_per_token
+    refs = [_stream(base, x) for x in clips]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-agreement-onnx-") as tmp:
+        folders = onnx_models(base, precisions, Path(tmp), threads, int8_convs)
+        for label, folder in folders.items():
+            path = _OnnxPath(OnnxCodecModel(folder, threads=threads))
+            agree = bit_agree = total = 0
+            scores, per_clip = [], []
+            for x, (ref_t, ref_o) in zip(clips, refs, strict=True):
+                t, o = _stream_path(path, x, base.chunk_size)
+                ref = ref_t.numpy()
+                same = int((t == ref).sum())
+                per_clip.append(same / len(t))
+                agree += same
+                total += len(t)
+                diff = np.bitwise_xor(t, ref)
+                bit_agree += int(bits * len(t) - sum(int(v).bit_count() for v in diff))
+                scores.append(float(stoi(ref_o, o, base.sample_rate_output)))
+            results.append(Agreement(name, label, len(clips), total, agree / total,
+                                     min(per_clip), bit_agree / (total * bits),
+                                     float(np.mean(scores))))
+    return results
+
+
 def format_agreement(rows: list[Agreement]) -> str:
     """Markdown table of agreement results."""
     out = ["| model | precision | clips | tokens | token agreement (worst clip) | "
@@ -345,7 +594,11 @@ def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int
             print(f"agreement: {spec} ...", file=sys.stderr)
         base, name = build_model(spec)
         n = len(clips) if spec != "full" else max(1, len(clips) // 2)
-        rows += measure_agreement(base, name, clips[:n], precisions, args.threads)
+        if "torch" in args.backend:
+            rows += measure_agreement(base, name, clips[:n], precisions, args.threads)
+        if "onnx" in args.backend:
+            rows += measure_onnx_agreement(base, name, clips[:n], ("fp32", *precisions),
+                                           args.threads, args.onnx_int8_convs)
         del base
         gc.collect()
     print(json.dumps([asdict(r) for r in rows], indent=2) if args.json
@@ -353,10 +606,67 @@ def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int
     return 0
 
 
+ONNX_PRECISIONS = ("fp32", "int8")
+"""Precisions the onnxruntime paths offer (bf16 graphs are not exported)."""
+
+
+def onnx_models(base: FocalCodec, precisions: tuple[str, ...], folder: Path, threads: int,
+                int8_convs: bool = False) -> dict[str, Path]:
+    """Export ``base`` into ``folder`` and quantise it: ``{"onnx <precision>": export folder}``
+    for each of ``precisions`` that onnxruntime offers (``"onnx int8+conv"`` too with
+    ``int8_convs``)."""
+    from voip_codec.export.onnx import export_onnx
+    from voip_codec.export.quantize import quantize_export
+
+    export_onnx(base, folder / "fp32")
+    out = {}
+    for p in precisions:
+        if p not in ONNX_PRECISIONS:
+            continue
+        if p == "int8":
+            quantize_export(base, folder / "fp32", folder / "int8")
+        out[f"onnx {p}"] = folder / p
+        if p == "int8" and int8_convs:
+            quantize_export(base, folder / "fp32", folder / "int8c", grouped_convs=True)
+            out["onnx int8+conv"] = folder / "int8c"
+    return out
+
+
+def _calls_threads(args: argparse.Namespace) -> int:
+    return int(getattr(args, "calls_threads", None) or args.threads)
+
+
+def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCodec],
+                      base: FocalCodec) -> tuple[list[SideBySide], list[CallsPerBox]]:
+    from voip_codec.export.runtime import OnnxCodecModel
+
+    with tempfile.TemporaryDirectory(prefix="bench-speed-onnx-") as tmp:
+        if not args.json:
+            print("[onnx] export + int8 weights ...", file=sys.stderr)
+        folders = onnx_models(base, tuple(torch_models), Path(tmp), args.threads,
+                              args.onnx_int8_convs)
+        paths: dict[str, _StreamPath] = {f"torch {p}": _TorchPath(m)
+                                         for p, m in torch_models.items()}
+        for label, folder in folders.items():
+            paths[label] = _OnnxPath(OnnxCodecModel(folder, threads=args.threads))
+        if not args.json:
+            print(f"[side by side] {', '.join(paths)} ...", file=sys.stderr)
+        rows = measure_side_by_side(paths, args.seconds)
+        calls = []
+        if not args.no_calls:
+            for label, folder in folders.items():
+                model = OnnxCodecModel(folder, threads=1)
+                calls.append(measure_onnx_calls_per_box(
+                    model, label, workers=_calls_threads(args), budget_ms=args.calls_budget_ms,
+                    progress=not args.json))
+                del model
+    return rows, calls
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``voip-codec bench speed``."""
-    if args.seconds <= 0 or args.threads <= 0:
-        raise ValueError("--seconds and --threads must be positive")
+    if args.seconds <= 0 or args.threads <= 0 or args.calls_budget_ms <= 0:
+        raise ValueError("--seconds, --threads and --calls-budget-ms must be positive")
     precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
     if args.agreement:
         return _run_agreement(args, tuple(p for p in precisions if p != "fp32"))
@@ -368,6 +678,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_cpu_info(cpu))
     speeds, calls = [], []
     profiles: list[StageProfile] = []
+    side_by_side = "onnx" in args.backend
+    kept: dict[str, FocalCodec] = {}
     for precision in precisions:
         model = base if precision == "fp32" else set_precision(copy.deepcopy(base), precision)
         if not args.json:
@@ -379,14 +691,25 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{precision}] per-stage profile ...", file=sys.stderr)
             profiles.append(profile_stages(model, _noise(int(args.seconds * 16000))[None]))
         if not args.no_calls:
-            calls.append(measure_calls_per_box(model, args.threads, progress=not args.json))
-        if model is not base:
+            calls.append(measure_calls_per_box(model, _calls_threads(args),
+                                               budget_ms=args.calls_budget_ms,
+                                               progress=not args.json))
+            torch.set_num_threads(args.threads)
+        if side_by_side:
+            kept[precision] = model
+        elif model is not base:
             del model
             gc.collect()
+    rows: list[SideBySide] = []
+    onnx_calls: list[CallsPerBox] = []
+    if side_by_side:
+        rows, onnx_calls = _run_side_by_side(args, kept, base)
     if args.json:
         print(json.dumps({"cpu": asdict(cpu), "speed": [asdict(r) for r in speeds],
                           "stages": [asdict(p) for p in profiles],
-                          "calls_per_box": [asdict(c) for c in calls]}, indent=2))
+                          "calls_per_box": [asdict(c) for c in calls],
+                          "side_by_side": [asdict(r) for r in rows],
+                          "onnx_calls_per_box": [asdict(c) for c in onnx_calls]}, indent=2))
         return 0
     for r in speeds:
         print(f"--- {r.precision}")
@@ -396,8 +719,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}, {args.threads} threads, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
           f"1-min load average {load_start:.1f} at start / {load_end:.1f} at end; calls per "
           f"box = full-duplex calls (1 encode + 1 decode stream each) stepped together per "
-          f"{_TICK_MS:.0f} ms tick with tick p95 < {_TICK_MS:.0f} ms")
+          f"{_TICK_MS:.0f} ms tick with tick p95 < {args.calls_budget_ms:.0f} ms, on "
+          f"{_calls_threads(args)} thread(s)")
     print(format_table(speeds, calls))
+    if rows:
+        print()
+        print(f"side by side: one stream per path, every 80 ms chunk through each path in turn "
+              f"({rows[0].chunks} chunks, {args.threads} thread(s) per path); calls per box "
+              f"on {_calls_threads(args)} thread(s): torch threads, or onnxruntime worker "
+              f"threads stepping the streams (1 onnxruntime thread each)")
+        by_path = {f"torch {c.precision}": c for c in calls}
+        by_path.update({c.precision: c for c in onnx_calls})
+        print(format_side_by_side(rows, [CallsPerBox(k, c.calls, c.tick_ms_p95, c.budget_ms,
+                                                     c.tried) for k, c in by_path.items()]))
     if profiles:
         print()
         print(f"per-stage profile: mean ms per 80 ms chunk (encode + decode of one stream), "

@@ -79,6 +79,11 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     assert isinstance(m.compressor.out_proj, nn.Linear)  # 128 -> 16: the token signs
     assert isinstance(modules_as(m.encoder.encoder.layers, _Layer)[0].attention.qkv_proj,
                       Int8Linear)
+    # the first transformer layer's feed-forward block stays fp32 (token agreement), the
+    # later ones are int8
+    layers = modules_as(m.encoder.encoder.layers, _Layer)
+    assert not any(isinstance(x, Int8Linear) for x in layers[0].feed_forward.modules())
+    assert isinstance(layers[1].feed_forward.in_proj, Int8Linear)
     # the compressor's last block (whose output signs are the tokens) stays fp32 as a whole
     assert not any(isinstance(x, Int8Linear) for x in compressor[-1].modules())
     assert isinstance(compressor[-1].focal_block.modulation.context_proj, nn.Conv1d)

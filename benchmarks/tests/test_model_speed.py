@@ -1,0 +1,104 @@
+"""``bench speed``'s side-by-side paths (torch and onnxruntime), their calls per box and agreement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from voip_codec.cli import main
+from voip_codec.codec.config import tiny_config
+from voip_codec.codec.model import FocalCodec
+from voip_codec.export.runtime import OnnxCodecModel
+from voip_codec_bench.model_speed import (
+    _OnnxPath,
+    _StreamPath,
+    _TorchPath,
+    measure_onnx_agreement,
+    measure_onnx_calls_per_box,
+    measure_side_by_side,
+    onnx_models,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> FocalCodec:
+    torch.manual_seed(0)
+    return FocalCodec(tiny_config(4096)).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, tiny: FocalCodec) -> dict[str, Path]:
+    return onnx_models(tiny, ("int8", "bf16", "fp32"), tmp_path_factory.mktemp("speed"), 1)
+
+
+def test_onnx_models_skips_bf16(exported: dict[str, Path]) -> None:
+    assert list(exported) == ["onnx int8", "onnx fp32"]
+    manifest = json.loads((exported["onnx int8"] / "manifest.json").read_text())
+    assert manifest["weights"] == "int8"
+
+
+def test_side_by_side_runs_every_path_on_the_same_chunks(tiny: FocalCodec,
+                                                         exported: dict[str, Path]) -> None:
+    paths: dict[str, _StreamPath] = {"torch fp32": _TorchPath(tiny),
+             "onnx fp32": _OnnxPath(OnnxCodecModel(exported["onnx fp32"]))}
+    rows = measure_side_by_side(paths, seconds=0.8, warmup_chunks=1)
+    assert [r.path for r in rows] == ["torch fp32", "onnx fp32"]
+    assert all(r.chunks == 10 for r in rows)
+    assert rows[0].ratio == 1.0
+    for r in rows:
+        assert 0 < r.encode_ms_p50 and 0 < r.decode_ms_p50
+        assert r.chunk_ms_p50 <= r.chunk_ms_p95
+        # RTF = total time / audio time: 10 chunks of 80 ms
+        assert r.streaming_rtf == pytest.approx(r.ratio * rows[0].streaming_rtf, rel=1e-9)
+
+
+def test_onnx_calls_per_box_search_stops_at_the_budget(exported: dict[str, Path]) -> None:
+    model = OnnxCodecModel(exported["onnx int8"])
+    everything = measure_onnx_calls_per_box(model, "onnx int8", workers=2, budget_ms=1e6,
+                                            ticks=3, max_calls=2)
+    assert everything.calls == 2 and sorted(everything.tried) == [1, 2]
+    nothing = measure_onnx_calls_per_box(model, "onnx int8", workers=2, budget_ms=1e-3,
+                                         ticks=3)
+    assert nothing.calls == 0 and list(nothing.tried) == [1]
+    assert nothing.tick_ms_p95 > 1e-3 and nothing.precision == "onnx int8"
+
+
+def test_onnx_agreement_rows(tiny: FocalCodec) -> None:
+    rng = np.random.default_rng(0)
+    clips = [torch.from_numpy((0.1 * rng.standard_normal(1280 * 12)).astype(np.float32))[None]]
+    rows = measure_onnx_agreement(tiny, "tiny", clips, ("fp32", "int8"))
+    assert [r.precision for r in rows] == ["onnx fp32", "onnx int8"]
+    fp32, int8 = rows
+    assert fp32.tokens == 48
+    # the fp32 graphs compute what torch computes: at most a latent at the sign boundary
+    assert fp32.token_agreement >= 0.97 and fp32.stoi_vs_fp32 > 0.99
+    assert 0.0 <= int8.token_agreement <= 1.0 and int8.bit_agreement > 0.9
+
+
+def test_bench_speed_backend_onnx_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "speed", "--model", "tiny", "--seconds", "0.8", "--threads", "1",
+                 "--precision", "int8", "--backend", "torch", "onnx", "--no-calls",
+                 "--no-profile", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in data["side_by_side"]] == ["torch int8", "onnx int8"]
+    assert data["side_by_side"][0]["ratio"] == 1.0
+    assert data["onnx_calls_per_box"] == []
+    assert [r["precision"] for r in data["speed"]] == ["int8"]
+
+
+def test_bench_speed_calls_threads_reach_the_onnx_search(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    # a budget no tick meets: each search measures 1 call and stops, on 2 worker threads
+    assert main(["bench", "speed", "--model", "tiny", "--seconds", "0.8", "--threads", "1",
+                 "--calls-threads", "2", "--precision", "fp32", "--backend", "torch", "onnx",
+                 "--no-profile", "--calls-budget-ms", "0.001", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (torch_calls,) = data["calls_per_box"]
+    (onnx_calls,) = data["onnx_calls_per_box"]
+    assert onnx_calls["precision"] == "onnx fp32" and onnx_calls["budget_ms"] == 0.001
+    for c in (torch_calls, onnx_calls):
+        assert c["calls"] == 0 and list(c["tried"]) == ["1"] and c["tick_ms_p95"] > 0

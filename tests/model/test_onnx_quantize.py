@@ -1,0 +1,132 @@
+"""int8 step graphs: the layers torch quantises, with torch's int8 weights, run by onnxruntime."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from voip_codec.codec import FocalCodec
+from voip_codec.codec.precision import Int8Linear, _int8_targets, set_precision
+from voip_codec.export.manifest import DECODER_FILE, ENCODER_FILE, MANIFEST_FILE
+from voip_codec.export.onnx import export_onnx
+from voip_codec.export.quantize import ONNX_KEEP_FP32, quantize_export
+from voip_codec.export.runtime import OnnxCodecModel
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tmp_path_factory: pytest.TempPathFactory, tiny_model: FocalCodec) -> Path:
+    out = tmp_path_factory.mktemp("onnx_fp32")
+    export_onnx(tiny_model, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory: pytest.TempPathFactory, tiny_model: FocalCodec,
+                fp32_export: Path) -> Path:
+    out = tmp_path_factory.mktemp("onnx_int8")
+    quantize_export(tiny_model, fp32_export, out)
+    return out
+
+
+def _int8_nodes(folder: Path) -> dict[str, list[onnx.NodeProto]]:
+    out = {}
+    for file in (ENCODER_FILE, DECODER_FILE):
+        graph = onnx.load(str(folder / file)).graph
+        out[file] = [n for n in graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    return out
+
+
+def test_quantises_the_torch_int8_layers_with_torch_weights(
+        tiny_model: FocalCodec, fp32_export: Path, int8_export: Path) -> None:
+    paths = {id(m): name for name, m in tiny_model.named_modules()}
+    expected = [paths[id(layer)] for _, _, layer in _int8_targets(tiny_model)]
+    assert "encoder.encoder.layers.1.feed_forward.in_proj" in expected
+    assert not any(p.startswith("encoder.encoder.layers.0.feed_forward") for p in expected)
+    nodes = _int8_nodes(int8_export)
+    assert ONNX_KEEP_FP32 == ()
+    assert sum(len(v) for v in nodes.values()) == len(expected)
+    assert not any(_int8_nodes(fp32_export).values())
+    # every int8 weight is one of torch's Int8Linear weights (transposed to (in, out))
+    torch_int8 = set_precision(copy.deepcopy(tiny_model), "int8")
+    weights = {m.weight_rows().t().contiguous().numpy().tobytes(): m
+               for m in torch_int8.modules() if isinstance(m, Int8Linear)}
+    graph = onnx.load(str(int8_export / ENCODER_FILE)).graph
+    inits = {i.name: i for i in graph.initializer}
+    for node in nodes[ENCODER_FILE]:
+        q = numpy_helper.to_array(inits[node.input[1]])
+        assert q.dtype == np.int8
+        layer = weights[q.tobytes()]
+        scale = numpy_helper.to_array(inits[node.input[2]])
+        np.testing.assert_array_equal(scale, layer.weight_scale.numpy())
+    manifest = json.loads((int8_export / MANIFEST_FILE).read_text())
+    assert manifest["weights"] == "int8"
+    assert (int8_export / ENCODER_FILE).stat().st_size < (fp32_export / ENCODER_FILE).stat().st_size
+
+
+def test_int8_graph_decodes_like_torch_int8(tiny_model: FocalCodec, int8_export: Path) -> None:
+    torch_int8 = set_precision(copy.deepcopy(tiny_model), "int8")
+    onnx_int8 = OnnxCodecModel(int8_export)
+    rng = np.random.default_rng(3)
+    state = onnx_int8.new_decoder_state()
+    ds = fs = None
+    ref, got, fp32 = [], [], []
+    with torch.inference_mode():
+        for _ in range(12):
+            toks = rng.integers(0, 4096, 4)
+            w, state = onnx_int8.decode_step(toks, state)
+            t, ds = torch_int8.decode_step(torch.from_numpy(toks)[None], ds)
+            f, fs = tiny_model.decode_step(torch.from_numpy(toks)[None], fs)
+            got.append(w)
+            ref.append(t[0].numpy())
+            fp32.append(f[0].numpy())
+
+    def snr(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+        x, y = np.concatenate(a), np.concatenate(b)
+        return float(10 * np.log10(np.sum(x ** 2) / np.sum((x - y) ** 2)))
+
+    # the same int8 arithmetic as torch (up to activation rounding), clearly not fp32's
+    assert snr(ref, got) > 30.0
+    assert snr(fp32, got) < snr(ref, got) - 10.0
+
+
+def test_grouped_convs_adds_the_positional_and_embedding_products(
+        tmp_path: Path, tiny_model: FocalCodec, fp32_export: Path, int8_export: Path) -> None:
+    report = quantize_export(tiny_model, fp32_export, tmp_path, grouped_convs=True)
+    groups = int(tiny_model.encoder.encoder.positional_embedding.conv.groups)  # type: ignore[union-attr]
+    extra = [p for p in report[ENCODER_FILE] if "positional_embedding" in p]
+    assert len(extra) == groups
+    assert any("backbone.embedding" in p for p in report[DECODER_FILE])
+    plain = _int8_nodes(int8_export)
+    with_convs = _int8_nodes(tmp_path)
+    assert len(with_convs[ENCODER_FILE]) == len(plain[ENCODER_FILE]) + groups
+    assert len(with_convs[DECODER_FILE]) == len(plain[DECODER_FILE]) + 1
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text())["weights"] == "int8+conv"
+
+
+def test_refuses_int8_input_and_another_models_export(
+        tmp_path: Path, tiny_model: FocalCodec, int8_export: Path, fp32_export: Path) -> None:
+    with pytest.raises(ValueError, match="holds int8 weights"):
+        quantize_export(tiny_model, int8_export, tmp_path / "again")
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.decoder.head.proj.weight.mul_(2.0)
+    with pytest.raises(ValueError, match="another model"):
+        quantize_export(other, fp32_export, tmp_path / "other")
+
+
+def test_a_missing_layer_is_an_error(tmp_path: Path, tiny_model: FocalCodec,
+                                     fp32_export: Path) -> None:
+    # an export whose decoder graph is the encoder's: the decoder's int8 layers are missing
+    broken = tmp_path / "broken"
+    shutil.copytree(fp32_export, broken)
+    shutil.copy(fp32_export / ENCODER_FILE, broken / DECODER_FILE)
+    with pytest.raises(ValueError, match="not found in the exported graphs"):
+        quantize_export(tiny_model, broken, tmp_path / "out")

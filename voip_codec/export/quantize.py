@@ -1,0 +1,187 @@
+"""int8 weights for the exported step graphs (onnxruntime dynamic quantisation).
+
+:func:`quantize_export` rewrites the matrix products of an fp32 export folder (written by
+:func:`voip_codec.export.onnx.export_onnx`) as onnxruntime's ``DynamicQuantizeMatMul``: the
+torch int8 path's int8 weights with one scale per output channel, activations quantised per
+call (uint8, per tensor) as torch's fbgemm kernel does. Which products are quantised is decided
+by weight, not by node name: a product is quantised when its weight initializer is byte for byte
+the (transposed) weight of a layer that :func:`voip_codec.codec.precision.set_precision` makes
+int8, so the ONNX int8 graphs keep the same layers fp32 as torch does (the stage-boundary
+projections, the compressor's last block, the first WavLM feed-forward block, layers under 64
+features). With ``grouped_convs=True`` the grouped convolutions that the export
+writes as per-group products (the encoder's positional conv, the vocoder's kernel-7 embedding)
+are quantised too; torch keeps them fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .manifest import DECODER_FILE, ENCODER_FILE, MANIFEST_FILE
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..codec.model import FocalCodec
+
+__all__ = ["ONNX_KEEP_FP32", "QuantizeReport", "int8_weight_digests", "quantize_export"]
+
+ONNX_KEEP_FP32: tuple[str, ...] = ()
+"""Layers the onnxruntime int8 graphs keep fp32 beyond the torch int8 choice: none. (The first
+WavLM feed-forward block, which cost onnxruntime 0.4 points of token agreement, is fp32 in
+torch's int8 mode too: :func:`voip_codec.codec.precision.set_precision`.)"""
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _grouped_products(weight: Tensor, groups: int) -> list[Tensor]:
+    """The per-group ``(c_in_g * kernel, c_out / groups)`` matrices the export multiplies by."""
+    c_out, c_in_g, kernel = weight.shape
+    w = weight.detach().float().reshape(groups, c_out // groups, c_in_g * kernel)
+    return [w[g].t() for g in range(groups)]
+
+
+def int8_weight_digests(model: FocalCodec, grouped_convs: bool = False,
+                        keep_fp32: tuple[str, ...] = ()) -> dict[str, str]:
+    """Digest of each weight matrix (as the exported graph stores it) that gets int8 weights.
+
+    Args:
+        model: the fp32 model the folder was exported from.
+        grouped_convs: also the grouped convolutions' per-group matrices.
+        keep_fp32: module paths (and their children) left fp32 beyond torch's choice.
+
+    Returns:
+        ``{sha1 of the (in, out) float32 matrix: module path}``.
+    """
+    from ..codec.layers import linear_weight
+    from ..codec.precision import _int8_targets
+
+    paths = {id(m): name for name, m in model.named_modules()}
+    out = {}
+    for _, _, layer in _int8_targets(model):
+        path = paths[id(layer)]
+        if not any(path == k or path.startswith(k + ".") for k in keep_fp32):
+            out[_digest(linear_weight(layer).detach().float().t().numpy())] = path
+    if grouped_convs:
+        convs: list[tuple[str, Any, int]] = [
+            ("encoder.encoder.positional_embedding.conv",
+             model.encoder.encoder.positional_embedding.conv.weight,  # type: ignore[union-attr]
+             int(model.encoder.encoder.positional_embedding.conv.groups)),  # type: ignore[union-attr]
+            ("decoder.backbone.embedding", model.decoder.backbone.embedding.weight, 1),
+        ]
+        for name, weight, groups in convs:
+            for g, w in enumerate(_grouped_products(weight, groups)):
+                out[_digest(w.numpy())] = f"{name}[group {g}]"
+    return out
+
+
+class QuantizeReport(dict[str, list[str]]):
+    """Per graph file, the module paths whose products were quantised."""
+
+
+def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
+                    grouped_convs: bool = False, keep_fp32: tuple[str, ...] = ONNX_KEEP_FP32
+                    ) -> QuantizeReport:
+    """Write an int8-weight copy of the export folder ``src`` to ``dst``.
+
+    Each quantised ``MatMul`` becomes a ``com.microsoft.DynamicQuantizeMatMul`` node whose int8
+    weight and per-output-channel scale are exactly the ones the torch int8 path computes
+    (:class:`~voip_codec.codec.precision.Int8Linear`, symmetric, ``[-127, 127]``); onnxruntime
+    quantises the activations per call, uint8 per tensor, as fbgemm does. onnxruntime's own
+    ``quantize_dynamic`` gave the same token agreement; its 8-bit ``MatMulNBits`` blocks
+    (weight-only, block 32/128) were worse, 96.2-98.4 % on the default model.
+
+    Args:
+        model: the fp32 model ``src`` was exported from (it names the layers to quantise).
+        src: an fp32 export folder.
+        dst: the folder to write (created; its graph files and manifest are replaced).
+        grouped_convs: also quantise the grouped convolutions (see the module docstring).
+        keep_fp32: module paths left fp32 beyond the torch int8 choice
+            (:data:`ONNX_KEEP_FP32` by default).
+
+    Returns:
+        For each graph file, the quantised layers.
+
+    Raises:
+        ValueError: a layer torch quantises was not found in the graphs (the export and the
+            model disagree), or ``src`` is not an fp32 export of ``model``.
+        ImportError: ``onnx`` is missing.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ..codec.precision import _quantize_rows
+
+    src, dst = Path(src), Path(dst)
+    manifest = json.loads((src / MANIFEST_FILE).read_text())
+    if manifest.get("weights", "fp32") != "fp32":
+        raise ValueError(f"{src} holds {manifest['weights']} weights; quantise an fp32 export")
+    if manifest.get("fingerprint") != model.fingerprint().hex():
+        raise ValueError(f"{src} was exported from another model (fingerprint differs)")
+    wanted = int8_weight_digests(model, grouped_convs, keep_fp32)
+    dst.mkdir(parents=True, exist_ok=True)
+    report = QuantizeReport()
+    found: set[str] = set()
+    for file in (ENCODER_FILE, DECODER_FILE):
+        graph = onnx.load(str(src / file))
+        g = graph.graph
+        inits = {i.name: i for i in g.initializer}
+        layers: list[str] = []
+        nodes = []
+        replaced: set[str] = set()
+        for node in g.node:
+            init = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+            if init is None or len(init.dims) != 2:
+                nodes.append(node)
+                continue
+            weight = numpy_helper.to_array(init)
+            key = _digest(weight)
+            if key not in wanted:
+                nodes.append(node)
+                continue
+            import torch
+
+            q, scale = _quantize_rows(torch.from_numpy(np.ascontiguousarray(weight.T)))
+            base = f"{node.name}.int8"
+            g.initializer.extend([
+                numpy_helper.from_array(q.t().contiguous().numpy(), f"{base}.weight"),
+                numpy_helper.from_array(scale.numpy().astype(np.float32), f"{base}.scale"),
+                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}.zero_point"),
+            ])
+            nodes.append(helper.make_node(
+                "DynamicQuantizeMatMul",
+                [node.input[0], f"{base}.weight", f"{base}.scale", f"{base}.zero_point"],
+                list(node.output), name=f"{node.name}_int8", domain="com.microsoft"))
+            replaced.add(init.name)
+            layers.append(wanted[key])
+            found.add(key)
+        del g.node[:]
+        g.node.extend(nodes)
+        used = {name for n in g.node for name in n.input}
+        keep = [i for i in g.initializer if i.name not in replaced or i.name in used]
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        if not any(o.domain == "com.microsoft" for o in graph.opset_import):
+            graph.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        onnx.save(graph, str(dst / file))
+        del graph
+        report[file] = layers
+    missing = sorted(wanted[k] for k in set(wanted) - found)
+    if missing:
+        raise ValueError(f"{len(missing)} int8 layers not found in the exported graphs, e.g. "
+                         f"{missing[0]}; export the model again")
+    manifest["weights"] = "int8+conv" if grouped_convs else "int8"
+    (dst / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    if src != dst:
+        for extra in src.iterdir():
+            if extra.name not in (ENCODER_FILE, DECODER_FILE, MANIFEST_FILE) and extra.is_file():
+                shutil.copy(extra, dst / extra.name)
+    return report
