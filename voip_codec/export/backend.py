@@ -27,7 +27,7 @@ from ..codecs.base import (
 )
 from ..codecs.plc import ConcealingDecoder
 from ..wire.bitpack import pack_tokens, unpack_tokens
-from .manifest import MANIFEST_FILE, MANIFEST_FORMAT
+from .manifest import GRAPH_REVISION, MANIFEST_FILE, MANIFEST_FORMAT
 from .runtime import OnnxCodecModel, OnnxStreamState
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ def export_cached(model: FocalCodec) -> Path:
     """
     from .onnx import export_onnx
 
-    folder = cache_folder() / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}"
+    folder = (cache_folder()
+              / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}-g{GRAPH_REVISION}")
     if (folder / MANIFEST_FILE).is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

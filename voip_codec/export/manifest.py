@@ -6,13 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DECODER_FILE", "ENCODER_FILE", "MANIFEST_FILE", "MANIFEST_FORMAT", "StateTensor"]
+__all__ = ["DECODER_FILE", "ENCODER_FILE", "GRAPH_REVISION", "MANIFEST_FILE", "MANIFEST_FORMAT",
+           "StateTensor"]
 
 ENCODER_FILE = "encoder_step.onnx"
 DECODER_FILE = "decoder_step.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 """Version of ``manifest.json``'s layout (bumped when a reader would misread a new one)."""
+GRAPH_REVISION = 2
+"""Revision of the exporter's graphs, same inputs and outputs (2: convolutions as 2-D
+convolution nodes, grouped ones as per-group products). Part of the export cache's folder name,
+so a cached export of an older exporter is made again rather than reused."""
 
 
 @dataclass(frozen=True)
