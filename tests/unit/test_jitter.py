@@ -180,6 +180,10 @@ def test_delay_shrinks_only_on_silence() -> None:
     skipped_at = [f.index for f in out if f.skipped]
     assert jb.stats.skipped >= 3
     assert all(31 <= i <= 40 for i in skipped_at)  # the frame after the dropped silent ones
+    # the dropped frames' payloads come with the next frame, in order (a stateful decoder must
+    # still see them): with it, every frame of the stream reaches the decoder exactly once
+    handed = [p for f in out for p in (*f.skipped_payloads, f.payload) if p is not None]
+    assert handed == [payload(i) for i in range(60)]
     concealed = [f.index for f in out if f.source is FrameSource.CONCEALED]
     assert all(i >= 60 for i in concealed)  # only after the stream ended
     assert jb.stats.current_delay_ms < 200

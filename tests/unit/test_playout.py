@@ -13,7 +13,7 @@ import pytest
 from tests.unit.test_jitter import T, packet, payload
 from voip_codec.codecs.registry import get_codec
 from voip_codec.threads import thread_count
-from voip_codec.transport.jitter import FrameSource, JitterBuffer, JitterConfig
+from voip_codec.transport.jitter import FrameSource, JitterBuffer, JitterConfig, PlayoutFrame
 from voip_codec.transport.playout import PlayoutQueue
 from voip_codec.transport.session import TRIM_HOLDOFF_FRAMES, ReceiveSession
 from voip_codec.transport.trace import STAGES, DeadlineWarner, FrameTrace
@@ -262,3 +262,22 @@ def test_applying_threads_does_not_load_torch_for_codecs_without_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_skipped_silent_frames_are_decoded_unheard() -> None:
+    """A stateful decoder sees every frame the sender encoded, also those dropped to shrink the
+    delay; only the due frame's audio comes back."""
+    seen: list[bytes | None] = []
+
+    class Recording:
+        def decode(self, payload: bytes | None) -> np.ndarray:
+            seen.append(payload)
+            return np.zeros(N, np.float32)
+
+        def reset(self) -> None:
+            pass
+
+    codec = get_codec("pcm16")
+    rx = ReceiveSession(codec.info, Recording(), None)  # type: ignore[arg-type]
+    out = rx.decode(PlayoutFrame(b"c", FrameSource.PRIMARY, 7, 2, (b"a", b"b")))
+    assert seen == [b"a", b"b", b"c"] and out.shape == (N,)

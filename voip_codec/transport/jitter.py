@@ -113,6 +113,9 @@ class PlayoutFrame:
     """Unwrapped frame index played or concealed (None while buffering or stretching)."""
     skipped: int = 0
     """Frames dropped just before this one to shrink the delay."""
+    skipped_payloads: tuple[bytes, ...] = ()
+    """Payloads of the silent frames among them, in order: not heard, but a stateful decoder
+    must still see them to stay in step with the sender's encoder."""
 
 
 @dataclass(frozen=True)
@@ -483,6 +486,7 @@ class JitterBuffer:
         index = self._next
         delay = self._current_delay(index, now)
         skipped = 0
+        skipped_payloads: list[bytes] = []
         # Shrink: drop due frames while the delay is a frame too long and dropping is inaudible.
         while delay - period + eps >= target:
             slot = self._slots.get(index)
@@ -494,6 +498,7 @@ class JitterBuffer:
                 self.stats.lost += 1
             else:
                 del self._slots[index]
+                skipped_payloads.append(slot.payload)
             index += 1
             skipped += 1
             delay -= period
@@ -511,8 +516,10 @@ class JitterBuffer:
             self.stats.played += 1
             if slot.redundant:
                 self.stats.recovered_from_redundancy += 1
-                return PlayoutFrame(slot.payload, FrameSource.REDUNDANT, index, skipped)
-            return PlayoutFrame(slot.payload, FrameSource.PRIMARY, index, skipped)
+                return PlayoutFrame(slot.payload, FrameSource.REDUNDANT, index, skipped,
+                                    tuple(skipped_payloads))
+            return PlayoutFrame(slot.payload, FrameSource.PRIMARY, index, skipped,
+                                tuple(skipped_payloads))
         self._prev_concealed = True
         self.stats.concealed += 1
         max_delay = self.config.max_delay_ms / 1000.0
@@ -520,8 +527,8 @@ class JitterBuffer:
                 and delay + period <= max_delay + eps):
             self.stats.stretched += 1
             self._stretched = index
-            return PlayoutFrame(None, FrameSource.STRETCH, None, skipped)
+            return PlayoutFrame(None, FrameSource.STRETCH, None, skipped, tuple(skipped_payloads))
         self._next = index + 1
         self._lost_recent.append(index)
         self.stats.lost += 1
-        return PlayoutFrame(None, FrameSource.CONCEALED, index, skipped)
+        return PlayoutFrame(None, FrameSource.CONCEALED, index, skipped, tuple(skipped_payloads))

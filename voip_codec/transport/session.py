@@ -561,7 +561,8 @@ class ReceiveSession:
 
     # -- may run in a worker thread: touches only the decoder
     def decode(self, frame: PlayoutFrame) -> np.ndarray:
-        """Decode the frame of a tick, or conceal it (payload None).
+        """Decode the frame of a tick, or conceal it (payload None). The silent frames the
+        jitter buffer skipped just before it are decoded first and their audio dropped.
 
         Returns:
             float32 samples, shape ``(info.output_frame_samples,)``, at
@@ -570,6 +571,11 @@ class ReceiveSession:
         if frame.source in (FrameSource.BUFFERING, FrameSource.ENDED):
             raise ValueError(f"{self.name}: a {frame.source.value} tick plays silence, "
                              "there is nothing to decode")
+        for payload in frame.skipped_payloads:
+            # dropped to shrink the delay, so not heard; decoded all the same, or a stateful
+            # decoder would go on from a context that misses these frames (the sender's
+            # encoder did not)
+            self.decoder.decode(payload)
         return self.decoder.decode(frame.payload)
 
     def record_decode_ms(self, ms: float) -> None:

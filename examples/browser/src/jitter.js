@@ -204,7 +204,9 @@ export class JitterBuffer {
   }
 
   /** The frame for this tick: {payload, source: "buffering"|"primary"|"redundant"|"concealed"|
-   * "stretch"|"ended", index, skipped} (payload null: conceal, or silence while buffering). */
+   * "stretch"|"ended", index, skipped, skippedPayloads} (payload null: conceal, or silence while
+   * buffering; skippedPayloads / skippedIndices: the silent frames dropped just before it, which
+   * the decoder must still see to stay in step with the sender's encoder). */
   tick(now) {
     if (this.ended) return { payload: null, source: "ended", index: null, skipped: 0 };
     const target = this.stats.target_delay_ms / 1000;
@@ -218,12 +220,18 @@ export class JitterBuffer {
     let index = this.next;
     let delay = this.currentDelay(index, now);
     let skipped = 0;
+    const skippedPayloads = [];
+    const skippedIndices = [];
     while (delay - period + EPS >= target) {
       const slot = this.slots.get(index);
       const droppable = (!slot && this.prevConcealed) || (slot && slot.silence);
       if (!droppable || !this.slots.has(index + 1)) break;
       if (!slot) this.stats.lost++;
-      else this.slots.delete(index);
+      else {
+        this.slots.delete(index);
+        skippedPayloads.push(slot.payload);
+        skippedIndices.push(index);
+      }
       index += 1;
       skipped += 1;
       delay -= period;
@@ -238,20 +246,20 @@ export class JitterBuffer {
       this.prevConcealed = false;
       this.stats.played++;
       if (slot.redundant) this.stats.recovered_from_redundancy++;
-      return { payload: slot.payload, source: slot.redundant ? "redundant" : "primary", index, skipped };
+      return { payload: slot.payload, source: slot.redundant ? "redundant" : "primary", index, skipped, skippedPayloads, skippedIndices };
     }
     this.prevConcealed = true;
     this.stats.concealed++;
     if (delay + EPS < this.stretchTarget() && delay + period <= this.config.maxDelayMs / 1000 + EPS) {
       this.stats.stretched++;
       this.stretchedIndex = index;
-      return { payload: null, source: "stretch", index: null, skipped };
+      return { payload: null, source: "stretch", index: null, skipped, skippedPayloads, skippedIndices };
     }
     this.next = index + 1;
     this.lostRecent.push(index);
     if (this.lostRecent.length > 64) this.lostRecent.shift();
     this.stats.lost++;
-    return { payload: null, source: "concealed", index, skipped };
+    return { payload: null, source: "concealed", index, skipped, skippedPayloads, skippedIndices };
   }
 }
 

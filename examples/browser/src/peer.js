@@ -18,7 +18,7 @@ const log = (line) => { $("log").textContent += `${new Date().toISOString().slic
 
 export const voip = {
   state: "idle", error: null, role: null, config: null, manifest: null,
-  encodeMs: [], decodeMs: [], sent: 0, received: [], receivedIndex: [], receiver: null, sender: null, secure: null, sas: null,
+  encodeMs: [], decodeMs: [], sent: 0, received: [], receivedIndex: [], receivedSource: [], unheard: [], receiver: null, sender: null, secure: null, sas: null,
   keepCaptured: new URLSearchParams(location.search).get("keep") === "1", captured: [],
 };
 window.voip = voip;
@@ -63,7 +63,8 @@ function blocksBase64(blocks) {
 }
 voip.receivedBase64 = () => blocksBase64(voip.received);
 /** The decoded audio placed by frame index (for tests that compare it with the sender's audio
- * frame by frame): stretch ticks are left out, skipped and never-played frames are silence. */
+ * frame by frame): stretch ticks are left out, silent frames skipped to shrink the delay are
+ * there as decoded (not heard), never-played frames are silence. */
 voip.decodedByIndexBase64 = () => {
   const n = voip.received.length ? voip.received[0].length : 0;
   const indices = voip.receivedIndex.filter((i) => i !== null);
@@ -73,8 +74,15 @@ voip.decodedByIndexBase64 = () => {
     const index = voip.receivedIndex[i];
     if (index !== null && index >= 0 && (index + 1) * n <= out.length) out.set(block, index * n);
   });
+  for (const { index, pcm } of voip.unheard) {
+    if (index >= 0 && (index + 1) * n <= out.length) out.set(pcm, index * n);
+  }
   return blocksBase64([out]);
 };
+/** Frame indices the page concealed (given up on: lost or too late), ascending. */
+voip.concealedIndices = () => voip.receivedIndex
+  .filter((index, i) => index !== null && voip.receivedSource[i] === "concealed")
+  .sort((a, b) => a - b);
 voip.capturedBase64 = () => blocksBase64(voip.captured);
 
 function renderStats() {
@@ -283,11 +291,18 @@ async function start() {
       if (voip.state !== "in call") return;
       const played = receiver.tick(performance.now() / 1000);
       if (played.source !== "buffering" && played.source !== "ended") {
+        const skippedPayloads = played.skippedPayloads || [];
+        for (let k = 0; k < skippedPayloads.length; k++) {
+          // not heard (dropped to shrink the delay), but the stateful decoder must see it
+          const unheard = await codec.call({ type: "decode", tokens: unpackTokens(skippedPayloads[k], bits, manifest.chunk_frames) });
+          voip.unheard.push({ index: played.skippedIndices[k], pcm: unheard.pcm.slice() });
+        }
         const tokens = played.payload ? unpackTokens(played.payload, bits, manifest.chunk_frames) : null;
         const out = await codec.call({ type: "decode", tokens });
         voip.decodeMs.push(out.ms);
         voip.received.push(out.pcm.slice());
         voip.receivedIndex.push(played.index);
+        voip.receivedSource.push(played.source);
         playback.port.postMessage(out.pcm, [out.pcm.buffer]);
       }
       ticks += 1;
