@@ -190,8 +190,13 @@ class KeyExchange:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         """This end's raw 32-byte public key."""
 
-    def derive(self, peer_public: bytes) -> E2EKeys:
+    def derive(self, peer_public: bytes, role: Role | None = None) -> E2EKeys:
         """The call's keys, given the other end's public key.
+
+        Args:
+            peer_public: the other end's raw 32-byte public key.
+            role: this end's role when it is only known now (an in-band handshake decides it
+                by comparing the public keys); None: the role given at construction.
 
         Raises:
             ValueError: the peer's key is not a valid X25519 public key (wrong length, or a
@@ -205,9 +210,10 @@ class KeyExchange:
             raise ValueError(f"unusable X25519 public key from the other peer: {exc}") from exc
         if not any(shared):
             raise ValueError("unusable X25519 public key from the other peer (all-zero secret)")
-        offerer, answerer = ((self.public, peer_public) if self.role == "offerer"
+        role = self.role if role is None else role
+        offerer, answerer = ((self.public, peer_public) if role == "offerer"
                              else (peer_public, self.public))
-        return derive_keys(shared, offerer, answerer, self.role, self.psk)
+        return derive_keys(shared, offerer, answerer, role, self.psk)
 
 
 _SDP_LINE = re.compile(r"^a=" + re.escape(SDP_ATTRIBUTE) + r":(.*)$")
