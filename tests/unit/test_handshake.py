@@ -208,8 +208,10 @@ def test_a_replayed_hello_of_an_earlier_call_never_completes() -> None:
 def test_a_looped_line_times_out_counting_reflections() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        link: CallbackLink
-        link = CallbackLink(lambda d: loop.call_soon(link.deliver, bytes(d)), name="loop")
+        def echo(data: bytes) -> None:
+            loop.call_soon(link.deliver, bytes(data))
+
+        link = CallbackLink(echo, name="loop")
         with pytest.raises(HandshakeError, match="nothing arrived") as err:
             await handshake_link(link, interval_s=0.02, timeout_s=0.2)
         assert "\n" not in str(err.value)
