@@ -66,6 +66,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeLink",
     "HandshakeStats",
+    "handshake_interval_s",
     "handshake_link",
     "hello_size",
 ]
@@ -85,6 +86,23 @@ _ZERO_NONCE = bytes(_NONCE)
 def hello_size(encrypt: bool, psk: bool) -> int:
     """Bytes of a hello datagram (21, 37, 53 or 69)."""
     return _BASE + (_PUBLIC if encrypt else 0) + (_MAC if psk else 0)
+
+
+def handshake_interval_s(bit_rate: float | None, encrypt: bool = True,
+                         psk: bool = False) -> float:
+    """Mean time between hellos on a link of ``bit_rate`` bit/s: 0.5 s, or three times a
+    hello's time on the line (8N1, framing included) where that is longer, so a hello and its
+    answer cross the line before the next one is due (0.73 s for 53 bytes at 2400 bit/s).
+
+    Args:
+        bit_rate: line rate in bit/s (None: fast, e.g. UDP).
+        encrypt: the hellos carry a key.
+        psk: the hellos carry a MAC.
+    """
+    if bit_rate is None:
+        return 0.5
+    airtime = (hello_size(encrypt, psk) + 5) * 10 / bit_rate
+    return max(0.5, 3 * airtime)
 
 
 class HandshakeError(Exception):
@@ -300,7 +318,8 @@ async def handshake_link(link: Link, *, encrypt: bool = True, psk: bytes | None 
         psk: optional pre-shared secret (both ends must use the same).
         timeout_s: how long to wait for the peer.
         interval_s: mean time between hellos (the hello is resent until the peer answers).
-        counter_bytes: packet counter bytes of the :class:`SecureLink` (1 on narrow links).
+        counter_bytes: packet counter bytes of the :class:`SecureLink`: 1 (narrow links), or 0
+            on links that never reorder (serial lines).
 
     Returns:
         ``SecureLink(HandshakeLink(link))`` when encrypting, else ``HandshakeLink(link)``;
@@ -339,6 +358,11 @@ async def handshake_link(link: Link, *, encrypt: bool = True, psk: bytes | None 
     if not hs.done:
         raise HandshakeError(_timeout_message(link.name, hs, timeout_s))
     after = HandshakeLink(link, hs)
+    # a paced narrow link (serial) may still be sending the last hellos: let the call start
+    # on an empty line, or its first packets wait behind them (and a full line drops them)
+    backlog = float(getattr(link, "backlog_s", 0.0))
+    if backlog > 0:
+        await asyncio.sleep(backlog)
     if hs.keys is None:
         return after
     return SecureLink(after, hs.keys, counter_bytes=counter_bytes)

@@ -75,6 +75,7 @@ __all__ = [
     "COUNTER_SEARCH",
     "DEFAULT_REKEY_INTERVAL",
     "E2E_OVERHEAD",
+    "ORDERED_SEARCH",
     "REPLAY_WINDOW",
     "TAG_BYTES",
     "DirectionKeys",
@@ -97,7 +98,8 @@ TAG_BYTES = 8
 COUNTER_BYTES = 2
 """Default bytes of the packet counter sent in clear (its low bits); 1 is an option."""
 E2E_OVERHEAD = COUNTER_BYTES + TAG_BYTES
-"""Bytes a :class:`SecureLink` adds to every datagram by default (9 with a 1-byte counter)."""
+"""Bytes a :class:`SecureLink` adds to every datagram by default (9 with a 1-byte counter, 8
+with none)."""
 REPLAY_WINDOW = 64
 """Packets below the highest authenticated counter still accepted once (out of order)."""
 DEFAULT_REKEY_INTERVAL = 1 << 24
@@ -110,6 +112,10 @@ SDP_ATTRIBUTE = "x-voip-codec-e2e"
 COUNTER_SEARCH = 16
 """Counter spans tried ahead of the nearest guess when it fails authentication (a loss burst
 longer than half the span: 128 packets with a 1-byte counter, 32768 with 2 bytes)."""
+
+ORDERED_SEARCH = 1024
+"""With no counter bytes (in-order links): counters tried after the highest one accepted, i.e.
+the longest run of lost datagrams the receiver resynchronises after (82 s of 80 ms packets)."""
 
 
 @dataclass(frozen=True)
@@ -300,16 +306,18 @@ class SecureLink(LinkBase):
         inner: the link that carries the encrypted datagrams (memory, data channel, UDP,
             serial, ...); this link takes over its receiver.
         keys: this end's keys (:meth:`KeyExchange.derive`).
-        counter_bytes: low bytes of the packet counter sent with each datagram, 2 (default) or
-            1 (one byte less per datagram for the narrowest links); both ends must agree.
+        counter_bytes: low bytes of the packet counter sent with each datagram, 2 (default),
+            1 (one byte less per datagram for the narrowest links) or 0 (links that never
+            reorder, e.g. a serial line: the receiver tries the counters after the highest
+            one it accepted, up to :data:`ORDERED_SEARCH`); both ends must agree.
         rekey_interval: packets per key epoch.
         first_counter: the sender's first packet counter (tests start near a wrap).
     """
 
     def __init__(self, inner: Link, keys: E2EKeys, *, counter_bytes: int = COUNTER_BYTES,
                  rekey_interval: int = DEFAULT_REKEY_INTERVAL, first_counter: int = 0) -> None:
-        if counter_bytes not in (1, 2):
-            raise ValueError(f"counter_bytes must be 1 or 2, got {counter_bytes!r}")
+        if counter_bytes not in (0, 1, 2):
+            raise ValueError(f"counter_bytes must be 0, 1 or 2, got {counter_bytes!r}")
         overhead = counter_bytes + TAG_BYTES
         if inner.mtu <= overhead:
             raise ValueError(f"{inner.name}: MTU {inner.mtu} leaves no room after the "
@@ -393,6 +401,9 @@ class SecureLink(LinkBase):
             self.stats.truncated += 1
             return
         data = bytes(raw)
+        if self.counter_bytes == 0:
+            self._on_ordered(data)
+            return
         nearest = self._restore(int.from_bytes(data[:self.counter_bytes], "big"))
         verdict = self._window_verdict(nearest)
         plain = self._open(nearest, data) if verdict is None else None
@@ -417,6 +428,27 @@ class SecureLink(LinkBase):
                 self.stats.forged += 1
                 logger.debug("%s: dropping a datagram that failed authentication", self._name)
             return
+        self._accept(counter, plain)
+
+    def _on_ordered(self, data: bytes) -> None:
+        """No counter on the wire: the next counters after the highest accepted one are tried
+        in turn; a datagram that fails them all is a replay when it opens under an accepted
+        counter of the window, else forged (or older than the window: stale is not told)."""
+        first = 0 if self._highest is None else self._highest + 1
+        for counter in range(first, first + ORDERED_SEARCH):
+            plain = self._open(counter, data)
+            if plain is not None:
+                self._accept(counter, plain)
+                return
+        if self._highest is not None:
+            for age in range(min(REPLAY_WINDOW, self._highest + 1)):
+                if self._window >> age & 1 and self._open(self._highest - age, data) is not None:
+                    self.stats.replayed += 1
+                    return
+        self.stats.forged += 1
+        logger.debug("%s: dropping a datagram that failed authentication", self._name)
+
+    def _accept(self, counter: int, plain: bytes) -> None:
         if self._highest is None or counter > self._highest:
             shift = counter - (self._highest if self._highest is not None else counter)
             self._window = ((self._window << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)

@@ -209,17 +209,15 @@ def _print_demo(r: Any) -> None:
               f"{w['receiver_link']['rx']['dropped']} bad frames dropped")
         print(f"rates            packets {w['packet_kbps']} kbps; "
               f"{w['sender_link']['backlog_drops']} packets dropped for want of line rate")
-        return
-    headers = ("UDP+IP and ICE consent checks included" if link == "ice"
-               else "DTLS+SCTP+UDP+IP, SACKs and ICE consent included")
-    print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
-          f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
-          f"({headers})")
+    else:
+        headers = ("UDP+IP and ICE consent checks included" if link == "ice"
+                   else "DTLS+SCTP+UDP+IP, SACKs and ICE consent included")
+        print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
+              f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
+              f"({headers})")
     if r.e2e is None:
-        why = {"webrtc": "(--no-e2e); DTLS hop by hop only", "ice": "(--no-e2e)",
-               "serial": "(no key exchange without signaling; a serial call with a "
-                         "pre-shared key is not built yet)"}
-        print(f"encryption       end to end OFF {why.get(r.link, '')}")
+        why = {"webrtc": "(--no-e2e); DTLS hop by hop only"}
+        print(f"encryption       end to end OFF {why.get(r.link, '(--no-e2e)')}")
     else:
         bob = r.e2e["bob"] or {}
         print(f"encryption       end to end on, SAS {r.e2e['sas']} (same on both peers: "
@@ -644,6 +642,13 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
 
 async def _serial_call(args: argparse.Namespace, link: LinkChoice, codec: Any, options: Any,
                        source: Any) -> dict[str, Any]:
+    from ..transport.handshake import (
+        HandshakeError,
+        HandshakeLink,
+        handshake_interval_s,
+        handshake_link,
+    )
+    from ..transport.secure import SecureLink
     from ..transport.serial import SerialLinkError, open_serial_link
     from .linkcall import LinkPeer
 
@@ -652,19 +657,47 @@ async def _serial_call(args: argparse.Namespace, link: LinkChoice, codec: Any, o
         serial_link = open_serial_link(f"{link.device}@{link.baud}")
     except SerialLinkError as exc:
         raise UserError(str(exc)) from None
-    peer = LinkPeer(codec, serial_link, options, source=source, name=args.peer)
+    print(f"call: {link.device} open at {link.baud} bit/s (8N1); waiting up to {args.wait:g} s "
+          "for the other end's handshake", file=sys.stderr, flush=True)
+    try:
+        call_link = await handshake_link(
+            serial_link, encrypt=options.e2e, psk=options.psk, timeout_s=args.wait,
+            interval_s=handshake_interval_s(link.baud, options.e2e, options.psk is not None),
+            counter_bytes=0)  # a serial line never reorders: no counter on the wire
+    except HandshakeError as exc:
+        serial_link.close()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        serial_link.close()
+        raise
+    peer = LinkPeer(codec, call_link, options, source=source, name=args.peer)
     try:
         peer.start()
-        print(f"call: {link.device} open at {link.baud} bit/s (8N1); the call runs",
-              file=sys.stderr, flush=True)
+        _print_e2e(call_link, options.psk is not None)
         await _converse(peer, args)
+        after = call_link.inner if isinstance(call_link, SecureLink) else call_link
+        assert isinstance(after, HandshakeLink)
         return {"role": "serial", "link": "serial", "codec": codec.info.name,
                 "receiver": peer.track.stats(),
                 "sender": peer.sender.stats.to_dict() if peer.sender else None,
-                "serial": serial_link.stats()}
+                "serial": serial_link.stats(), "e2e": _e2e_report(peer),
+                "handshake": after.handshake.stats.to_dict()}
     finally:
         with contextlib.suppress(Exception):
             await peer.close()
+
+
+def _print_e2e(link: Any, psk: bool) -> None:
+    """Tell the user (stderr) the SAS to compare, or that encryption is off."""
+    from ..transport.secure import SecureLink
+
+    if isinstance(link, SecureLink):
+        how = " with a pre-shared secret" if psk else ""
+        print(f"voip-codec: end-to-end encrypted{how}; read this code to the other user, it "
+              f"must match theirs: {link.keys.sas}", file=sys.stderr, flush=True)
+    else:
+        print("voip-codec: end-to-end encryption is OFF (--no-e2e): anyone on the line could "
+              "hear the audio", file=sys.stderr, flush=True)
 
 
 def run_call_command(args: argparse.Namespace) -> int:
@@ -693,7 +726,7 @@ def add_call_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=None,
                    help="seconds to stay in the call (default: until the input ends, or 30 s)")
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the other "
-                                                             "peer's offer")
+                   "peer's offer (serial: for its handshake)")
     p.add_argument("--loopback", action="store_true",
                    help="gather 127.0.0.1 ICE candidates only (both peers on this machine)")
     _transport_args(p)
