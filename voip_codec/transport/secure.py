@@ -59,6 +59,7 @@ import hashlib
 import hmac
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -338,6 +339,9 @@ class SecureLink(LinkBase):
         self._window = 0  # bit i: counter (highest - i) was accepted
         self._send_epoch: tuple[int, bytes] | None = None
         self._recv_epoch: tuple[int, bytes] | None = None
+        self.last_authenticated_at: float | None = None
+        """``time.monotonic()`` when the last datagram passed authentication (None: none yet);
+        proof that the peer still takes part in the call (the ICE link's consent uses it)."""
         inner.set_receiver(self._on_inner)
 
     @property
@@ -449,6 +453,7 @@ class SecureLink(LinkBase):
         logger.debug("%s: dropping a datagram that failed authentication", self._name)
 
     def _accept(self, counter: int, plain: bytes) -> None:
+        self.last_authenticated_at = time.monotonic()
         if self._highest is None or counter > self._highest:
             shift = counter - (self._highest if self._highest is not None else counter)
             self._window = ((self._window << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
