@@ -298,6 +298,23 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(result: dict[str, Any]) -> str:
+    """:func:`measure`'s result as a Markdown table (the README's), forward / back."""
+    lines = ["| link | frames/packet | K | e2e | packet kbps | wire kbps | of it STUN | "
+             "lowest line rate |", "|---|---|---|---|---|---|---|---|"]
+
+    def pair(row: dict[str, Any], key: str) -> str:
+        return f"{row['forward'][key]:.2f} / {row['back'][key]:.2f}"
+
+    for r in result["rows"]:
+        lowest = r["forward"].get("lowest_rate")
+        rate = (f"{lowest} bit/s" if lowest else "none") if r["link"] == "serial" else ""
+        lines.append(f"| {r['link']} | {r['frames_per_packet']} | {r['redundancy']} | "
+                     f"{'on' if r.get('e2e', True) else 'off'} | {pair(r, 'packet_kbps')} | "
+                     f"{pair(r, 'wire_kbps')} | {pair(r, 'stun_kbps')} | {rate} |")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench wire``."""
     parser.add_argument("--codec", default=None,
@@ -316,6 +333,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="1 frame per packet, K = 0, 3 s per call")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--markdown", action="store_true",
+                        help="a Markdown table (the README's) instead of the text table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -344,5 +363,6 @@ def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(codec, args.links, args.frames_per_packet, args.redundancy,
                                  args.seconds, progress=None if args.json else progress,
                                  e2e=e2e))
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    print(json.dumps(result, indent=2) if args.json
+          else format_markdown(result) if args.markdown else format_table(result))
     return 0

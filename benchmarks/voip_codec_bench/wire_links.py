@@ -11,10 +11,10 @@ bit errors) after the in-band handshake (:mod:`voip_codec.transport.handshake`);
 bytes per direction (KISS framing, CRC and stuffing included) are counted as the simulated
 UART delivers them, and reported as line bit rate (10 bits per byte). The lowest line rate at
 which the call holds is then searched among the usual serial rates: from the first rate above
-the measured bit rate upwards, a transport-only call (:func:`~voip_codec.transport.realtime.
-run_link_call`: the same sessions and packets, random payloads of the codec's frame size, no
-model) runs at each rate until one holds: no packet dropped for want of line rate and at least
-97 % of the frames received in each direction.
+the measured bit rate upwards, a transport-only call of up to 6 s
+(:func:`~voip_codec.transport.realtime.run_link_call`: the same sessions and packets, random
+payloads of the codec's frame size, no model) runs at each rate until one holds: no packet
+dropped for want of line rate and at least 97 % of the frames received in each direction.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ async def measure_serial(codec: Codec, config: WireConfig) -> dict[str, Directio
             for peer in (a, b):
                 await peer.close()
     line_bps = max(c.udp_bytes for c in result.values()) * 10 / config.seconds
-    lowest = await lowest_serial_rate(codec, config, line_bps)
+    lowest = await lowest_serial_rate(codec, config, line_bps, seconds=min(config.seconds, 6.0))
     for counts in result.values():
         counts.lowest_rate = lowest
     return result

@@ -283,6 +283,155 @@ def test_ice_link_sessions_behave_as_over_a_memory_link() -> None:
     assert ice_a.send.stats.packets == mem_a.send.stats.packets == FRAMES
 
 
+class _StunResponder(asyncio.DatagramProtocol):
+    """A STUN server for tests on 127.0.0.1: answers Binding requests with the sender's
+    address (XOR-MAPPED-ADDRESS), counts them."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # a datagram transport (not a DatagramTransport subclass)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        from aioice import stun
+
+        try:
+            msg = stun.parse_message(data)
+        except ValueError:
+            return
+        if (msg.message_method, msg.message_class) != (stun.Method.BINDING,
+                                                       stun.Class.REQUEST):
+            return
+        self.requests += 1
+        reply = stun.Message(message_method=stun.Method.BINDING,
+                             message_class=stun.Class.RESPONSE,
+                             transaction_id=msg.transaction_id)
+        reply.attributes["XOR-MAPPED-ADDRESS"] = addr
+        assert self.transport is not None
+        self.transport.sendto(bytes(reply), addr)
+
+
+def test_ice_gathers_a_server_reflexive_candidate_from_a_stun_server() -> None:
+    """``--stun``: both peers ask a STUN server (ours, on 127.0.0.1) for their address and
+    offer the answer as a srflx candidate; the call connects. TURN is not tested here: no
+    TURN server runs on this machine (the option reaches aioice the same way)."""
+    from signaling.client import SignalingClient
+    from signaling.server import create_app, start_server
+    from voip_codec.transport.ice import IceServers, connect_ice
+    from voip_codec.webrtc.contrib.loopback import loopback_candidates
+
+    async def main() -> tuple[int, list[tuple[str, ...]], list[str]]:
+        loop = asyncio.get_running_loop()
+        transport, stun_server = await loop.create_datagram_endpoint(
+            _StunResponder, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        secret = os.urandom(32)
+        server = await start_server(create_app(secret), "127.0.0.1", 0)
+        clients = [SignalingClient(server.ws_url, "stun", n, secret=secret) for n in "ab"]
+        sent: list[str] = []
+        links = []
+        try:
+            with loopback_candidates():
+                roles = []
+                for c in clients:
+                    await c.connect()
+                    roles.append(await c.join())
+
+                def keep(text: str) -> str:
+                    sent.append(text)
+                    return text
+
+                links = list(await asyncio.gather(*(
+                    connect_ice(c, r, CODEC.info.name, advertise=keep,
+                                servers=IceServers(stun=("127.0.0.1", port)))
+                    for c, r in zip(clients, roles, strict=True))))
+            return stun_server.requests, [link.candidate_types for link in links], sent
+        finally:
+            for link in links:
+                await link.wait_closed()
+            for c in clients:
+                await c.close()
+            await server.close()
+            transport.close()
+
+    requests, types, descriptions = asyncio.run(main())
+    assert requests >= 2
+    assert types == [("host", "srflx"), ("host", "srflx")]
+    assert all("typ srflx raddr 127.0.0.1" in d for d in descriptions)
+
+
+def test_encrypted_ice_keeps_consent_by_authenticated_traffic_and_stops_when_it_ends() -> None:
+    """With end-to-end keys, secure_ice stops aioice's STUN consent checks (1 counter byte, 49
+    bytes per FocalCodec packet on the wire); the link then closes once no authenticated
+    datagram arrived for the expiry time (RFC 7675's 30 s, shortened here)."""
+    from signaling.client import SignalingClient
+    from signaling.server import create_app, start_server
+    from voip_codec.transport.ice import IceLink, connect_ice, secure_ice
+    from voip_codec.transport.secure import KeyExchange, SecureLink
+    from voip_codec.webrtc.contrib.loopback import loopback_candidates
+
+    async def main() -> None:
+        secret = os.urandom(32)
+        server = await start_server(create_app(secret), "127.0.0.1", 0)
+        clients = [SignalingClient(server.ws_url, "consent", n, secret=secret) for n in "ab"]
+        links: list[IceLink] = []
+        try:
+            with loopback_candidates():
+                roles = []
+                for c in clients:
+                    await c.connect()
+                    roles.append(await c.join())
+                links = list(await asyncio.gather(*(
+                    connect_ice(c, r, CODEC.info.name, exchange=KeyExchange(r))  # type: ignore[arg-type]
+                    for c, r in zip(clients, roles, strict=True))))
+            a, b = links
+            sa = secure_ice(a)
+            sb = secure_ice(b, stun_consent=True)
+            assert isinstance(sa, SecureLink) and isinstance(sb, SecureLink)
+            assert sa.overhead == 9 and a.consent == "authenticated-traffic"
+            assert a.connection._query_consent_task is None  # aioice's checks stopped
+            assert b.consent == "stun" and b.connection._query_consent_task is not None
+            got: list[bytes] = []
+            sb.set_receiver(got.append)
+            sa.set_receiver(lambda d: None)
+            for _ in range(5):
+                sa.send(b"\x80" + bytes(11))
+                sb.send(b"\x81" + bytes(11))
+                await asyncio.sleep(0.02)
+            assert len(got) == 5 and sa.last_authenticated_at is not None
+            assert a.bytes_sent == 5 * (12 + 9)  # + 28 of IPv4/UDP each: 49 bytes
+            # b now keeps consent by traffic too, with a short expiry; a sends nothing more
+            assert b.take_over_consent(lambda: sb.last_authenticated_at, expiry_s=0.5)
+            await asyncio.sleep(1.6)
+            assert b.closed and b.consent_expired and not a.closed
+        finally:
+            for link in links:
+                await link.wait_closed()
+            for c in clients:
+                await c.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_ice_server_options_fail_in_one_line() -> None:
+    from tests.integration.test_cli_errors import error_line, run_cli
+
+    ice = ["call", "--link", "ice", "--room", "r", "--server", "ws://127.0.0.1:9/ws",
+           "--codec", "codec2-700c"]
+    assert "--stun 'stun.example.org': write it as HOST:PORT" in error_line(
+        run_cli(*ice, "--stun", "stun.example.org"))
+    assert "the port must be a number in 1..65535" in error_line(
+        run_cli(*ice, "--turn", "turn.example.org:99999"))
+    assert "--turn needs the server's credentials in VOIP_CODEC_TURN_USERNAME" in error_line(
+        run_cli(*ice, "--turn", "127.0.0.1:3478"))
+    assert "--stun and --turn apply to --link ice" in error_line(
+        run_cli("call", "--link", "serial:/dev/ttyUSB9", "--codec", "codec2-700c", "--stun",
+                "127.0.0.1:3478"))
+
+
 def test_ice_description_round_trip_and_mismatch_errors() -> None:
     from voip_codec.transport.ice import IceDescription, IceLinkError
 

@@ -67,8 +67,10 @@ __all__ = [
     "IceDescription",
     "IceLink",
     "IceLinkError",
+    "IceServers",
     "IceSignaling",
     "connect_ice",
+    "parse_server",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,6 +186,8 @@ class IceLink(LinkBase):
         ``"authenticated-traffic"`` (:meth:`take_over_consent`)."""
         self.consent_expired = False
         """The link closed because the peer's consent expired."""
+        self.candidate_types: tuple[str, ...] = ()
+        """Types of the candidates this end gathered (``host``, ``srflx``, ``relay``)."""
 
     def take_over_consent(self, last_authenticated: Callable[[], float | None],
                           expiry_s: float = CONSENT_EXPIRY_S) -> bool:
@@ -304,11 +308,45 @@ async def _wait_for(signaling: IceSignaling, wanted: str, timeout_s: float) -> s
             return str(msg.get("sdp", ""))
 
 
+@dataclass(frozen=True)
+class IceServers:
+    """STUN and TURN servers for gathering (aioice's ``stun_server`` / ``turn_*`` options)."""
+
+    stun: tuple[str, int] | None = None
+    """A STUN server: adds a server-reflexive candidate (this peer's address as the server
+    sees it, e.g. outside a NAT)."""
+    turn: tuple[str, int] | None = None
+    """A TURN server (UDP): adds a relayed candidate, for paths no direct pair crosses."""
+    turn_username: str | None = None
+    turn_password: str | None = None
+
+
+def parse_server(text: str, option: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[V6ADDR]:PORT`` for IPv6) of ``--stun`` / ``--turn``.
+
+    Raises:
+        ValueError: no port, or a port outside 1..65535 (one-line message naming ``option``).
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host:
+        raise ValueError(f"{option} {text!r}: write it as HOST:PORT, e.g. "
+                         "stun.example.org:3478")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{option} {text!r}: the port must be a number in 1..65535")
+    return host, port
+
+
 async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
                       answer_timeout_s: float = 60.0, offer_timeout_s: float = 60.0,
                       connect_timeout_s: float = 15.0,
                       advertise: Callable[[str], str] | None = None,
-                      exchange: KeyExchange | None = None) -> IceLink:
+                      exchange: KeyExchange | None = None,
+                      servers: IceServers | None = None) -> IceLink:
     """Set up an ICE link with the other peer of a signaling room (see the module docstring).
 
     Args:
@@ -324,6 +362,9 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
             (``a=x-voip-codec-e2e:``, as in a WebRTC SDP) and the call's keys are left in
             :attr:`IceLink.e2e_keys` (wrap the link with :func:`secure_ice`). Both peers must
             encrypt or neither.
+        servers: STUN/TURN servers to gather server-reflexive and relayed candidates from
+            (None: host candidates only). A server that does not answer within aioice's
+            gathering time (5 s) adds no candidate; :attr:`IceLink.candidate_types` tells.
 
     Returns:
         The connected link.
@@ -334,7 +375,11 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
     """
     if role not in ("offerer", "answerer"):
         raise ValueError(f"role must be 'offerer' or 'answerer', got {role!r}")
-    conn = aioice.Connection(ice_controlling=role == "offerer", components=1)
+    servers = servers or IceServers()
+    conn = aioice.Connection(ice_controlling=role == "offerer", components=1,
+                             stun_server=servers.stun, turn_server=servers.turn,
+                             turn_username=servers.turn_username,
+                             turn_password=servers.turn_password)
     try:
         await conn.gather_candidates()
         local = IceDescription(codec, conn.local_username, conn.local_password,
@@ -376,6 +421,7 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
         raise
     link = IceLink(conn, name=f"ice:{role}")
     link.e2e_keys = keys
+    link.candidate_types = tuple(sorted({c.type for c in conn.local_candidates}))
     return link
 
 

@@ -22,6 +22,11 @@ from ..transport.jitter import JitterConfig
 
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
 
+TURN_USERNAME_ENV = "VOIP_CODEC_TURN_USERNAME"
+TURN_PASSWORD_ENV = "VOIP_CODEC_TURN_PASSWORD"
+"""Environment variables with the ``--turn`` server's credentials (kept out of the process
+list)."""
+
 PSK_ENV = "VOIP_CODEC_PSK"
 """Environment variable with an optional pre-shared secret for the end-to-end keys of
 ``call`` (an environment variable, so it does not show in the process list)."""
@@ -500,6 +505,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     if link.kind != "serial" and (args.room is None or args.server is None):
         raise UserError(f"call --link {args.link} needs --room and --server (the signaling "
                         "server both peers join)")
+    servers = ice_servers(args, link.kind)
     codec = _get_codec(args.codec, args.threads, args.backend)
     source = None
     if args.input == "mic":
@@ -529,7 +535,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                 raise UserError(_signaling_message(exc, args)) from None
             try:
                 if link.kind == "ice":
-                    peer = await _ice_peer(args, client, role, codec, options, source)
+                    peer = await _ice_peer(args, client, role, codec, options, source, servers)
                 else:
                     webrtc_peer: CallPeer = await _webrtc_peer(args, client, role, codec,
                                                                options, source, ICE_MARKER)
@@ -608,8 +614,38 @@ def _e2e_report(peer: Any) -> dict[str, Any] | None:
     return None
 
 
+def ice_servers(args: argparse.Namespace, link_kind: str) -> Any:
+    """The ``--stun`` / ``--turn`` servers of ``call`` (credentials from the environment), or
+    None when neither is given.
+
+    Raises:
+        UserError: a bad ``HOST:PORT``, a server option on another link than ICE, or ``--turn``
+            without both credential variables.
+    """
+    stun, turn = getattr(args, "stun", None), getattr(args, "turn", None)
+    if stun is None and turn is None:
+        return None
+    if link_kind != "ice":
+        raise UserError("--stun and --turn apply to --link ice (the WebRTC link uses aiortc's "
+                        "own ICE configuration; a serial line has no ICE)")
+    from ..transport.ice import IceServers, parse_server
+
+    try:
+        stun_addr = parse_server(stun, "--stun") if stun is not None else None
+        turn_addr = parse_server(turn, "--turn") if turn is not None else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    username = os.environ.get(TURN_USERNAME_ENV)
+    password = os.environ.get(TURN_PASSWORD_ENV)
+    if turn_addr is not None and not (username and password):
+        raise UserError(f"--turn needs the server's credentials in {TURN_USERNAME_ENV} and "
+                        f"{TURN_PASSWORD_ENV}")
+    return IceServers(stun=stun_addr, turn=turn_addr, turn_username=username,
+                      turn_password=password)
+
+
 async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any,
-                    options: Any, source: Any) -> Any:
+                    options: Any, source: Any, servers: Any = None) -> Any:
     from ..transport.ice import IceLinkError, connect_ice, secure_ice
     from ..transport.secure import KeyExchange
     from .linkcall import LinkPeer
@@ -617,7 +653,8 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
     exchange = KeyExchange(role, options.psk) if options.e2e else None  # type: ignore[arg-type]
     try:
         connecting = connect_ice(client, role, codec.info.name, answer_timeout_s=60,
-                                 offer_timeout_s=args.wait, exchange=exchange)
+                                 offer_timeout_s=args.wait, exchange=exchange,
+                                 servers=servers)
         if role == "offerer":
             try:
                 ice = await connecting
@@ -628,6 +665,12 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
             ice = await _wait_for_offer(args, connecting)
     except IceLinkError as exc:
         raise UserError(str(exc)) from None
+    for wanted, kind, what in ((servers is not None and servers.stun, "srflx", "--stun"),
+                               (servers is not None and servers.turn, "relay", "--turn")):
+        if wanted and kind not in ice.candidate_types:
+            print(f"voip-codec: the {what} server gave no {kind} candidate (unreachable, or "
+                  "wrong credentials); the call uses the other candidates",
+                  file=sys.stderr, flush=True)
     peer = LinkPeer(codec, secure_ice(ice), options, source=source, name=args.peer)
     peer.start()
     if ice.e2e_keys is not None:
@@ -729,6 +772,13 @@ def add_call_parser(sub: Any) -> None:
                    "peer's offer (serial: for its handshake)")
     p.add_argument("--loopback", action="store_true",
                    help="gather 127.0.0.1 ICE candidates only (both peers on this machine)")
+    p.add_argument("--stun", default=None, metavar="HOST:PORT",
+                   help="--link ice: a STUN server, for this peer's address as seen from "
+                        "outside its NAT")
+    p.add_argument("--turn", default=None, metavar="HOST:PORT",
+                   help=f"--link ice: a TURN server (UDP) to relay through when no direct "
+                        f"path works; credentials from ${TURN_USERNAME_ENV} and "
+                        f"${TURN_PASSWORD_ENV}")
     _transport_args(p)
     p.add_argument("--stock-sctp", action="store_true",
                    help="keep aiortc's SCTP acknowledgements (a SACK packet per received "
