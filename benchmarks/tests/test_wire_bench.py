@@ -88,9 +88,10 @@ def test_encrypted_ice_fits_5_kbit_per_direction(quick: dict[str, Any]) -> None:
         assert x["wire_kbps"] == pytest.approx(x["data_kbps"])
         packets = x["counts"]["by_kind"]["data"][0]
         assert packets > 0
-        # every datagram: 28 + 12 (+ 8 bytes of report on some) + 9 bytes of encryption
+        # every datagram: 28 + 12 (+ 8 bytes of report on one in 12) + 9 bytes of encryption
+        # (a report sent alone, 18 + 28 bytes, would pull the mean down by about one byte)
         per_datagram = x["counts"]["udp_bytes"] / packets + 28
-        assert 49 <= per_datagram <= 49 + 8 * 2 / 12 + 0.5
+        assert 48 <= per_datagram <= 49 + 8 * 2 / 12 + 0.5
         # the 5 kbit/s budget at the nominal 12.5 packets/s (a 3 s window sees one packet
         # more or less at its edges, so the rate itself is checked per packet)
         assert per_datagram * 8 * 12.5 / 1000 <= 5.0

@@ -300,8 +300,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 def format_markdown(result: dict[str, Any]) -> str:
     """:func:`measure`'s result as a Markdown table (the README's), forward / back."""
-    lines = ["| link | frames/packet | K | e2e | packet kbps | wire kbps | of it STUN | "
-             "lowest line rate |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| link | frames/packet | K | e2e | packets/s | packet kbps | wire kbps | "
+             "of it STUN | lowest line rate |", "|---|---|---|---|---|---|---|---|---|"]
 
     def pair(row: dict[str, Any], key: str) -> str:
         return f"{row['forward'][key]:.2f} / {row['back'][key]:.2f}"
@@ -310,7 +310,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         lowest = r["forward"].get("lowest_rate")
         rate = (f"{lowest} bit/s" if lowest else "none") if r["link"] == "serial" else ""
         lines.append(f"| {r['link']} | {r['frames_per_packet']} | {r['redundancy']} | "
-                     f"{'on' if r.get('e2e', True) else 'off'} | {pair(r, 'packet_kbps')} | "
+                     f"{'on' if r.get('e2e', True) else 'off'} | "
+                     f"{r['forward']['packets_per_s']:.2f} / {r['back']['packets_per_s']:.2f} | "
+                     f"{pair(r, 'packet_kbps')} | "
                      f"{pair(r, 'wire_kbps')} | {pair(r, 'stun_kbps')} | {rate} |")
     return "\n".join(lines)
 
