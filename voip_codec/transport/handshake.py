@@ -21,8 +21,10 @@ first hello at once. An end is *done* when it receives a peer hello whose ``echo
 nonce: the peer has seen this call's hello (so a hello recorded in an earlier call, which
 cannot echo a fresh nonce, never completes a handshake), and the hello carries the peer's key.
 On completion the end sends one more hello (``done`` set, echoing the peer); afterwards it
-answers every peer hello that is not ``done`` (the peer missed that one), so the last message
-of the exchange may be lost any number of times. Three hellos suffice without loss.
+answers every second peer hello that is not ``done`` (the first may just have crossed the done
+hello on the line; a second means the peer missed it), so the last message of the exchange may
+be lost any number of times, and a narrow line carries no needless hello in mid-call. Three
+hellos suffice without loss.
 
 Roles need no flag: the end with the smaller public key is the "offerer" of
 :func:`~voip_codec.transport.secure.derive_keys`. Keys are fresh per call (new X25519 key
@@ -178,6 +180,7 @@ class Handshake:
         self.error: str | None = None
         """Why the handshake cannot succeed (mismatched settings), or None."""
         self.stats = HandshakeStats()
+        self._late = 0  # peer hellos not marked done, received after completion
 
     # ------------------------------------------------------------------ messages
     def hello(self) -> bytes:
@@ -244,7 +247,14 @@ class Handshake:
                 self.stats.stray += 1
                 return None
             self.stats.hellos_received += 1
-            return None if hello.flags & _DONE else self.hello()
+            if hello.flags & _DONE:
+                return None
+            # the peer is not done: our done hello was lost, or it is still on its way (the
+            # peer's periodic hello crossed it). Answer every second one: a crossing hello
+            # costs nothing, and a lost done hello is made up one interval later. On a
+            # narrow line an answer in mid-call delays the audio behind it.
+            self._late += 1
+            return self.hello() if self._late % 2 == 0 else None
         self.stats.hellos_received += 1
         new_peer = hello.nonce != self.peer_nonce
         self.peer_nonce, self._peer_public = hello.nonce, hello.public
