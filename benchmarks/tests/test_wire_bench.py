@@ -1,5 +1,5 @@
 """``voip-codec bench wire --quick``: real full-duplex calls on 127.0.0.1, bytes counted at the
-sockets, stock vs tuned data channel."""
+sockets (stock vs tuned data channel, ICE/UDP) or on the simulated serial line."""
 
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ def _row(result: dict[str, Any], link: str) -> dict[str, Any]:
 
 def test_quick_run_measures_both_data_channels(quick: dict[str, Any]) -> None:
     assert quick["full_duplex"] is True
-    assert {r["link"] for r in quick["rows"]} == {"datachannel-stock", "datachannel-tuned"}
-    assert {p["link"] for p in quick["pending"]} == {"ice-udp", "serial"}
+    assert {r["link"] for r in quick["rows"]} == set(LINKS)
+    assert quick["pending"] == []
     for r in quick["rows"]:
+        if not r["link"].startswith("datachannel"):
+            continue
         assert (r["frames_per_packet"], r["redundancy"]) == (1, 0)
         for d in ("forward", "back"):
             x = r[d]
@@ -73,11 +75,46 @@ def test_tuned_channel_sends_no_sack_only_packets(quick: dict[str, Any]) -> None
         assert per_packet["tuned"] <= 160
 
 
+def test_encrypted_ice_fits_5_kbit_per_direction(quick: dict[str, Any]) -> None:
+    """Issue 12: <= 5 kbit/s per direction with IPv4 + UDP headers, loss reports and consent:
+    49 bytes per packet (28 + 4 + 8 + 1 counter byte + 8-byte tag) x 12.5/s = 4.9 kbit/s, the
+    reports riding on audio, and no STUN once encryption keeps consent."""
+    r = _row(quick, "ice-udp")
+    assert r["e2e"] is True
+    for d in ("forward", "back"):
+        x = r[d]
+        assert x["consent"] == "authenticated-traffic"
+        assert x["stun_kbps"] == 0 and x["counts"]["stun_datagrams"] == 0
+        assert x["wire_kbps"] == pytest.approx(x["data_kbps"])
+        packets = x["counts"]["by_kind"]["data"][0]
+        assert packets > 0
+        # every datagram: 28 + 12 (+ 8 bytes of report on one in 12) + 9 bytes of encryption
+        # (a report sent alone, 18 + 28 bytes, would pull the mean down by about one byte)
+        per_datagram = x["counts"]["udp_bytes"] / packets + 28
+        assert 48 <= per_datagram <= 49 + 8 * 2 / 12 + 0.5
+        # the 5 kbit/s budget at the nominal 12.5 packets/s (a 3 s window sees one packet
+        # more or less at its edges, so the rate itself is checked per packet)
+        assert per_datagram * 8 * 12.5 / 1000 <= 5.0
+
+
+def test_serial_row_has_line_rate_and_lowest_rate(quick: dict[str, Any]) -> None:
+    """Encrypted, one 8-byte frame per packet: 4 + 8 + 8 bytes (no counter on an in-order
+    line) + KISS framing = 24 bytes per 80 ms = 3.0 kbit/s of 8N1 line; it holds at 3600 bit/s,
+    not at 2400."""
+    r = _row(quick, "serial")
+    assert r["e2e"] is True
+    for d in ("forward", "back"):
+        x = r[d]
+        assert 2.6 <= x["wire_kbps"] <= 3.3
+        assert x["lowest_rate"] == 3600
+        assert x["stun_kbps"] == 0
+
+
 def test_table_lists_every_link(quick: dict[str, Any]) -> None:
     table = format_table(quick)
     for name in LINKS:
         assert name in table
-    assert "pending" in table and "SACK-only" in table
+    assert "SACK-only" in table and "3600 bit/s" in table
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -88,7 +88,8 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
     pcm, _ = read_audio(SAMPLE_SPEECH, TRACK_RATE)
     length = config.warmup_s + config.seconds + 1.0
     options = CallOptions(frames_per_packet=config.frames_per_packet,
-                          redundancy=config.redundancy, adaptive=False, sack_tuning=sack_tuning)
+                          redundancy=config.redundancy, adaptive=False, sack_tuning=sack_tuning,
+                          e2e=config.e2e)
     # two callers' packets are out of phase: b sends half a packet period after a (with equal
     # phases, small timing noise reorders who sends first, which no real pair of callers shows
     # for long)

@@ -106,6 +106,72 @@ def test_serial_line_rate_paces_the_sender_and_fits_one_frame_per_packet() -> No
         assert pty.stats[direction].max_queue_bytes <= 36 + one_packet + 4
 
 
+def test_encrypted_focalcodec_call_over_a_noisy_2400_bit_line() -> None:
+    """Both ends agree on keys by the in-band handshake on the line itself (no signaling),
+    then carry FocalCodec 0.8 kbps full duplex at 2 frames per packet, 2400 bit/s 8N1, with
+    bit errors and dropped bytes: frames are lost, never the stream, and nothing damaged
+    reaches the sessions (the CRC or the AEAD drops it)."""
+    from voip_codec.transport.handshake import (
+        HandshakeLink,
+        handshake_interval_s,
+        handshake_link,
+    )
+    from voip_codec.transport.secure import SecureLink
+
+    focal = get_codec("focalcodec-default")
+    assert focal.info.bytes_per_frame == 8
+    frames = 60
+    line = LineConditions(2400, bit_error_rate=2e-4, byte_drop_rate=5e-4)
+
+    def focal_payloads(seed: int) -> list[bytes]:
+        rng = random.Random(seed)
+        return [rng.randbytes(8) for _ in range(frames)]
+
+    async def main() -> tuple[CallSide, CallSide, SecureLink, SecureLink, SerialLink,
+                              SerialLink]:
+        a = SerialLink(pty.fds[0], baud=2400, name="serial:a")
+        b = open_serial_link(f"{pty.paths[1]}@2400", name="serial:b")
+        try:
+            interval = handshake_interval_s(2400)
+            sa, sb = await asyncio.gather(*(
+                handshake_link(link, timeout_s=20, interval_s=interval, counter_bytes=0)
+                for link in (a, b)))
+            assert isinstance(sa, SecureLink) and isinstance(sb, SecureLink)
+            handshake_bytes.extend((a.bytes_sent, b.bytes_sent))
+            side_a, side_b = await run_link_call(
+                focal, (CallSide(sa, focal_payloads(1)), CallSide(sb, focal_payloads(2))),
+                frames_per_packet=2, jitter=JitterConfig(initial_delay_ms=240),
+                extra_ticks=12)
+        finally:
+            a.close()
+            b.close()
+        return side_a, side_b, sa, sb, a, b
+
+    handshake_bytes: list[int] = []
+    with PtyLine(line, seed=11) as pty:
+        side_a, side_b, sa, sb, a, b = asyncio.run(main())
+    assert sa.keys.sas == sb.keys.sas and sa.overhead == 8
+    for inner in (sa.inner, sb.inner):
+        assert isinstance(inner, HandshakeLink) and inner.handshake.done
+    damaged = 0
+    for side, secure, serial, seed in ((side_b, sb, b, 1), (side_a, sa, a, 2)):
+        assert side.receive is not None
+        rx = side.receive.stats
+        assert serial.backlog_drops == 0  # 2 frames per packet fit the line with encryption
+        assert rx.invalid == 0 and secure.stats.forged == 0  # damage stopped at the CRC
+        damaged += serial.decoder.stats.dropped
+        sent = focal_payloads(seed)
+        got = {f.index: f.payload for f, _ in side.played
+               if f.payload is not None and f.index is not None}
+        assert all(got[i] == sent[i] for i in got)  # what arrived decrypted bit-exact
+        assert len(got) >= frames * 3 // 4 and max(got) >= frames - 2  # never wedged
+    assert damaged > 0  # the line did damage frames
+    for link, before in zip((a, b), handshake_bytes, strict=True):
+        assert before < 4 * 80  # the handshake took a few hellos of ~58 framed bytes
+        # ~34 framed bytes per 160 ms (6 + 16 + 8 bytes, KISS), reports riding along
+        assert (link.bytes_sent - before) / (frames * 0.08) < 240  # the line's bytes/s
+
+
 def test_serial_open_errors_are_one_line(tmp_path: os.PathLike[str]) -> None:
     async def open_(spec: str) -> None:
         open_serial_link(spec).close()
@@ -217,6 +283,155 @@ def test_ice_link_sessions_behave_as_over_a_memory_link() -> None:
     assert ice_a.send.stats.packets == mem_a.send.stats.packets == FRAMES
 
 
+class _StunResponder(asyncio.DatagramProtocol):
+    """A STUN server for tests on 127.0.0.1: answers Binding requests with the sender's
+    address (XOR-MAPPED-ADDRESS), counts them."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # a datagram transport (not a DatagramTransport subclass)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        from aioice import stun
+
+        try:
+            msg = stun.parse_message(data)
+        except ValueError:
+            return
+        if (msg.message_method, msg.message_class) != (stun.Method.BINDING,
+                                                       stun.Class.REQUEST):
+            return
+        self.requests += 1
+        reply = stun.Message(message_method=stun.Method.BINDING,
+                             message_class=stun.Class.RESPONSE,
+                             transaction_id=msg.transaction_id)
+        reply.attributes["XOR-MAPPED-ADDRESS"] = addr
+        assert self.transport is not None
+        self.transport.sendto(bytes(reply), addr)
+
+
+def test_ice_gathers_a_server_reflexive_candidate_from_a_stun_server() -> None:
+    """``--stun``: both peers ask a STUN server (ours, on 127.0.0.1) for their address and
+    offer the answer as a srflx candidate; the call connects. TURN is not tested here: no
+    TURN server runs on this machine (the option reaches aioice the same way)."""
+    from signaling.client import SignalingClient
+    from signaling.server import create_app, start_server
+    from voip_codec.transport.ice import IceServers, connect_ice
+    from voip_codec.webrtc.contrib.loopback import loopback_candidates
+
+    async def main() -> tuple[int, list[tuple[str, ...]], list[str]]:
+        loop = asyncio.get_running_loop()
+        transport, stun_server = await loop.create_datagram_endpoint(
+            _StunResponder, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        secret = os.urandom(32)
+        server = await start_server(create_app(secret), "127.0.0.1", 0)
+        clients = [SignalingClient(server.ws_url, "stun", n, secret=secret) for n in "ab"]
+        sent: list[str] = []
+        links = []
+        try:
+            with loopback_candidates():
+                roles = []
+                for c in clients:
+                    await c.connect()
+                    roles.append(await c.join())
+
+                def keep(text: str) -> str:
+                    sent.append(text)
+                    return text
+
+                links = list(await asyncio.gather(*(
+                    connect_ice(c, r, CODEC.info.name, advertise=keep,
+                                servers=IceServers(stun=("127.0.0.1", port)))
+                    for c, r in zip(clients, roles, strict=True))))
+            return stun_server.requests, [link.candidate_types for link in links], sent
+        finally:
+            for link in links:
+                await link.wait_closed()
+            for c in clients:
+                await c.close()
+            await server.close()
+            transport.close()
+
+    requests, types, descriptions = asyncio.run(main())
+    assert requests >= 2
+    assert types == [("host", "srflx"), ("host", "srflx")]
+    assert all("typ srflx raddr 127.0.0.1" in d for d in descriptions)
+
+
+def test_encrypted_ice_keeps_consent_by_authenticated_traffic_and_stops_when_it_ends() -> None:
+    """With end-to-end keys, secure_ice stops aioice's STUN consent checks (1 counter byte, 49
+    bytes per FocalCodec packet on the wire); the link then closes once no authenticated
+    datagram arrived for the expiry time (RFC 7675's 30 s, shortened here)."""
+    from signaling.client import SignalingClient
+    from signaling.server import create_app, start_server
+    from voip_codec.transport.ice import IceLink, connect_ice, secure_ice
+    from voip_codec.transport.secure import KeyExchange, SecureLink
+    from voip_codec.webrtc.contrib.loopback import loopback_candidates
+
+    async def main() -> None:
+        secret = os.urandom(32)
+        server = await start_server(create_app(secret), "127.0.0.1", 0)
+        clients = [SignalingClient(server.ws_url, "consent", n, secret=secret) for n in "ab"]
+        links: list[IceLink] = []
+        try:
+            with loopback_candidates():
+                roles = []
+                for c in clients:
+                    await c.connect()
+                    roles.append(await c.join())
+                links = list(await asyncio.gather(*(
+                    connect_ice(c, r, CODEC.info.name, exchange=KeyExchange(r))  # type: ignore[arg-type]
+                    for c, r in zip(clients, roles, strict=True))))
+            a, b = links
+            sa = secure_ice(a)
+            sb = secure_ice(b, stun_consent=True)
+            assert isinstance(sa, SecureLink) and isinstance(sb, SecureLink)
+            assert sa.overhead == 9 and a.consent == "authenticated-traffic"
+            assert a.connection._query_consent_task is None  # aioice's checks stopped
+            assert b.consent == "stun" and b.connection._query_consent_task is not None
+            got: list[bytes] = []
+            sb.set_receiver(got.append)
+            sa.set_receiver(lambda d: None)
+            for _ in range(5):
+                sa.send(b"\x80" + bytes(11))
+                sb.send(b"\x81" + bytes(11))
+                await asyncio.sleep(0.02)
+            assert len(got) == 5 and sa.last_authenticated_at is not None
+            assert a.bytes_sent == 5 * (12 + 9)  # + 28 of IPv4/UDP each: 49 bytes
+            # b now keeps consent by traffic too, with a short expiry; a sends nothing more
+            assert b.take_over_consent(lambda: sb.last_authenticated_at, expiry_s=0.5)
+            await asyncio.sleep(1.6)
+            assert b.closed and b.consent_expired and not a.closed
+        finally:
+            for link in links:
+                await link.wait_closed()
+            for c in clients:
+                await c.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_ice_server_options_fail_in_one_line() -> None:
+    from tests.integration.test_cli_errors import error_line, run_cli
+
+    ice = ["call", "--link", "ice", "--room", "r", "--server", "ws://127.0.0.1:9/ws",
+           "--codec", "codec2-700c"]
+    assert "--stun 'stun.example.org': write it as HOST:PORT" in error_line(
+        run_cli(*ice, "--stun", "stun.example.org"))
+    assert "the port must be a number in 1..65535" in error_line(
+        run_cli(*ice, "--turn", "turn.example.org:99999"))
+    assert "--turn needs the server's credentials in VOIP_CODEC_TURN_USERNAME" in error_line(
+        run_cli(*ice, "--turn", "127.0.0.1:3478"))
+    assert "--stun and --turn apply to --link ice" in error_line(
+        run_cli("call", "--link", "serial:/dev/ttyUSB9", "--codec", "codec2-700c", "--stun",
+                "127.0.0.1:3478"))
+
+
 def test_ice_description_round_trip_and_mismatch_errors() -> None:
     from voip_codec.transport.ice import IceDescription, IceLinkError
 
@@ -248,16 +463,18 @@ def _json_of(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]
 
 def test_call_over_a_serial_line_between_two_processes(tmp_path: Path) -> None:
     """``voip-codec call --link serial:...`` at both ends of a 2400 bit/s pty line: no
-    signaling, Alice plays a file, Bob records it."""
+    signaling, the ends agree on keys on the line (with a pre-shared secret from the
+    environment), Alice plays a file, Bob records it."""
     _tone(tmp_path / "in.wav", 3.0)
     common = ["--codec", "codec2-700c", "--frames-per-packet", "3", "--redundancy", "0",
               "--no-adaptive", "--json"]
+    env = cli_env(VOIP_CODEC_PSK="horse battery staple")
     with PtyLine(LineConditions(2400), seed=2) as line:
         bob = subprocess.Popen(
             [sys.executable, "-m", "voip_codec.cli", "call", "--link",
              f"serial:{line.paths[1]}@2400", "--output", str(tmp_path / "out.wav"),
              "--duration", "9", *common],
-            cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # Bob's interpreter starts and opens his port (seconds on a loaded box)
             assert bob.stderr is not None
@@ -267,7 +484,7 @@ def test_call_over_a_serial_line_between_two_processes(tmp_path: Path) -> None:
             alice = subprocess.Popen(
                 [sys.executable, "-m", "voip_codec.cli", "call", "--link",
                  f"serial:{line.paths[0]}@2400", "--input", str(tmp_path / "in.wav"), *common],
-                cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True)
             try:
                 sent = _json_of(alice)
@@ -281,12 +498,49 @@ def test_call_over_a_serial_line_between_two_processes(tmp_path: Path) -> None:
         line_stats = line.stats
     assert sent["link"] == got["link"] == "serial"
     assert sent["sender"]["frames"] == 38 and sent["serial"]["backlog_drops"] == 0
+    # end-to-end encrypted by default: the same SAS at both ends, nothing rejected
+    assert sent["e2e"]["sas"] == got["e2e"]["sas"]
+    assert got["e2e"]["link"]["forged"] == got["e2e"]["link"]["replayed"] == 0
+    assert got["e2e"]["link"]["received"] >= 13 and got["handshake"]["unauthenticated"] == 0
     rx = got["receiver"]
-    assert rx["frames_received"] >= 36 and rx["invalid"] == 0  # all but a start Bob missed
+    assert rx["frames_received"] >= 36 and rx["invalid"] == 0  # the handshake aligned the start
     # 13 compact packets of 3 frames (~30 bytes framed each) crossed the line
     assert got["serial"]["rx"]["dropped"] == 0 and line_stats["ab"].bytes_out > 300
     assert got["sender"] is None and rx["frames_played"] > 0
     assert (tmp_path / "out.wav").stat().st_size > 0
+
+
+def test_serial_call_with_another_pre_shared_secret_fails_in_one_line() -> None:
+    """A peer with another VOIP_CODEC_PSK never gets in: each end drops the other's hellos
+    (counted) and stops at --wait with one line that names the cause."""
+    def start(path: str, psk: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "voip_codec.cli", "call", "--link", f"serial:{path}@2400",
+             "--codec", "codec2-700c", "--wait", "10"],
+            cwd=ROOT, env=cli_env(VOIP_CODEC_PSK=psk), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+
+    with PtyLine(LineConditions(2400), seed=4) as line:
+        bob = start(line.paths[1], "one secret")
+        try:
+            assert bob.stderr is not None
+            ready, _, _ = select.select([bob.stderr], [], [], 60.0)
+            assert ready and "open at 2400 bit/s" in bob.stderr.readline()
+            alice = start(line.paths[0], "another secret")
+            try:
+                _, alice_err = alice.communicate(timeout=90)
+            finally:
+                if alice.poll() is None:
+                    alice.kill()
+            _, bob_err = bob.communicate(timeout=90)
+        finally:
+            if bob.poll() is None:
+                bob.kill()
+    for proc, err in ((alice, alice_err), (bob, bob_err)):
+        assert proc.returncode == 1 and "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("voip-codec: error: no handshake with the other peer"), err
+        assert "failed the pre-shared secret check" in last
 
 
 def _serve() -> tuple[subprocess.Popen[str], str]:

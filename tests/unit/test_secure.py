@@ -14,6 +14,7 @@ from voip_codec.transport.netsim import NetworkConditions, loss_model
 from voip_codec.transport.redundancy import RedundancyController
 from voip_codec.transport.secure import (
     E2E_OVERHEAD,
+    ORDERED_SEARCH,
     E2EKeys,
     KeyExchange,
     SecureLink,
@@ -242,6 +243,29 @@ def test_a_burst_beyond_the_search_is_lost_not_misread() -> None:
     assert got == [b"x0"] and rx.stats.forged == 1
     inner.deliver(wire[3000])  # within the search: accepted
     assert got == [b"x0", b"x3000"]
+
+
+def test_no_counter_bytes_on_an_in_order_link() -> None:
+    """counter_bytes=0 (serial lines: never reordered): 8 bytes of overhead; the receiver
+    finds the counter after loss bursts up to ORDERED_SEARCH, across key epochs; replays and
+    forgeries are dropped and counted; a burst beyond the search is lost, never misread."""
+    ka, kb = pair_keys()
+    wire = _sent_datagrams(ka, [b"p%d" % i for i in range(2200)], counter_bytes=0,
+                           rekey_interval=256)
+    assert all(len(d) == len(b"p%d" % i) + 8 for i, d in enumerate(wire))
+    inner, rx, got = _receiver(kb, counter_bytes=0, rekey_interval=256)
+    kept = [0, 1, 2, 5, 6, 6 + ORDERED_SEARCH]  # bursts of 2 and ORDERED_SEARCH - 1 lost
+    for i in kept:
+        inner.deliver(wire[i])
+    assert got == [b"p%d" % i for i in kept] and rx.stats.rejected == 0
+    inner.deliver(wire[6 + ORDERED_SEARCH])  # replayed
+    tampered = bytearray(wire[7 + ORDERED_SEARCH])
+    tampered[0] ^= 1
+    inner.deliver(bytes(tampered))
+    inner.deliver(wire[8 + 2 * ORDERED_SEARCH])  # beyond the search: lost
+    assert rx.stats.replayed == 1 and rx.stats.forged == 2 and len(got) == len(kept)
+    inner.deliver(wire[7 + ORDERED_SEARCH])  # the stream goes on
+    assert got[-1] == b"p%d" % (7 + ORDERED_SEARCH)
 
 
 def test_sender_stops_before_the_counter_ends() -> None:

@@ -16,10 +16,31 @@ new)::
           <------------------------------ answer {ufrag, pwd, candidates, codec}
     check the codec
     connectivity checks both ways, nomination (aioice ``connect``)
-    datagrams both ways; consent checks every ~5 s (RFC 7675)
+    datagrams both ways; consent (RFC 7675, see below)
 
 aioice leaves 127.0.0.1 out of its host candidates: for calls within one machine gather inside
 :func:`voip_codec.webrtc.contrib.loopback.loopback_candidates`.
+
+Bytes per datagram. With end-to-end encryption (:func:`secure_ice`) a datagram is our compact
+packet + 1 counter byte + an 8-byte tag + 28 bytes of IPv4 and UDP: 49 bytes for one 8-byte
+FocalCodec frame, 4.9 kbit/s at 12.5 packets/s, loss reports riding on the audio (8 bytes per
+second). The counter is one byte on this link (the receiver restores the rest; reordering up
+to 128 packets and loss bursts up to 4096 are covered, see :mod:`.secure`).
+
+Consent freshness. RFC 7675 asks an ICE agent to keep sending only while the peer keeps
+consenting: the peer must have shown within the last 30 s that it still wants the traffic,
+with a proof an attacker off the path cannot forge. aioice proves it with a STUN binding
+request every ~5 s, answered with a message-integrity check keyed by the ICE password: about
+0.3 kbit/s per direction with headers, 6 % of an encrypted 0.8 kbit/s call. When the call is
+end-to-end encrypted, the peer's own datagrams are a stronger proof of the same thing: each
+one passed authentication under this call's keys (which only the peer holds; a replay is
+rejected), so it shows the peer is alive, on this path and still in the call, and its loss
+reports (at least one a second, also when it does not talk) acknowledge our packets
+explicitly. :func:`secure_ice` therefore stops aioice's checks and runs
+:meth:`IceLink.take_over_consent`: the link stops sending (closes) when no datagram has passed
+authentication for :data:`CONSENT_EXPIRY_S` (30 s, RFC 7675 section 5.1). aioice still answers
+the peer's STUN checks, so a peer that keeps them works too. Without encryption there is no such
+proof and aioice's STUN checks stay.
 """
 
 from __future__ import annotations
@@ -40,18 +61,29 @@ if TYPE_CHECKING:
     from .secure import E2EKeys, KeyExchange
 
 __all__ = [
+    "CONSENT_EXPIRY_S",
+    "ICE_COUNTER_BYTES",
     "ICE_MTU",
     "IceDescription",
     "IceLink",
     "IceLinkError",
+    "IceServers",
     "IceSignaling",
     "connect_ice",
+    "parse_server",
 ]
 
 logger = logging.getLogger(__name__)
 
 ICE_MTU = 1200
 """Largest datagram on an ICE link: fits any path's MTU with room for IPv6 and tunnels."""
+
+ICE_COUNTER_BYTES = 1
+"""Packet counter bytes of the end-to-end encryption on ICE links (see the module docstring)."""
+
+CONSENT_EXPIRY_S = 30.0
+"""Seconds without an authenticated datagram from the peer after which the link stops sending
+(RFC 7675 section 5.1)."""
 
 MARKER = "a=voip-codec-link:ice"
 """First line of an :class:`IceDescription`: tells it apart from a WebRTC SDP."""
@@ -146,8 +178,56 @@ class IceLink(LinkBase):
         self._loop = asyncio.get_running_loop()
         self._reader = self._loop.create_task(self._read())
         self._closing: asyncio.Task[None] | None = None
+        self._consent: asyncio.Task[None] | None = None
         self.e2e_keys: E2EKeys | None = None
         """End-to-end keys agreed by :func:`connect_ice` (None: not encrypted)."""
+        self.consent = "stun"
+        """How consent to send is kept: ``"stun"`` (aioice's checks every ~5 s) or
+        ``"authenticated-traffic"`` (:meth:`take_over_consent`)."""
+        self.consent_expired = False
+        """The link closed because the peer's consent expired."""
+        self.candidate_types: tuple[str, ...] = ()
+        """Types of the candidates this end gathered (``host``, ``srflx``, ``relay``)."""
+
+    def take_over_consent(self, last_authenticated: Callable[[], float | None],
+                          expiry_s: float = CONSENT_EXPIRY_S) -> bool:
+        """Keep consent from the peer's authenticated datagrams instead of STUN checks.
+
+        Args:
+            last_authenticated: ``time.monotonic()`` of the last datagram from the peer that
+                passed end-to-end authentication, or None (e.g.
+                ``SecureLink.last_authenticated_at``).
+            expiry_s: the link closes after this long without one (counted from now while
+                there was none).
+
+        Returns:
+            True, or False when this aioice has no consent task to stop (its STUN checks
+            then stay).
+        """
+        task = getattr(self.connection, "_query_consent_task", None)
+        if not isinstance(task, asyncio.Task) or self.closed:
+            logger.info("%s: aioice's consent task not found; keeping its STUN checks",
+                        self.name)
+            return False
+        task.cancel()
+        self.connection._query_consent_task = None  # aioice's close() then skips it
+        self.consent = "authenticated-traffic"
+        self._consent = self._loop.create_task(self._watch_consent(last_authenticated,
+                                                                   expiry_s))
+        return True
+
+    async def _watch_consent(self, last_authenticated: Callable[[], float | None],
+                             expiry_s: float) -> None:
+        start = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(min(1.0, expiry_s / 4))
+            heard = max(start, last_authenticated() or start)
+            if time.monotonic() - heard > expiry_s:
+                logger.info("%s: no authenticated datagram for %.0f s: consent expired, "
+                            "the link stops sending", self.name, expiry_s)
+                self.consent_expired = True
+                self.close()
+                return
 
     def send(self, data: bytes) -> None:
         """Send one datagram (see :class:`Link`)."""
@@ -186,6 +266,8 @@ class IceLink(LinkBase):
             return
         super().close()
         self._reader.cancel()
+        if self._consent is not None and self._consent is not asyncio.current_task():
+            self._consent.cancel()
         self._closing = self._loop.create_task(self.connection.close())
 
     async def wait_closed(self) -> None:
@@ -193,6 +275,9 @@ class IceLink(LinkBase):
         self.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+        if self._consent is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consent
         if self._closing is not None:
             await self._closing
 
@@ -223,11 +308,45 @@ async def _wait_for(signaling: IceSignaling, wanted: str, timeout_s: float) -> s
             return str(msg.get("sdp", ""))
 
 
+@dataclass(frozen=True)
+class IceServers:
+    """STUN and TURN servers for gathering (aioice's ``stun_server`` / ``turn_*`` options)."""
+
+    stun: tuple[str, int] | None = None
+    """A STUN server: adds a server-reflexive candidate (this peer's address as the server
+    sees it, e.g. outside a NAT)."""
+    turn: tuple[str, int] | None = None
+    """A TURN server (UDP): adds a relayed candidate, for paths no direct pair crosses."""
+    turn_username: str | None = None
+    turn_password: str | None = None
+
+
+def parse_server(text: str, option: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[V6ADDR]:PORT`` for IPv6) of ``--stun`` / ``--turn``.
+
+    Raises:
+        ValueError: no port, or a port outside 1..65535 (one-line message naming ``option``).
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host:
+        raise ValueError(f"{option} {text!r}: write it as HOST:PORT, e.g. "
+                         "stun.example.org:3478")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{option} {text!r}: the port must be a number in 1..65535")
+    return host, port
+
+
 async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
                       answer_timeout_s: float = 60.0, offer_timeout_s: float = 60.0,
                       connect_timeout_s: float = 15.0,
                       advertise: Callable[[str], str] | None = None,
-                      exchange: KeyExchange | None = None) -> IceLink:
+                      exchange: KeyExchange | None = None,
+                      servers: IceServers | None = None) -> IceLink:
     """Set up an ICE link with the other peer of a signaling room (see the module docstring).
 
     Args:
@@ -243,6 +362,9 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
             (``a=x-voip-codec-e2e:``, as in a WebRTC SDP) and the call's keys are left in
             :attr:`IceLink.e2e_keys` (wrap the link with :func:`secure_ice`). Both peers must
             encrypt or neither.
+        servers: STUN/TURN servers to gather server-reflexive and relayed candidates from
+            (None: host candidates only). A server that does not answer within aioice's
+            gathering time (5 s) adds no candidate; :attr:`IceLink.candidate_types` tells.
 
     Returns:
         The connected link.
@@ -253,7 +375,11 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
     """
     if role not in ("offerer", "answerer"):
         raise ValueError(f"role must be 'offerer' or 'answerer', got {role!r}")
-    conn = aioice.Connection(ice_controlling=role == "offerer", components=1)
+    servers = servers or IceServers()
+    conn = aioice.Connection(ice_controlling=role == "offerer", components=1,
+                             stun_server=servers.stun, turn_server=servers.turn,
+                             turn_username=servers.turn_username,
+                             turn_password=servers.turn_password)
     try:
         await conn.gather_candidates()
         local = IceDescription(codec, conn.local_username, conn.local_password,
@@ -295,6 +421,7 @@ async def connect_ice(signaling: IceSignaling, role: str, codec: str, *,
         raise
     link = IceLink(conn, name=f"ice:{role}")
     link.e2e_keys = keys
+    link.candidate_types = tuple(sorted({c.type for c in conn.local_candidates}))
     return link
 
 
@@ -319,11 +446,20 @@ def _e2e_keys(remote_text: str, exchange: KeyExchange | None) -> E2EKeys | None:
         raise IceLinkError(str(exc)) from None
 
 
-def secure_ice(link: IceLink) -> Link:
-    """The link the sessions use: ``link`` inside a :class:`~.secure.SecureLink` when
-    :func:`connect_ice` agreed end-to-end keys, else ``link`` itself."""
+def secure_ice(link: IceLink, *, stun_consent: bool = False) -> Link:
+    """The link the sessions use: ``link`` inside a :class:`~.secure.SecureLink` (1 counter
+    byte) when :func:`connect_ice` agreed end-to-end keys, else ``link`` itself.
+
+    Args:
+        link: the connected ICE link.
+        stun_consent: keep aioice's STUN consent checks (default: when encrypting, consent
+            comes from the peer's authenticated datagrams; see the module docstring).
+    """
     if link.e2e_keys is None:
         return link
     from .secure import SecureLink
 
-    return SecureLink(link, link.e2e_keys)
+    secure = SecureLink(link, link.e2e_keys, counter_bytes=ICE_COUNTER_BYTES)
+    if not stun_consent:
+        link.take_over_consent(lambda: secure.last_authenticated_at)
+    return secure

@@ -1,8 +1,12 @@
 """End-to-end encryption of datagrams: a :class:`SecureLink` wraps any other link.
 
 Keys. Each peer makes an X25519 key pair per call (:class:`KeyExchange`) and sends its public
-key inside its SDP (offer or answer) through the signaling server (:func:`sdp_with_e2e_key`,
-:func:`sdp_take_e2e_key`). Both compute the X25519 shared secret and run HKDF-SHA256 over it:
+key inside its SDP (offer or answer) or ICE description through the signaling server
+(:func:`sdp_with_e2e_key`, :func:`sdp_take_e2e_key`); on links without signaling (serial
+lines) the two ends send it in hello datagrams on the link itself
+(:mod:`voip_codec.transport.handshake`: the end with the smaller public key is the offerer,
+hellos are MACed with the pre-shared secret when there is one). Both compute the X25519 shared
+secret and run HKDF-SHA256 over it:
 
 * salt: ``SHA-256("voip-codec e2e psk" || psk)`` when the users share a secret, else none;
 * info: ``"voip-codec e2e v1" || transcript``, where ``transcript`` = ``SHA-256("voip-codec e2e
@@ -18,7 +22,12 @@ chance: about one try in 10**8, each try an X25519 operation. A commitment to th
 (as in ZRTP) would remove that grinding; it needs a third signaling message and is not done.
 
 Per packet. A datagram is ``counter (2 bytes, big-endian) || ciphertext || tag (8 bytes)``: 10
-bytes of overhead, so :attr:`SecureLink.mtu` is the inner MTU minus 10. The AEAD is AES-128-GCM
+bytes of overhead, so :attr:`SecureLink.mtu` is the inner MTU minus 10. Narrow links send fewer
+counter bytes: 1 on ICE/UDP (9 bytes of overhead: 49 bytes per encrypted 8-byte frame with IPv4
+and UDP, 4.9 kbit/s at 12.5 packets/s), none on a serial line, which never reorders (8 bytes:
+the receiver tries the counters after the highest it accepted, up to :data:`ORDERED_SEARCH`).
+The tag stays 8 bytes: shorter tags are specified for AES-CCM (4 or 6 bytes), not for GCM
+beyond NIST SP 800-38D's 64-bit floor for short packets, and a browser peer has no CCM. The AEAD is AES-128-GCM
 with the tag truncated to 64 bits: it is what a browser can also do (WebCrypto's AES-GCM takes
 ``tagLength: 64``; WebCrypto has no AES-CCM and no ChaCha20-Poly1305). The nonce is implicit:
 the direction's 12-byte salt XOR (a direction byte, three zero bytes, the 64-bit packet
@@ -32,6 +41,15 @@ Each try is one GCM check, so a forgery's chance grows to at most 17 x 2**-64. E
 to the next key, ``HMAC-SHA256(base key, "voip-codec e2e epoch" || epoch)[:16]``, and a sender
 stops (drops and counts) at 2**48 packets rather than wrap. The counter bytes are the
 associated data.
+
+Never the same (key, nonce) across calls: every call derives new keys from new X25519 key
+pairs, so a counter that starts at 0 again meets a new key. A key made from the pre-shared
+secret alone would repeat nonces from call to call; it is only ever mixed into the salt.
+
+Consent. On an ICE link the peer's authenticated datagrams stand in for the STUN consent checks
+of RFC 7675 (:attr:`SecureLink.last_authenticated_at`, used by
+:meth:`voip_codec.transport.ice.IceLink.take_over_consent`): about 0.3 kbit/s per direction
+saved.
 
 A 64-bit tag means an attacker who sends forged packets is accepted with probability about
 2**-64 per try (NIST SP 800-38D allows 64-bit GCM tags for short packets under a bound on
@@ -59,6 +77,7 @@ import hashlib
 import hmac
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,6 +94,7 @@ __all__ = [
     "COUNTER_SEARCH",
     "DEFAULT_REKEY_INTERVAL",
     "E2E_OVERHEAD",
+    "ORDERED_SEARCH",
     "REPLAY_WINDOW",
     "TAG_BYTES",
     "DirectionKeys",
@@ -97,7 +117,8 @@ TAG_BYTES = 8
 COUNTER_BYTES = 2
 """Default bytes of the packet counter sent in clear (its low bits); 1 is an option."""
 E2E_OVERHEAD = COUNTER_BYTES + TAG_BYTES
-"""Bytes a :class:`SecureLink` adds to every datagram by default (9 with a 1-byte counter)."""
+"""Bytes a :class:`SecureLink` adds to every datagram by default (9 with a 1-byte counter, 8
+with none)."""
 REPLAY_WINDOW = 64
 """Packets below the highest authenticated counter still accepted once (out of order)."""
 DEFAULT_REKEY_INTERVAL = 1 << 24
@@ -110,6 +131,10 @@ SDP_ATTRIBUTE = "x-voip-codec-e2e"
 COUNTER_SEARCH = 16
 """Counter spans tried ahead of the nearest guess when it fails authentication (a loss burst
 longer than half the span: 128 packets with a 1-byte counter, 32768 with 2 bytes)."""
+
+ORDERED_SEARCH = 1024
+"""With no counter bytes (in-order links): counters tried after the highest one accepted, i.e.
+the longest run of lost datagrams the receiver resynchronises after (82 s of 80 ms packets)."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +215,13 @@ class KeyExchange:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         """This end's raw 32-byte public key."""
 
-    def derive(self, peer_public: bytes) -> E2EKeys:
+    def derive(self, peer_public: bytes, role: Role | None = None) -> E2EKeys:
         """The call's keys, given the other end's public key.
+
+        Args:
+            peer_public: the other end's raw 32-byte public key.
+            role: this end's role when it is only known now (an in-band handshake decides it
+                by comparing the public keys); None: the role given at construction.
 
         Raises:
             ValueError: the peer's key is not a valid X25519 public key (wrong length, or a
@@ -205,9 +235,10 @@ class KeyExchange:
             raise ValueError(f"unusable X25519 public key from the other peer: {exc}") from exc
         if not any(shared):
             raise ValueError("unusable X25519 public key from the other peer (all-zero secret)")
-        offerer, answerer = ((self.public, peer_public) if self.role == "offerer"
+        role = self.role if role is None else role
+        offerer, answerer = ((self.public, peer_public) if role == "offerer"
                              else (peer_public, self.public))
-        return derive_keys(shared, offerer, answerer, self.role, self.psk)
+        return derive_keys(shared, offerer, answerer, role, self.psk)
 
 
 _SDP_LINE = re.compile(r"^a=" + re.escape(SDP_ATTRIBUTE) + r":(.*)$")
@@ -294,16 +325,18 @@ class SecureLink(LinkBase):
         inner: the link that carries the encrypted datagrams (memory, data channel, UDP,
             serial, ...); this link takes over its receiver.
         keys: this end's keys (:meth:`KeyExchange.derive`).
-        counter_bytes: low bytes of the packet counter sent with each datagram, 2 (default) or
-            1 (one byte less per datagram for the narrowest links); both ends must agree.
+        counter_bytes: low bytes of the packet counter sent with each datagram, 2 (default),
+            1 (one byte less per datagram for the narrowest links) or 0 (links that never
+            reorder, e.g. a serial line: the receiver tries the counters after the highest
+            one it accepted, up to :data:`ORDERED_SEARCH`); both ends must agree.
         rekey_interval: packets per key epoch.
         first_counter: the sender's first packet counter (tests start near a wrap).
     """
 
     def __init__(self, inner: Link, keys: E2EKeys, *, counter_bytes: int = COUNTER_BYTES,
                  rekey_interval: int = DEFAULT_REKEY_INTERVAL, first_counter: int = 0) -> None:
-        if counter_bytes not in (1, 2):
-            raise ValueError(f"counter_bytes must be 1 or 2, got {counter_bytes!r}")
+        if counter_bytes not in (0, 1, 2):
+            raise ValueError(f"counter_bytes must be 0, 1 or 2, got {counter_bytes!r}")
         overhead = counter_bytes + TAG_BYTES
         if inner.mtu <= overhead:
             raise ValueError(f"{inner.name}: MTU {inner.mtu} leaves no room after the "
@@ -324,6 +357,9 @@ class SecureLink(LinkBase):
         self._window = 0  # bit i: counter (highest - i) was accepted
         self._send_epoch: tuple[int, bytes] | None = None
         self._recv_epoch: tuple[int, bytes] | None = None
+        self.last_authenticated_at: float | None = None
+        """``time.monotonic()`` when the last datagram passed authentication (None: none yet);
+        proof that the peer still takes part in the call (the ICE link's consent uses it)."""
         inner.set_receiver(self._on_inner)
 
     @property
@@ -387,6 +423,9 @@ class SecureLink(LinkBase):
             self.stats.truncated += 1
             return
         data = bytes(raw)
+        if self.counter_bytes == 0:
+            self._on_ordered(data)
+            return
         nearest = self._restore(int.from_bytes(data[:self.counter_bytes], "big"))
         verdict = self._window_verdict(nearest)
         plain = self._open(nearest, data) if verdict is None else None
@@ -411,6 +450,28 @@ class SecureLink(LinkBase):
                 self.stats.forged += 1
                 logger.debug("%s: dropping a datagram that failed authentication", self._name)
             return
+        self._accept(counter, plain)
+
+    def _on_ordered(self, data: bytes) -> None:
+        """No counter on the wire: the next counters after the highest accepted one are tried
+        in turn; a datagram that fails them all is a replay when it opens under an accepted
+        counter of the window, else forged (or older than the window: stale is not told)."""
+        first = 0 if self._highest is None else self._highest + 1
+        for counter in range(first, first + ORDERED_SEARCH):
+            plain = self._open(counter, data)
+            if plain is not None:
+                self._accept(counter, plain)
+                return
+        if self._highest is not None:
+            for age in range(min(REPLAY_WINDOW, self._highest + 1)):
+                if self._window >> age & 1 and self._open(self._highest - age, data) is not None:
+                    self.stats.replayed += 1
+                    return
+        self.stats.forged += 1
+        logger.debug("%s: dropping a datagram that failed authentication", self._name)
+
+    def _accept(self, counter: int, plain: bytes) -> None:
+        self.last_authenticated_at = time.monotonic()
         if self._highest is None or counter > self._highest:
             shift = counter - (self._highest if self._highest is not None else counter)
             self._window = ((self._window << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)

@@ -22,6 +22,11 @@ from ..transport.jitter import JitterConfig
 
 __all__ = ["add_call_parser", "add_demo_parser", "add_simulate_parser", "default_codec_name"]
 
+TURN_USERNAME_ENV = "VOIP_CODEC_TURN_USERNAME"
+TURN_PASSWORD_ENV = "VOIP_CODEC_TURN_PASSWORD"
+"""Environment variables with the ``--turn`` server's credentials (kept out of the process
+list)."""
+
 PSK_ENV = "VOIP_CODEC_PSK"
 """Environment variable with an optional pre-shared secret for the end-to-end keys of
 ``call`` (an environment variable, so it does not show in the process list)."""
@@ -209,17 +214,15 @@ def _print_demo(r: Any) -> None:
               f"{w['receiver_link']['rx']['dropped']} bad frames dropped")
         print(f"rates            packets {w['packet_kbps']} kbps; "
               f"{w['sender_link']['backlog_drops']} packets dropped for want of line rate")
-        return
-    headers = ("UDP+IP and ICE consent checks included" if link == "ice"
-               else "DTLS+SCTP+UDP+IP, SACKs and ICE consent included")
-    print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
-          f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
-          f"({headers})")
+    else:
+        headers = ("UDP+IP and ICE consent checks included" if link == "ice"
+                   else "DTLS+SCTP+UDP+IP, SACKs and ICE consent included")
+        print(f"rates            packets {w['packet_kbps']} kbps; on the wire "
+              f"{w['forward_wire_kbps']} kbps forward, {w['reverse_wire_kbps']} kbps back "
+              f"({headers})")
     if r.e2e is None:
-        why = {"webrtc": "(--no-e2e); DTLS hop by hop only", "ice": "(--no-e2e)",
-               "serial": "(no key exchange without signaling; a serial call with a "
-                         "pre-shared key is not built yet)"}
-        print(f"encryption       end to end OFF {why.get(r.link, '')}")
+        why = {"webrtc": "(--no-e2e); DTLS hop by hop only"}
+        print(f"encryption       end to end OFF {why.get(r.link, '(--no-e2e)')}")
     else:
         bob = r.e2e["bob"] or {}
         print(f"encryption       end to end on, SAS {r.e2e['sas']} (same on both peers: "
@@ -502,6 +505,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
     if link.kind != "serial" and (args.room is None or args.server is None):
         raise UserError(f"call --link {args.link} needs --room and --server (the signaling "
                         "server both peers join)")
+    servers = ice_servers(args, link.kind)
     codec = _get_codec(args.codec, args.threads, args.backend)
     source = None
     if args.input == "mic":
@@ -531,7 +535,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
                 raise UserError(_signaling_message(exc, args)) from None
             try:
                 if link.kind == "ice":
-                    peer = await _ice_peer(args, client, role, codec, options, source)
+                    peer = await _ice_peer(args, client, role, codec, options, source, servers)
                 else:
                     webrtc_peer: CallPeer = await _webrtc_peer(args, client, role, codec,
                                                                options, source, ICE_MARKER)
@@ -610,8 +614,38 @@ def _e2e_report(peer: Any) -> dict[str, Any] | None:
     return None
 
 
+def ice_servers(args: argparse.Namespace, link_kind: str) -> Any:
+    """The ``--stun`` / ``--turn`` servers of ``call`` (credentials from the environment), or
+    None when neither is given.
+
+    Raises:
+        UserError: a bad ``HOST:PORT``, a server option on another link than ICE, or ``--turn``
+            without both credential variables.
+    """
+    stun, turn = getattr(args, "stun", None), getattr(args, "turn", None)
+    if stun is None and turn is None:
+        return None
+    if link_kind != "ice":
+        raise UserError("--stun and --turn apply to --link ice (the WebRTC link uses aiortc's "
+                        "own ICE configuration; a serial line has no ICE)")
+    from ..transport.ice import IceServers, parse_server
+
+    try:
+        stun_addr = parse_server(stun, "--stun") if stun is not None else None
+        turn_addr = parse_server(turn, "--turn") if turn is not None else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    username = os.environ.get(TURN_USERNAME_ENV)
+    password = os.environ.get(TURN_PASSWORD_ENV)
+    if turn_addr is not None and not (username and password):
+        raise UserError(f"--turn needs the server's credentials in {TURN_USERNAME_ENV} and "
+                        f"{TURN_PASSWORD_ENV}")
+    return IceServers(stun=stun_addr, turn=turn_addr, turn_username=username,
+                      turn_password=password)
+
+
 async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any,
-                    options: Any, source: Any) -> Any:
+                    options: Any, source: Any, servers: Any = None) -> Any:
     from ..transport.ice import IceLinkError, connect_ice, secure_ice
     from ..transport.secure import KeyExchange
     from .linkcall import LinkPeer
@@ -619,7 +653,8 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
     exchange = KeyExchange(role, options.psk) if options.e2e else None  # type: ignore[arg-type]
     try:
         connecting = connect_ice(client, role, codec.info.name, answer_timeout_s=60,
-                                 offer_timeout_s=args.wait, exchange=exchange)
+                                 offer_timeout_s=args.wait, exchange=exchange,
+                                 servers=servers)
         if role == "offerer":
             try:
                 ice = await connecting
@@ -630,6 +665,12 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
             ice = await _wait_for_offer(args, connecting)
     except IceLinkError as exc:
         raise UserError(str(exc)) from None
+    for wanted, kind, what in ((servers is not None and servers.stun, "srflx", "--stun"),
+                               (servers is not None and servers.turn, "relay", "--turn")):
+        if wanted and kind not in ice.candidate_types:
+            print(f"voip-codec: the {what} server gave no {kind} candidate (unreachable, or "
+                  "wrong credentials); the call uses the other candidates",
+                  file=sys.stderr, flush=True)
     peer = LinkPeer(codec, secure_ice(ice), options, source=source, name=args.peer)
     peer.start()
     if ice.e2e_keys is not None:
@@ -644,6 +685,13 @@ async def _ice_peer(args: argparse.Namespace, client: Any, role: str, codec: Any
 
 async def _serial_call(args: argparse.Namespace, link: LinkChoice, codec: Any, options: Any,
                        source: Any) -> dict[str, Any]:
+    from ..transport.handshake import (
+        HandshakeError,
+        HandshakeLink,
+        handshake_interval_s,
+        handshake_link,
+    )
+    from ..transport.secure import SecureLink
     from ..transport.serial import SerialLinkError, open_serial_link
     from .linkcall import LinkPeer
 
@@ -652,19 +700,47 @@ async def _serial_call(args: argparse.Namespace, link: LinkChoice, codec: Any, o
         serial_link = open_serial_link(f"{link.device}@{link.baud}")
     except SerialLinkError as exc:
         raise UserError(str(exc)) from None
-    peer = LinkPeer(codec, serial_link, options, source=source, name=args.peer)
+    print(f"call: {link.device} open at {link.baud} bit/s (8N1); waiting up to {args.wait:g} s "
+          "for the other end's handshake", file=sys.stderr, flush=True)
+    try:
+        call_link = await handshake_link(
+            serial_link, encrypt=options.e2e, psk=options.psk, timeout_s=args.wait,
+            interval_s=handshake_interval_s(link.baud, options.e2e, options.psk is not None),
+            counter_bytes=0)  # a serial line never reorders: no counter on the wire
+    except HandshakeError as exc:
+        serial_link.close()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        serial_link.close()
+        raise
+    peer = LinkPeer(codec, call_link, options, source=source, name=args.peer)
     try:
         peer.start()
-        print(f"call: {link.device} open at {link.baud} bit/s (8N1); the call runs",
-              file=sys.stderr, flush=True)
+        _print_e2e(call_link, options.psk is not None)
         await _converse(peer, args)
+        after = call_link.inner if isinstance(call_link, SecureLink) else call_link
+        assert isinstance(after, HandshakeLink)
         return {"role": "serial", "link": "serial", "codec": codec.info.name,
                 "receiver": peer.track.stats(),
                 "sender": peer.sender.stats.to_dict() if peer.sender else None,
-                "serial": serial_link.stats()}
+                "serial": serial_link.stats(), "e2e": _e2e_report(peer),
+                "handshake": after.handshake.stats.to_dict()}
     finally:
         with contextlib.suppress(Exception):
             await peer.close()
+
+
+def _print_e2e(link: Any, psk: bool) -> None:
+    """Tell the user (stderr) the SAS to compare, or that encryption is off."""
+    from ..transport.secure import SecureLink
+
+    if isinstance(link, SecureLink):
+        how = " with a pre-shared secret" if psk else ""
+        print(f"voip-codec: end-to-end encrypted{how}; read this code to the other user, it "
+              f"must match theirs: {link.keys.sas}", file=sys.stderr, flush=True)
+    else:
+        print("voip-codec: end-to-end encryption is OFF (--no-e2e): anyone on the line could "
+              "hear the audio", file=sys.stderr, flush=True)
 
 
 def run_call_command(args: argparse.Namespace) -> int:
@@ -693,9 +769,16 @@ def add_call_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=None,
                    help="seconds to stay in the call (default: until the input ends, or 30 s)")
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the other "
-                                                             "peer's offer")
+                   "peer's offer (serial: for its handshake)")
     p.add_argument("--loopback", action="store_true",
                    help="gather 127.0.0.1 ICE candidates only (both peers on this machine)")
+    p.add_argument("--stun", default=None, metavar="HOST:PORT",
+                   help="--link ice: a STUN server, for this peer's address as seen from "
+                        "outside its NAT")
+    p.add_argument("--turn", default=None, metavar="HOST:PORT",
+                   help=f"--link ice: a TURN server (UDP) to relay through when no direct "
+                        f"path works; credentials from ${TURN_USERNAME_ENV} and "
+                        f"${TURN_PASSWORD_ENV}")
     _transport_args(p)
     p.add_argument("--stock-sctp", action="store_true",
                    help="keep aiortc's SCTP acknowledgements (a SACK packet per received "

@@ -221,6 +221,7 @@ async def _ice_demo(codec: Codec, options: CallOptions, source: MediaStreamTrack
 async def _serial_demo(codec: Codec, options: CallOptions, source: MediaStreamTrack, *,
                        baud: int, bit_error_rate: float, byte_drop_rate: float, seed: int,
                        timeout_s: float) -> tuple[LinkPeer, LinkPeer, np.ndarray, dict[str, Any]]:
+    from ..transport.handshake import HandshakeError, handshake_interval_s, handshake_link
     from ..transport.serial import SerialLink, SerialLinkError, open_serial_link
     from ..transport.serial_line import LineConditions, PtyLine
 
@@ -238,8 +239,18 @@ async def _serial_demo(codec: Codec, options: CallOptions, source: MediaStreamTr
         except SerialLinkError as exc:
             raise CallError(str(exc)) from None
         links.append(link_b)
-        alice = LinkPeer(codec, link_a, options, source=source, name="alice")
-        bob = LinkPeer(codec, link_b, options, name="bob")
+        # no signaling: the two ends agree on keys on the line itself (also with --no-e2e,
+        # where the handshake only checks that neither end encrypts)
+        interval = handshake_interval_s(baud, options.e2e, options.psk is not None)
+        try:
+            call_a, call_b = await asyncio.gather(*(
+                handshake_link(link, encrypt=options.e2e, psk=options.psk, timeout_s=30.0,
+                               interval_s=interval, counter_bytes=0)
+                for link in (link_a, link_b)))
+        except HandshakeError as exc:
+            raise CallError(str(exc)) from None
+        alice = LinkPeer(codec, call_a, options, source=source, name="alice")
+        bob = LinkPeer(codec, call_b, options, name="bob")
         peers = [alice, bob]
         audio = await _play_out(alice, bob, options, timeout_s, 0.0, 0.0)
         ab, ba = line.stats["ab"], line.stats["ba"]
