@@ -21,6 +21,7 @@ To add a parser (a new packet version, the serial framing, an encrypted link's f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -230,6 +231,48 @@ def _secure_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[Base
     return run, (Dropped,)
 
 
+_FUZZ_PSK = b"fuzz pre-shared secret"
+
+
+def _hello_seeds() -> list[bytes]:
+    from voip_codec.transport.handshake import Handshake
+
+    out = []
+    for kwargs in ({"encrypt": True}, {"encrypt": True, "psk": _FUZZ_PSK}, {"encrypt": False},
+                   {"encrypt": False, "psk": _FUZZ_PSK}):
+        peer = Handshake(**kwargs)  # type: ignore[arg-type]
+        out.append(peer.hello())
+        peer.peer_nonce = bytes(range(16))[:len(peer.nonce)]
+        out.append(peer.hello())  # with an echo
+    return out
+
+
+def _hello_target(stack: contextlib.ExitStack) -> tuple[Parser, tuple[type[BaseException], ...]]:
+    from voip_codec.transport.handshake import Handshake
+
+    ends: list[Handshake] = []
+
+    def fresh() -> Handshake:
+        ends[:] = [Handshake(encrypt=True, psk=_FUZZ_PSK if len(ends) % 2 else None)]
+        return ends[0]
+
+    fresh()
+
+    def run(data: bytes) -> object:
+        hs = ends[0]
+        if hs.done or hs.error is not None:  # finished or refused: the next input gets a new one
+            hs = fresh()
+        before = dataclasses.asdict(hs.stats)
+        answer = hs.receive(data)
+        if answer is not None:
+            return answer
+        if dataclasses.asdict(hs.stats) == before and hs.error is None and not hs.done:
+            raise FuzzMismatch("a datagram vanished without being counted")
+        raise Dropped
+
+    return run, (Dropped,)
+
+
 def _tokenfile_seeds() -> list[bytes]:
     import numpy as np
 
@@ -417,6 +460,8 @@ FUZZ_TARGETS: tuple[FuzzTarget, ...] = (
                "Dropped (counted)", _kiss_target, _kiss_seeds, 600),
     FuzzTarget("e2e-datagram", "transport.secure.SecureLink receive (AES-GCM, replay window)",
                "Dropped (counted)", _secure_target, _secure_seeds, 256),
+    FuzzTarget("handshake-hello", "transport.handshake.Handshake.receive (in-band key exchange)",
+               "Dropped (counted, or a one-line error)", _hello_target, _hello_seeds, 160),
     FuzzTarget("token-file", "wire.tokenfile.parse_token_file", "TokenFileError",
                _tokenfile_target, _tokenfile_seeds, 256),
     FuzzTarget("signaling-message", "signaling.protocol.parse_client_message + field checks",
