@@ -224,9 +224,7 @@ class CodecReceiverTrack(MediaStreamTrack):
         wait = self._t0 + self._pts / self.rate - now
         if wait > 0:
             await asyncio.sleep(wait)
-        # the delay follows its target in silence: shrink, or grow before the next talk spurt
-        if not self.session.trim_output(self.samples_per_frame):
-            self.session.pad_output(self.samples_per_frame)
+        self.session.trim_output(self.samples_per_frame)  # shrink in silence
         if self.session.output.queued < self.samples_per_frame:
             await self._drain(urgent=True)
         if self.readyState != "live":
