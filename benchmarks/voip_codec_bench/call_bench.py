@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import json
 import platform
 import time
 from collections import deque
 from typing import Any
 
-import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from voip_codec.codecs.base import Codec
 from voip_codec.transport.jitter import JitterConfig
@@ -46,6 +44,8 @@ from voip_codec.webrtc.call import CallOptions, CallPeer, run_demo
 from voip_codec.webrtc.commands import SAMPLE_SPEECH, jitter_config
 from voip_codec.webrtc.contrib.loopback import loopback_candidates
 from voip_codec.webrtc.contrib.relay import ImpairmentRelay
+
+from .sources import PacedTrack
 
 __all__ = ["codec_delay_ms", "envelope_lags", "measure_bitrates", "measure_detector",
            "measure_latency", "render_markdown", "speech_bursts"]
@@ -84,36 +84,15 @@ def speech_bursts(bursts: int, burst_s: float = 0.5, gap_s: float = 0.5) -> tupl
     return np.concatenate(parts).astype(np.float32), onsets
 
 
-class _SourceTrack(MediaStreamTrack):
+class _SourceTrack(PacedTrack):
     """Plays a signal in 20 ms frames at 48 kHz, paced in real time; records hand-over times."""
 
-    kind = "audio"
-
     def __init__(self, signal: np.ndarray) -> None:
-        super().__init__()
+        super().__init__(len(signal) // PTIME, record_handover=True)
         self.signal = signal
-        self.total = len(signal) // PTIME
-        self.index = 0
-        self.t0: float | None = None
-        self.handover: list[float] = []
 
-    async def recv(self) -> av.AudioFrame:
-        if self.index >= self.total:
-            raise MediaStreamError
-        now = time.monotonic()
-        if self.t0 is None:
-            self.t0 = now
-        wait = self.t0 + self.index * PTIME / RATE - now
-        if wait > 0:
-            await asyncio.sleep(wait)
-        pcm = self.signal[self.index * PTIME:(self.index + 1) * PTIME]
-        frame = av.AudioFrame.from_ndarray((pcm * 32767).astype(np.int16).reshape(1, -1),
-                                           format="s16", layout="mono")
-        frame.sample_rate, frame.pts = RATE, self.index * PTIME
-        frame.time_base = fractions.Fraction(1, RATE)
-        self.handover.append(time.monotonic())
-        self.index += 1
-        return frame
+    def frame_pcm(self, index: int) -> np.ndarray:
+        return self.signal[index * PTIME:(index + 1) * PTIME]
 
 
 def _envelope(times: np.ndarray, pcm: np.ndarray, t_ref: float, n_bins: int) -> np.ndarray:

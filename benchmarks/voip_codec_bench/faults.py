@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import math
 import os
@@ -32,9 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from voip_codec.testing import (
     free_port,
@@ -43,6 +41,8 @@ from voip_codec.testing import (
     stop_processes,
     wait_call_established,
 )
+
+from .sources import FRAME, RATE, PacedTrack
 
 __all__ = ["run_faults", "run_long_aiortc_call"]
 
@@ -155,70 +155,29 @@ def _signaling_restart(tmp: Path, duration: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- in-process calls
-class _ToneTrack(MediaStreamTrack):
-    """A 48 kHz mono source of 20 ms frames (a 220 Hz tone) paced at ``speed`` x real time."""
-
-    kind = "audio"
+class _ToneTrack(PacedTrack):
+    """A 220 Hz tone for ``seconds``, paced at ``speed`` x real time."""
 
     def __init__(self, seconds: float, speed: float = 1.0) -> None:
-        super().__init__()
-        self.index = 0
-        self.total = int(seconds * 50)
-        self.speed = speed
-        self.t0: float | None = None
+        super().__init__(int(seconds * 50), speed)
 
-    async def recv(self) -> av.AudioFrame:
-        if self.index >= self.total:
-            raise MediaStreamError
-        now = time.monotonic()
-        if self.t0 is None:
-            self.t0 = now
-        wait = self.t0 + self.index * 0.02 / self.speed - now
-        if wait > 0:
-            await asyncio.sleep(wait)
-        t = (np.arange(960) + self.index * 960) / 48000
-        pcm = 0.3 * np.sin(2 * np.pi * 220 * t)
-        frame = av.AudioFrame.from_ndarray((pcm * 32767).astype(np.int16).reshape(1, -1),
-                                           format="s16", layout="mono")
-        frame.sample_rate, frame.pts = 48000, self.index * 960
-        frame.time_base = fractions.Fraction(1, 48000)
-        self.index += 1
-        return frame
+    def frame_pcm(self, index: int) -> np.ndarray:
+        t = (np.arange(FRAME) + index * FRAME) / RATE
+        return 0.3 * np.sin(2 * np.pi * 220 * t)
 
 
-class _LoopTrack(MediaStreamTrack):
-    """A 48 kHz mono source of 20 ms frames cut from ``pcm`` (16 kHz, looped), paced at real
-    time, for ``seconds``."""
-
-    kind = "audio"
+class _LoopTrack(PacedTrack):
+    """Frames cut from ``pcm`` (16 kHz, looped) for ``seconds``, paced at real time."""
 
     def __init__(self, pcm: np.ndarray, seconds: float) -> None:
-        super().__init__()
+        super().__init__(int(seconds * 50))
         x = np.asarray(pcm, dtype=np.float32).reshape(-1)
         # 16 -> 48 kHz by linear interpolation: enough for a benchmark's source
         self.pcm = np.interp(np.arange(3 * x.shape[0]) / 3, np.arange(x.shape[0]), x)
-        self.index = 0
-        self.total = int(seconds * 50)
-        self.t0: float | None = None
 
-    async def recv(self) -> av.AudioFrame:
-        if self.index >= self.total:
-            raise MediaStreamError
-        now = time.monotonic()
-        if self.t0 is None:
-            self.t0 = now
-        wait = self.t0 + self.index * 0.02 - now
-        if wait > 0:
-            await asyncio.sleep(wait)
-        start = (self.index * 960) % (self.pcm.shape[0] - 960)
-        pcm = self.pcm[start:start + 960]
-        frame = av.AudioFrame.from_ndarray(
-            (np.clip(pcm, -1, 1) * 32767).astype(np.int16).reshape(1, -1), format="s16",
-            layout="mono")
-        frame.sample_rate, frame.pts = 48000, self.index * 960
-        frame.time_base = fractions.Fraction(1, 48000)
-        self.index += 1
-        return frame
+    def frame_pcm(self, index: int) -> np.ndarray:
+        start = (index * FRAME) % (self.pcm.shape[0] - FRAME)
+        return self.pcm[start:start + FRAME]
 
 
 async def _pair(source: Any, a_to_b: Any = None, adaptive: bool = True,
