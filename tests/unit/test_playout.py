@@ -59,24 +59,6 @@ def test_queue_trims_only_quiet_audio() -> None:
     assert q.read(320).starts == [(1, 0)]  # a trimmed frame start is not reported as heard
 
 
-def test_queue_pads_only_between_quiet_stretches() -> None:
-    q = PlayoutQueue(16000)
-    q.push(np.full(320, 0.5, np.float32), index=0)
-    q.push(np.full(320, 1e-4, np.float32), index=1)
-    q.push(np.full(320, 0.5, np.float32), index=2)
-    assert q.pad(160, level=1e-3) == 0  # the head is speech
-    assert q.read(320).starts == [(0, 0)]
-    assert q.pad(160, level=1e-3) == 0  # the head is quiet but speech was just heard
-    q.read(100)  # 100 quiet samples heard
-    assert q.pad(240, level=1e-3) == 0  # the next 240 run into speech
-    q.read(100)
-    assert q.pad(100, level=1e-3) == 100  # quiet behind and ahead: 100 zeros go in
-    assert q.padded_samples == 100 and q.queued == 120 + 100 + 320
-    out = q.read(540)
-    assert not out.pcm[:100].any() and out.pcm[-1] == 0.5
-    assert out.starts == [(2, 220)]  # frame 2 starts 100 samples later than it would have
-
-
 # ------------------------------------------------------------------- ReceiveSession.poll
 def session(jitter: JitterConfig | None = None) -> ReceiveSession:
     codec = get_codec("pcm16")
@@ -179,22 +161,6 @@ def test_delay_shrinks_in_silence_without_cutting_sound() -> None:
     loud = queue_burst(0.5)
     assert loud.trim_output(320) == 0  # speech is never cut
     assert loud.output.queued == 4 * N
-
-
-def test_delay_grows_in_silence_up_to_its_target() -> None:
-    rx = queue_burst(0.0)
-    rx.output.read(320)  # silence heard
-    s = rx.buffer.stats
-    s.target_delay_ms = s.current_delay_ms + 30.0  # the network now asks for 30 ms more
-    before = rx.output.queued
-    assert rx.pad_output(320) == 320  # 20 ms of silence in
-    assert rx.pad_output(320) == 160  # and the 10 ms still missing
-    assert rx.pad_output(320) == 0  # at the target: nothing more
-    assert rx.output.queued == before + 480 and s.padded == 2
-    loud = queue_burst(0.5)
-    loud.output.read(320)
-    loud.buffer.stats.target_delay_ms = loud.buffer.stats.current_delay_ms + 30.0
-    assert loud.pad_output(320) == 0  # never inside speech
 
 
 def test_a_stretch_is_traced_against_the_frame_it_waited_for() -> None:

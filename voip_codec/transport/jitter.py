@@ -192,9 +192,6 @@ class JitterStats:
     """Ticks inserted to grow the delay."""
     skipped: int = 0
     """Frames dropped to shrink the delay."""
-    padded: int = 0
-    """Silent pieces inserted in the output to grow the delay in silence (not concealment;
-    counted by :meth:`~voip_codec.transport.session.ReceiveSession.pad_output`)."""
     resyncs: int = 0
     """Forced jumps after the sender got far ahead."""
     jitter_ms: float = 0.0

@@ -20,10 +20,6 @@ import numpy as np
 
 __all__ = ["PlayoutQueue", "ReadResult"]
 
-_TAIL = 240
-"""Samples at the end of the last read that :meth:`PlayoutQueue.pad` requires to be quiet (5 ms
-at 48 kHz): silence is inserted only between two quiet stretches."""
-
 
 @dataclass(frozen=True)
 class ReadResult:
@@ -57,9 +53,6 @@ class PlayoutQueue:
         """Samples zero-filled because the queue ran dry after the first push."""
         self.trimmed_samples = 0
         """Samples dropped by :meth:`trim` (the delay shrunk in silence)."""
-        self.padded_samples = 0
-        """Silent samples inserted by :meth:`pad` (the delay grew in silence)."""
-        self._tail_peak = 0.0  # peak of the last few samples read (what was just heard)
 
     @property
     def queued(self) -> int:
@@ -103,7 +96,6 @@ class PlayoutQueue:
             else:
                 self._chunks[0] = head[take:]
         self._queued -= got
-        self._tail_peak = float(np.max(np.abs(out[-_TAIL:]), initial=0.0))
         missing = n - got
         if missing and self._written:
             self.underrun_samples += missing
@@ -124,38 +116,14 @@ class PlayoutQueue:
         Returns:
             Samples dropped (0 or ``n``).
         """
-        if n <= 0 or self._queued < n or self._head_peak(n) >= level:
+        if n <= 0 or self._queued < n:
+            return 0
+        peek = np.concatenate(list(self._chunks))[:n] if len(self._chunks) > 1 \
+            else self._chunks[0][:n]
+        if float(np.max(np.abs(peek), initial=0.0)) >= level:
             return 0
         self.read(n)
         self.trimmed_samples += n
-        return n
-
-    def _head_peak(self, n: int) -> float:
-        peek = np.concatenate(list(self._chunks))[:n] if len(self._chunks) > 1 \
-            else self._chunks[0][:n]
-        return float(np.max(np.abs(peek), initial=0.0))
-
-    def pad(self, n: int, level: float) -> int:
-        """Insert ``n`` samples of silence at the head if what was just played and the next
-        ``n`` queued samples are all quieter than ``level``.
-
-        The counterpart of :meth:`trim`: it grows the playout delay in silence, so that a delay
-        the network asks for is in place before the next talk spurt instead of being made by
-        concealing a frame of speech (a stretch). Frames already queued start ``n`` samples
-        later.
-
-        Returns:
-            Samples inserted (0 or ``n``).
-        """
-        if n <= 0 or self._queued < n or self._tail_peak >= level:
-            return 0
-        if self._head_peak(n) >= level:
-            return 0
-        self._chunks.appendleft(np.zeros(n, dtype=np.float32))
-        self._queued += n
-        self._written += n
-        self._starts = deque((pos + n, index) for pos, index in self._starts)
-        self.padded_samples += n
         return n
 
     def clear(self) -> None:

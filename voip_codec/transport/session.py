@@ -538,27 +538,6 @@ class ReceiveSession:
             s.current_delay_ms -= ms
         return dropped
 
-    def pad_output(self, n: int, level: float = 0.003) -> int:
-        """Grow the delay in silence: insert up to ``n`` silent samples (as many as the playout
-        delay is below its target) before the next queued ones, if the audio just played and
-        the next ones queued are quieter than ``level``. The delay the
-        network asks for (late packets, waiting for redundant copies) is then in place before
-        the next talk spurt, instead of being made by concealing a frame of it (a stretch).
-
-        Returns:
-            Samples inserted (0 when nothing was).
-        """
-        s = self.buffer.stats
-        rate = self.output.sample_rate
-        short = round((s.target_delay_ms - s.current_delay_ms) * rate / 1000.0)
-        if not self.buffer.started or short < rate // 1000:  # less than 1 ms short: leave it
-            return 0
-        padded = self.output.pad(min(n, short), level)
-        if padded:
-            s.current_delay_ms += 1000.0 * padded / rate
-            s.padded += 1
-        return padded
-
     # -- may run in a worker thread: touches only the decoder
     def decode(self, frame: PlayoutFrame) -> np.ndarray:
         """Decode the frame of a tick, or conceal it (payload None). The silent frames the
