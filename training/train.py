@@ -254,8 +254,9 @@ def quick_dev(model: FocalCodec, n_clips: int = 6) -> dict[str, float]:
             "silence_peak": float(np.abs(quiet).max())}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The options of a training run (shared with :mod:`training.accel`)."""
+    ap = argparse.ArgumentParser(description=description or __doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/default"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2,
@@ -315,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                          "run's final/) instead of random ones; ignored when resuming")
     ap.add_argument("--bench", type=int, default=0,
                     help="only time this many steps of each stage, then exit (no outputs)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
