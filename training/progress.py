@@ -5,7 +5,8 @@
 
 Each argument is ``LABEL=MODEL_DIR@MINUTES``: the minutes are a number, or a run folder whose
 ``log.jsonl`` gives the training time of its last step, added to the minutes of the model it was
-initialised from (``LABEL=DIR@RUN~BASE_LABEL``). Every model is scored by the same 6-clip dev
+initialised from (``LABEL=DIR@RUN~BASE_LABEL``). With ``--gpu`` the new points' minutes are
+accelerator minutes (:mod:`training.accel` runs); they are drawn apart and labelled. Every model is scored by the same 6-clip dev
 check as training (``training.train.quick_dev``: the benchmark harness' aligned STOI), so the
 points are comparable whatever check was used while they trained. Writes ``<out>.json`` and
 ``<out>.png``; with ``--append`` the points already in ``<out>.json`` are kept (not re-scored)
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="output path without suffix")
     ap.add_argument("--append", action="store_true",
                     help="keep the points already in <out>.json and score only the new ones")
+    ap.add_argument("--gpu", action="store_true",
+                    help="the new points were trained on a GPU machine (training.accel)")
     ap.add_argument("points", nargs="+", help="LABEL=MODEL_DIR@MINUTES or @RUN_DIR~BASE_LABEL")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         model = from_pretrained(model_dir).eval()
         with torch.inference_mode():
             dev = quick_dev(model)
-        points[label] = {"model": model_dir, "minutes": round(minutes, 1), **dev}
+        points[label] = {"model": model_dir, "minutes": round(minutes, 1),
+                         "device": "gpu" if args.gpu else "cpu", **dev}
         print(f"{label}: {minutes:.1f} min, dev STOI {dev['dev_stoi']:.3f}, silence "
               f"{dev['silence_dbfs']:.1f} dBFS", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,13 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [float(p["minutes"]) for p in points.values()]
     ys = [float(p["dev_stoi"]) for p in points.values()]
-    ax.plot(xs, ys, "o")
+    gpu = [p.get("device") == "gpu" for p in points.values()]
+    ax.plot([x for x, g in zip(xs, gpu, strict=True) if not g],
+            [y for y, g in zip(ys, gpu, strict=True) if not g], "o", label="CPU run")
+    if any(gpu):
+        ax.plot([x for x, g in zip(xs, gpu, strict=True) if g],
+                [y for y, g in zip(ys, gpu, strict=True) if g], "s", color="C3",
+                label="+ minutes on a shared H200 (training.accel)")
+        ax.legend(fontsize=8, loc="lower right")
     for label, p in points.items():
         ax.annotate(label, (float(p["minutes"]), float(p["dev_stoi"])), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.axhline(0.75, color="grey", ls=":", lw=0.8)
     ax.text(min(xs), 0.752, "target (eval split): STOI 0.75", fontsize=8, va="bottom")
-    ax.set_xlabel("training CPU minutes (2-core shared box, 1-2 threads)")
+    ax.set_xlabel("training minutes (CPU: 2-core shared box, 1-2 threads; squares add GPU minutes)")
     ax.set_ylabel("dev STOI (6 clips, offline, aligned)")
     ax.set_title("default model: dev STOI against training time")
     fig.tight_layout()
