@@ -97,7 +97,11 @@ def test_atheris_engine_runs_the_table_entry() -> None:
 def test_poisoned_input_leaves_the_bundled_model_working() -> None:
     from voip_codec_bench.poison import run_poisoning
 
-    rows = run_poisoning(shared_path("speech", "eval"), before_s=1.0, after_s=3.0)
+    # 5 s of speech after the bad stretch: the encoder's attention window (64 frames, 1.28 s)
+    # still holds the bad input at the start of it, and that transient is not what this checks.
+    # With the v7 model the full-scale square wave cost STOI 0.021 over 3 s of speech after it
+    # and 0.012 over 5 s (NaN 0.006 and 0.002): the loss fades as the window refills.
+    rows = run_poisoning(shared_path("speech", "eval"), before_s=1.0, after_s=5.0)
     assert {(r.side, r.condition) for r in rows} >= {("encoder", "nan"), ("decoder", "ones")}
     for r in rows:
         assert r.state_finite and r.peak_abs <= 1.0, r

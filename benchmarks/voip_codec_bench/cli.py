@@ -79,8 +79,10 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("clean", "loss10_jitter"),
                         help="network conditions (default: both): a clean loopback; 10%% random "
                              "loss with 20 ms delay and 10 ms half-normal jitter")
-    parser.add_argument("--bursts", type=int, default=12,
-                        help="speech bursts per call (default 12; one per second)")
+    parser.add_argument("--bursts", type=int, default=60,
+                        help="speech bursts per call (default 60: a one-minute call, one burst "
+                             "a second; the first 2 s, before loss reports are back, are also "
+                             "counted apart)")
     parser.add_argument("--no-bitrates", action="store_true", help="latency only")
     parser.add_argument("--playout-delay", type=playout_delay_ms, nargs="+",
                         default=[0.0], metavar="MS",

@@ -28,6 +28,7 @@ from voip_codec.transport.jitter import JitterConfig
 from voip_codec.transport.link import CallbackLink
 from voip_codec.transport.netsim import NetworkConditions, NetworkSimulator, loss_model
 from voip_codec.transport.session import ReceiveSession, SendSession
+from voip_codec.wire.compact import CompactLossReport, parse_compact
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "examples" / "browser"
@@ -68,8 +69,9 @@ def _speech_like(frames: int, samples: int, rate: int) -> list[np.ndarray]:
     return out
 
 
-def _trace(seed: int, jitter: dict[str, Any]) -> dict[str, Any]:
-    """A codec2-700c stream (v2 packets, K = 1, silence flagged) through a 10 % loss path."""
+def _trace(seed: int, jitter: dict[str, Any], duplicates: bool = False) -> dict[str, Any]:
+    """A codec2-700c stream (v2 packets, K = 1, silence flagged) through a 10 % loss path;
+    with ``duplicates`` every packet is sent twice, back to back, as a sender does under loss."""
     codec = get_codec("codec2-700c")
     sent: list[bytes] = []
     tx = SendSession(codec.info, codec.new_encoder(), CallbackLink(sent.append), redundancy=1,
@@ -78,8 +80,12 @@ def _trace(seed: int, jitter: dict[str, Any]) -> dict[str, Any]:
     times = []
     for i, pcm in enumerate(_speech_like(FRAMES, codec.info.input_frame_samples,
                                          codec.info.input_sample_rate)):
+        before = len(sent)
         tx.send_frame(tx.encode_frame(pcm))
-        times.append(i * period)
+        times += [i * period] * (len(sent) - before)
+        if duplicates:
+            sent += sent[before:]
+            times += [i * period] * (len(sent) - len(times))
     path = NetworkSimulator(NetworkConditions(loss=loss_model(0.10), delay_ms=40, jitter_ms=25,
                                               reorder_prob=0.03), seed=seed)
     arrivals = path.transmit(zip(times, sent, strict=True))
@@ -106,15 +112,18 @@ def _python_replay(trace: dict[str, Any], config: JitterConfig) -> dict[str, Any
             "stretched": rx.buffer.stats.stretched, "skipped": rx.buffer.stats.skipped}
 
 
-@pytest.mark.parametrize(("seed", "initial_ms"), [(11, 160.0), (12, 0.0), (13, 80.0)])
-def test_receive_parity_with_python_session(tmp_path: Path, seed: int, initial_ms: float
-                                            ) -> None:
+@pytest.mark.parametrize(("seed", "initial_ms", "duplicates"),
+                         [(11, 160.0, False), (12, 0.0, False), (13, 80.0, False),
+                          (14, 0.0, True)])
+def test_receive_parity_with_python_session(tmp_path: Path, seed: int, initial_ms: float,
+                                            duplicates: bool) -> None:
     """Same trace, same rules: the page's receiver and ReceiveSession play, recover, stretch,
-    skip and conceal the same frames and send the same loss reports."""
+    skip and conceal the same frames and send the same loss reports (with duplicated packets
+    too: both report the loss per datagram)."""
     node = _node()
     config = JitterConfig(initial_delay_ms=initial_ms, min_delay_ms=min(80.0, initial_ms))
     trace = _trace(seed, {"frameMs": 80, "initialDelayMs": initial_ms,
-                          "minDelayMs": min(80.0, initial_ms)})
+                          "minDelayMs": min(80.0, initial_ms)}, duplicates)
     (tmp_path / "trace.json").write_text(json.dumps(trace))
     done = subprocess.run([node, "tools/replay.mjs", str(tmp_path / "trace.json")], cwd=PAGE,
                           capture_output=True, text=True, timeout=60)
@@ -126,7 +135,14 @@ def test_receive_parity_with_python_session(tmp_path: Path, seed: int, initial_m
           f"lost; python {py['stats']}; js {js['stats']}")
     assert 0.05 < lost < 0.16
     s = py["stats"]
-    assert s["concealed"] > 0 and s["recovered_from_redundancy"] > 0  # the trace has both
+    if duplicates:  # second datagrams were dropped, and the reports still see the loss
+        assert s["duplicate"] > 0.7 * trace["packets"] / 2
+        parsed = [parse_compact(bytes.fromhex(r)) for r in py["reports"]]
+        rates = [r.loss_q / 255 for r in parsed if isinstance(r, CompactLossReport)]
+        assert len(rates) == len(parsed)
+        assert 0.04 < float(np.mean(rates)) < 0.2, rates
+    else:
+        assert s["concealed"] > 0 and s["recovered_from_redundancy"] > 0  # the trace has both
     assert abs(js["stats"]["concealed"] - s["concealed"]) <= 1
     for key in ("frames_played", "recovered_from_redundancy", "late", "duplicate",
                 "packets_received", "frames_received"):

@@ -226,3 +226,71 @@ def test_redundancy_history_is_bounded() -> None:
                                  loss_rate=0.0, mean_burst=0.0, residual_loss=0.0, jitter_ms=0,
                                  playout_delay_ms=0))
     assert len(ctl.history) == HISTORY_REPORTS and ctl.k == 0
+
+
+def test_duplicates_under_loss_keep_the_datagram_loss_rate_and_cut_concealment() -> None:
+    """At 10 % random loss a sender whose controller asks for duplicates sends every packet
+    twice; the receiver keeps the first datagram of each, its reports still give the loss per
+    datagram (so duplicates stay on), and far fewer frames depend on a copy that comes a
+    packet interval later (the wait that costs delay and, when that packet is lost too,
+    concealment)."""
+    from voip_codec.transport.netsim import loss_model
+    from voip_codec.transport.redundancy import DUPLICATE_LOSS
+
+    pcm = noise(400, seed=4)
+    lossy = NetworkConditions(delay_ms=20, jitter_ms=10, loss=loss_model(0.10))
+    results = {}
+    for dup in (None, DUPLICATE_LOSS):
+        ctl = RedundancyController(initial=1, duplicate_loss=dup)
+        _, tx, rx, a = run_call(pcm, lossy, controller=ctl, jitter=JitterConfig())
+        results[dup] = (tx, rx, a, ctl)
+    tx, rx, a, ctl = results[DUPLICATE_LOSS]
+    assert ctl.duplicates and tx.stats.duplicates > 300  # on since the first reports
+    assert rx.stats.duplicate > 0.8 * tx.stats.duplicates * 0.9  # both datagrams came
+    assert rx.last_report is not None and 0.04 <= rx.last_report.loss_rate <= 0.25
+    plain_tx, plain_rx, _, plain_ctl = results[None]
+    assert plain_tx.stats.duplicates == 0 and not plain_ctl.duplicates
+    # frames that had to wait a packet interval for a copy (or were lost): about 10 % without
+    # duplicates, about 1 % with them
+    assert (rx.stats.recovered_from_redundancy + rx.stats.concealed) * 4 < \
+        plain_rx.stats.recovered_from_redundancy + plain_rx.stats.concealed, (rx.stats,
+                                                                              plain_rx.stats)
+    assert rx.stats.concealed <= plain_rx.stats.concealed
+
+
+def test_duplicates_stop_after_calm_reports() -> None:
+    ctl = RedundancyController(initial=0, duplicate_loss=0.04, hold_reports=2)
+    lossy = LossReport(report_seq=0, highest_seq=0, expected=12, received=11, loss_rate=0.083,
+                       mean_burst=1.0)
+    assert ctl.duplicates is False
+    ctl.on_report(lossy)
+    assert ctl.duplicates is True
+    for seq, rate, still in ((1, 0.03, True), (2, 0.0, True), (3, 0.0, False)):
+        # 3 % is below the threshold but not below half of it: no calm report
+        ctl.on_report(LossReport(report_seq=seq, highest_seq=0, expected=12, received=12,
+                                 loss_rate=rate, mean_burst=0.0))
+        assert ctl.duplicates is still, seq
+    with pytest.raises(ValueError):
+        RedundancyController(duplicate_loss=0.0)
+
+
+def test_loss_statistics_count_duplicated_datagrams() -> None:
+    from voip_codec.transport.redundancy import LossStatistics
+
+    stats = LossStatistics(reorder_margin=0)
+    # 10 sequence numbers sent twice each: 3 and 7 arrived once, 5 not at all
+    for seq in range(10):
+        if seq == 5:
+            continue
+        stats.on_packet(seq)
+        if seq not in (3, 7):
+            stats.on_duplicate(seq)
+    report = stats.make_report()
+    assert report is not None and report.expected == 10 and report.received == 9
+    assert report.loss_rate == pytest.approx(4 / 20)  # datagrams: 2 + 1 + 1 of 20 lost
+    # an interval without duplicates counts sequence numbers again
+    for seq in range(10, 20):
+        if seq != 15:
+            stats.on_packet(seq)
+    later = stats.make_report()
+    assert later is not None and later.loss_rate == pytest.approx(0.1)

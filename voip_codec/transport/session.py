@@ -139,9 +139,12 @@ class SendStats:
     frames: int = 0
     """Frames passed to :meth:`SendSession.send_frame` (sent or left out by DTX)."""
     packets: int = 0
-    """Packets handed to the link."""
+    """Packets handed to the link (a duplicated packet counts once)."""
+    duplicates: int = 0
+    """Second datagrams sent for packets while the controller asked for duplicates."""
     payload_bytes: int = 0
-    """Bytes of those packets (headers of our format included, the link's not)."""
+    """Bytes handed to the link (duplicates and headers of our format included, the link's
+    not)."""
     dtx_frames: int = 0
     """Silent frames left out (DTX)."""
     redundancy: int = 0
@@ -331,6 +334,10 @@ class SendSession:
         self.link.send(data)
         self.stats.packets += 1
         self.stats.payload_bytes += len(data)
+        if self.controller is not None and self.controller.duplicates:
+            self.link.send(data)  # same sequence number: the receiver keeps the first to come
+            self.stats.duplicates += 1
+            self.stats.payload_bytes += len(data)
 
 
 # ------------------------------------------------------------------------------------- receive
@@ -448,12 +455,15 @@ class ReceiveSession:
             return
         self._peer_version = 2 if isinstance(data, (bytes, bytearray, memoryview)) \
             and data[0] & 0xC0 == 0x80 else 1
+        duplicates = self.buffer.stats.duplicate
         if self.buffer.push_packet(audio, now):
             self.loss.on_packet(audio.seq)
             if self.trace is not None:  # first arrival of each frame, own packet or copy
                 first = self.buffer.unwrap_index(audio.frame_index)
                 for i in range(-len(audio.redundant), len(audio.frames)):
                     self.trace.mark("arrived", first + i, now)
+        elif self.buffer.stats.duplicate > duplicates:
+            self.loss.on_duplicate(audio.seq)
 
     def poll(self, now: float, *, urgent: bool = False, lead: float = 0.0
              ) -> PlayoutFrame | None:

@@ -25,11 +25,18 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.link import Link
+from ..transport.serial import SerialLink
 from .call import CallError, CallOptions, DemoResult, collect, drain_call, write_demo_output
 from .receiver import CodecReceiverTrack
 from .sender import CodecSender
 
 __all__ = ["LinkPeer", "run_link_demo"]
+
+
+def _serial(link: Link) -> bool:
+    """Whether ``link`` (or the link an encrypting wrapper sends on) is a serial line: its bit
+    rate has no room for duplicate packets."""
+    return isinstance(getattr(link, "inner", link), SerialLink)
 
 
 class LinkPeer:
@@ -54,7 +61,8 @@ class LinkPeer:
         self.sender: CodecSender | None = None
         if source is not None:
             self.sender = CodecSender(source, codec, link, frames_per_packet=o.frames_per_packet,
-                                      redundancy=o.redundancy, adaptive=o.adaptive, dtx=o.dtx)
+                                      redundancy=o.redundancy, adaptive=o.adaptive,
+                                      duplicates=o.duplicates and not _serial(link), dtx=o.dtx)
             self.track.session.sender = self.sender.session  # loss reports adapt its K
 
     def start(self) -> None:

@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..codecs.base import Codec
 from ..transport.link import CallbackLink, Link
-from ..transport.redundancy import RedundancyController
+from ..transport.redundancy import DUPLICATE_LOSS, RedundancyController
 from ..transport.session import (
     DEFAULT_PACKET_VERSION,
     DEFAULT_VAD_DBFS,
@@ -53,6 +53,8 @@ class CodecSender:
         frames_per_packet: new frames bundled per packet.
         redundancy: initial K (redundant copies of previous frames per packet).
         adaptive: adapt K from the receiver's loss reports.
+        duplicates: with ``adaptive``, send every packet twice while the reported loss is at
+            least ``DUPLICATE_LOSS`` (:mod:`voip_codec.transport.redundancy`).
         dtx: send nothing during silence (a one-frame keep-alive every ``keepalive_frames``).
         vad_threshold_dbfs: frames quieter than this (RMS) count as silence for DTX.
         packet_version: 2 (compact, the default) or 1 (for peers that only read version 1).
@@ -65,7 +67,7 @@ class CodecSender:
     def __init__(self, track: MediaStreamTrack, codec: Codec,
                  send: Callable[[bytes], None] | Link, *,
                  frames_per_packet: int = 1, redundancy: int = 1, adaptive: bool = True,
-                 dtx: bool = False, vad_threshold_dbfs: float = DEFAULT_VAD_DBFS,
+                 duplicates: bool = True, dtx: bool = False, vad_threshold_dbfs: float = DEFAULT_VAD_DBFS,
                  keepalive_frames: int = 12, packet_version: int = DEFAULT_PACKET_VERSION,
                  executor: concurrent.futures.Executor | None = None,
                  trace: FrameTrace | None = None,
@@ -79,7 +81,9 @@ class CodecSender:
         self.session = SendSession(
             self.info, codec.new_encoder(), link, frames_per_packet=frames_per_packet,
             redundancy=redundancy,
-            controller=RedundancyController(initial=redundancy) if adaptive else None,
+            controller=RedundancyController(
+                initial=redundancy, duplicate_loss=DUPLICATE_LOSS if duplicates else None)
+            if adaptive else None,
             dtx=dtx, vad_threshold_dbfs=vad_threshold_dbfs, keepalive_frames=keepalive_frames,
             packet_version=packet_version, name="sender")
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(

@@ -276,6 +276,7 @@ export class LossStatistics {
   constructor(reorderMargin = 2) {
     this.reorderMargin = reorderMargin;
     this.received = new Set();
+    this.doubled = new Set(); // sequence numbers whose second datagram came too (duplicates)
     this.highest = null;
     this.from = null;
     this.ticks = 0;
@@ -289,6 +290,13 @@ export class LossStatistics {
     if (ext < this.from) return;
     this.received.add(ext);
     this.highest = this.highest === null ? ext : Math.max(this.highest, ext);
+  }
+
+  /** The second datagram of a sequence number already seen (the sender duplicates packets). */
+  onDuplicate(seq) {
+    if (this.highest === null || this.from === null) return;
+    const ext = unwrap(seq, this.highest, 16);
+    if (ext >= this.from) this.doubled.add(ext);
   }
 
   onTick(concealed) { this.ticks++; this.concealed += concealed ? 1 : 0; }
@@ -306,13 +314,18 @@ export class LossStatistics {
     for (let s = this.from; s <= end; s++) {
       if (this.received.has(s)) { received++; inRun = false; } else { lost++; runs += inRun ? 0 : 1; inRun = true; }
     }
+    let doubled = 0;
+    for (const s of this.doubled) if (s <= end) doubled++;
+    // with duplicates, 2 datagrams per sequence number: the loss rate stays per datagram
+    const lossRate = doubled ? (2 * expected - received - doubled) / (2 * expected) : lost / expected;
     for (const s of [...this.received]) if (s <= end) this.received.delete(s);
+    for (const s of [...this.doubled]) if (s <= end) this.doubled.delete(s);
     this.from = end + 1;
     const residual = this.ticks ? this.concealed / this.ticks : 0;
     this.ticks = this.concealed = 0;
     const report = {
       kind: "report", reportSeq: this.reportSeq & 0xffff, highestSeq: this.highest & 0xffff,
-      expected: Math.min(expected, 0xffff), received: Math.min(received, 0xffff), lossRate: lost / expected,
+      expected: Math.min(expected, 0xffff), received: Math.min(received, 0xffff), lossRate,
       meanBurst: runs ? Math.min(lost / runs, 255) : 0, residualLoss: residual,
       jitterMs: Math.min(roundHalfEven(jitterMs), 0xffff), playoutDelayMs: Math.min(roundHalfEven(playoutDelayMs), 0xffff),
     };
@@ -381,7 +394,9 @@ export class Receiver {
     if (read.report && this.sender) this.sender.onReport(read.report);
     if (!read.audio) return;
     this.peerVersion = read.version;
+    const duplicates = this.buffer.stats.duplicate;
     if (this.buffer.push(read.audio, now)) this.loss.onPacket(read.audio.seq);
+    else if (this.buffer.stats.duplicate > duplicates) this.loss.onDuplicate(read.audio.seq);
   }
 
   /** The frame for this frame period (call once per period): see JitterBuffer.tick. */
