@@ -203,7 +203,8 @@ def _print_demo(r: Any) -> None:
               f"rate {r.network['rate_kbps'] or 'unlimited'}")
     print(f"audio            {r.input_seconds:.2f} s in -> {r.output_seconds:.2f} s out "
           f"({r.output})")
-    print(f"sender           {s.get('frames')} frames, {s.get('packets')} packets, "
+    twice = f" ({s['duplicates']} sent twice: loss >= 4%)" if s.get("duplicates") else ""
+    print(f"sender           {s.get('frames')} frames, {s.get('packets')} packets{twice}, "
           f"K now {s.get('redundancy')}, {s.get('reports')} loss reports")
     print(f"receiver         {rx['frames_received']} frames received, "
           f"{rx['recovered_from_redundancy']} recovered from redundancy, {rx['concealed']} "
