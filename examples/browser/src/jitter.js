@@ -334,9 +334,13 @@ export class LossStatistics {
   }
 }
 
+export const DUPLICATE_LOSS = 0.04;
+
 export class RedundancyController {
-  constructor({ initial = 1, kMin = 0, kMax = MAX_REDUNDANCY, holdReports = 3 } = {}) {
-    Object.assign(this, { k: initial, kMin, kMax, holdReports });
+  constructor({ initial = 1, kMin = 0, kMax = MAX_REDUNDANCY, holdReports = 3, duplicateLoss = null } = {}) {
+    Object.assign(this, { k: initial, kMin, kMax, holdReports, duplicateLoss });
+    this.duplicates = false; // send every packet twice (redundancy.py: duplicates)
+    this.dupCalm = 0;
     this.calm = 0;
     this.lastReport = null;
     this.history = [];
@@ -359,6 +363,14 @@ export class RedundancyController {
       this.calm = 0;
     }
     this.k = Math.min(Math.max(this.k, this.kMin), this.kMax);
+    if (this.duplicateLoss !== null) {
+      if (report.lossRate >= this.duplicateLoss) { this.duplicates = true; this.dupCalm = 0; } else if (this.duplicates && report.lossRate < this.duplicateLoss / 2) {
+        this.dupCalm++;
+        if (this.dupCalm >= this.holdReports) { this.duplicates = false; this.dupCalm = 0; }
+      } else {
+        this.dupCalm = 0;
+      }
+    }
     this.history.push(this.k);
     return this.k;
   }

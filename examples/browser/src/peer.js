@@ -332,7 +332,10 @@ async function start() {
           encoding = encoding.then(async () => {
             const out = await encoder.call({ type: "encode", pcm }, [pcm.buffer]);
             voip.encodeMs.push(out.ms);
-            if (await transmit(sender.packet(packTokens(out.tokens, bits), { silent }))) voip.sent += 1;
+            const packet = sender.packet(packTokens(out.tokens, bits), { silent });
+            if (await transmit(packet)) voip.sent += 1;
+            // under loss, a second datagram (sealed with its own counter: not a replay)
+            if (sender.duplicates && await transmit(packet)) voip.duplicates = (voip.duplicates || 0) + 1;
           });
         }
       }

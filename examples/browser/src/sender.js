@@ -2,17 +2,19 @@
 // encoded frame per packet with K copies of the frames before it, packet version 2 (compact,
 // the default: a loss report for the other direction rides on the next packet) or 1, and K
 // adapted from the other end's loss reports (RedundancyController).
-import { RedundancyController } from "./jitter.js";
+import { DUPLICATE_LOSS, RedundancyController } from "./jitter.js";
 import {
   FLAG_END, FLAG_SILENCE, FLAG_START, MAX_REDUNDANCY, audioPacketToBytes, compactAudioToBytes,
   compactFromReport,
 } from "./wire.js";
 
 export class Sender {
-  constructor({ codecId, version = 2, redundancy = 1, adaptive = true }) {
+  constructor({ codecId, version = 2, redundancy = 1, adaptive = true, duplicates = true }) {
     if (version !== 1 && version !== 2) throw new Error(`packet version must be 1 or 2, got ${version}`);
     Object.assign(this, { codecId, version });
-    this.controller = adaptive ? new RedundancyController({ initial: redundancy }) : null;
+    this.controller = adaptive
+      ? new RedundancyController({ initial: redundancy, duplicateLoss: duplicates ? DUPLICATE_LOSS : null })
+      : null;
     this.k = redundancy;
     this.seq = 0;
     this.frameIndex = 0;
@@ -24,6 +26,9 @@ export class Sender {
   }
 
   canPiggyback() { return this.version === 2 && !this.ended; }
+
+  /** Whether each packet should go out twice now (the controller asks for it from 4 % loss). */
+  get duplicates() { return Boolean(this.controller && this.controller.duplicates); }
 
   piggyback(report) { this.report = report; }
 

@@ -42,3 +42,19 @@ test("K follows the other end's loss reports (RedundancyController's hysteresis)
   assert.equal(sender.k, 2); // one step down after 3 calm reports
   assert.equal(sender.reports, 4);
 });
+
+test("duplicates from 4 % loss, off after 3 reports under 2 % (RedundancyController.duplicates)", () => {
+  const sender = new Sender({ codecId: 35, redundancy: 1 });
+  assert.equal(sender.duplicates, false);
+  sender.onReport({ ...report, reportSeq: 1, lossRate: 0.05, meanBurst: 1 });
+  assert.equal(sender.duplicates, true);
+  const rates = [0.03, 0, 0, 0]; // 3 % is under the threshold but not under half of it
+  const still = [true, true, true, false];
+  rates.forEach((lossRate, i) => {
+    sender.onReport({ ...report, reportSeq: 2 + i, lossRate, meanBurst: 0 });
+    assert.equal(sender.duplicates, still[i], `report ${2 + i}`);
+  });
+  const never = new Sender({ codecId: 35, duplicates: false });
+  never.onReport({ ...report, reportSeq: 1, lossRate: 0.3, meanBurst: 1 });
+  assert.equal(never.duplicates, false);
+});
