@@ -70,6 +70,8 @@ class SimulationResult:
     """Loss reports the receiver sent."""
     dtx_frames: int = 0
     """Silent frames the sender left out (DTX)."""
+    duplicates_sent: int = 0
+    """Packets sent a second time (the controller asked for duplicates under loss)."""
 
     @property
     def concealed_frames(self) -> int:
@@ -213,4 +215,5 @@ def simulate(
         frames=n_frames,
         sources=sources[:n_frames], jitter=receiver.buffer.stats, network=tx_link.path.stats,
         packets_sent=sender.stats.packets, payload_bytes_sent=sender.stats.payload_bytes,
-        redundancy_per_packet=k_used, reports=reports, dtx_frames=sender.stats.dtx_frames)
+        redundancy_per_packet=k_used, reports=reports, dtx_frames=sender.stats.dtx_frames,
+        duplicates_sent=sender.stats.duplicates)
