@@ -136,9 +136,9 @@ def train(args: argparse.Namespace) -> int:
     from voip_codec.codec.loading import from_pretrained
     from voip_codec.codec.model import FocalCodec
 
-    from .gan import MultiResolutionSTFTDiscriminator, discriminator_loss
+    from .gan import MultiResolutionSTFTDiscriminator
     from .losses import SpectralLoss, code_stats
-    from .train import default_config, step_losses, trainable
+    from .train import default_config, optimise, step_losses, trainable
 
     dev = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -188,16 +188,9 @@ def train(args: argparse.Namespace) -> int:
             print(f"{out.name}: non-finite loss at step {step}; stopping with the last save",
                   flush=True)
             return 1
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        if disc is not None and opt_d is not None:
-            d_loss = discriminator_loss(disc, fakes[0], fakes[1].detach())
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            logs["disc"] = float(d_loss.detach())
+        gnorm, d_loss = optimise(loss, opt, params, disc, opt_d, fakes)
+        if d_loss is not None:
+            logs["disc"] = d_loss
         step += 1
         if step % args.log_every == 0 or step == 1:
             uniq, _ = code_stats(u)

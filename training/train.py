@@ -187,6 +187,28 @@ def step_losses(model: FocalCodec, spec: SpectralLoss, x: torch.Tensor, y: torch
     return loss, logs, u
 
 
+def optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+             disc: MultiResolutionSTFTDiscriminator | None = None,
+             opt_d: torch.optim.Optimizer | None = None,
+             fakes: list[torch.Tensor] | None = None, clip: float | None = 5.0,
+             ) -> tuple[float, float | None]:
+    """One codec update from ``loss`` (gradient norm clipped to ``clip``), then, with a
+    discriminator and the (real, fake) views ``step_losses`` collected in ``fakes``, one
+    discriminator update. Returns the gradient norm (nan when not clipped) and the
+    discriminator loss (None without one)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if clip else float("nan")
+    opt.step()
+    if disc is None or opt_d is None or not fakes:
+        return gnorm, None
+    d_loss = discriminator_loss(disc, fakes[0], fakes[1].detach())
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    return gnorm, float(d_loss.detach())
+
+
 def plot(log_path: Path, png: Path) -> None:
     import matplotlib
 
@@ -365,14 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 yt = torch.from_numpy(y)
                 loss, logs, _ = step_losses(model, spec, torch.from_numpy(x), yt,
                                             stage, args, use_d, views if use_d else None)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if use_d is not None and opt_d is not None:
-                    d_loss = discriminator_loss(use_d, views[0], views[1].detach())
-                    opt_d.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    opt_d.step()
+                optimise(loss, opt, params, use_d, opt_d, views, clip=None)
                 ts.append(time.time() - t)
             print(f"stage {stage}: {np.median(ts):.3f} s/step (median of {len(ts)})", flush=True)
         return 0
@@ -442,16 +457,10 @@ def main(argv: list[str] | None = None) -> int:
                 model, spec, torch.from_numpy(x), yt, stage, args,
                 disc if adversarial and stage_step >= args.adv_start else None,
                 fakes if adversarial else None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            if adversarial and disc is not None and opt_d is not None:
-                d_loss = discriminator_loss(disc, fakes[0], fakes[1].detach())
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                logs["disc"] = float(d_loss.detach())
+            gnorm, d_loss = optimise(loss, opt, params, disc if adversarial else None, opt_d,
+                                     fakes)
+            if d_loss is not None:
+                logs["disc"] = d_loss
             uniq, usage = code_stats(u)
             stage_step += 1
             global_step += 1
