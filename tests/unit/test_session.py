@@ -34,23 +34,26 @@ def pcm16_frame(pcm: np.ndarray) -> np.ndarray:
 
 def run_call(pcm: np.ndarray, forward: NetworkConditions, *, redundancy: int = 0,
              controller: RedundancyController | None = None, jitter: JitterConfig = FIXED_160,
-             ticks: int | None = None) -> tuple[list[tuple[PlayoutFrame, np.ndarray | None]],
-                                                SendSession, ReceiveSession, MemoryLink]:
-    """One-way call of ``pcm`` (pcm16) over a memory link pair; one tick per frame period."""
-    codec = get_codec("pcm16")
+             ticks: int | None = None, codec_name: str = "pcm16"
+             ) -> tuple[list[tuple[PlayoutFrame, np.ndarray | None]], SendSession,
+                        ReceiveSession, MemoryLink]:
+    """One-way call of ``pcm`` (pcm16 unless ``codec_name``; 16 kHz) over a memory link pair;
+    one tick per frame period."""
+    codec = get_codec(codec_name)
+    n = codec.info.input_frame_samples
     a, b = memory_link_pair(forward, NetworkConditions(delay_ms=20), seed=7)
     tx = SendSession(codec.info, codec.new_encoder(), a, redundancy=redundancy,
                      controller=controller, vad_threshold_dbfs=-50)
     rx = ReceiveSession(codec.info, codec.new_decoder(), b, jitter=jitter, report_interval=6)
     a.set_receiver(tx.on_datagram)
     b.set_receiver(lambda data: rx.on_datagram(data, b.clock.now))
-    frames = len(pcm) // N
+    frames = len(pcm) // n
     out: list[tuple[PlayoutFrame, np.ndarray | None]] = []
     for k in range(ticks if ticks is not None else frames + 10):
         now = (k + 1) * PERIOD
         a.deliver(now)
         if k < frames:
-            tx.send_frame(tx.encode_frame(pcm[k * N:(k + 1) * N]), end=k == frames - 1)
+            tx.send_frame(tx.encode_frame(pcm[k * n:(k + 1) * n]), end=k == frames - 1)
         b.deliver(now)
         played = rx.tick(now)
         pcm_out = None if played.source in (FrameSource.BUFFERING, FrameSource.ENDED) \
@@ -237,12 +240,14 @@ def test_duplicates_under_loss_keep_the_datagram_loss_rate_and_cut_concealment()
     from voip_codec.transport.netsim import loss_model
     from voip_codec.transport.redundancy import DUPLICATE_LOSS
 
-    pcm = noise(400, seed=4)
     lossy = NetworkConditions(delay_ms=20, jitter_ms=10, loss=loss_model(0.10))
+    info = get_codec("codec2-700c").info
+    pcm = noise(400, seed=4)[: 400 * info.input_frame_samples]
     results = {}
     for dup in (None, DUPLICATE_LOSS):
         ctl = RedundancyController(initial=1, duplicate_loss=dup)
-        _, tx, rx, a = run_call(pcm, lossy, controller=ctl, jitter=JitterConfig())
+        _, tx, rx, a = run_call(pcm, lossy, controller=ctl, jitter=JitterConfig(),
+                                codec_name="codec2-700c")
         results[dup] = (tx, rx, a, ctl)
     tx, rx, a, ctl = results[DUPLICATE_LOSS]
     assert ctl.duplicates and tx.stats.duplicates > 300  # on since the first reports
@@ -256,6 +261,24 @@ def test_duplicates_under_loss_keep_the_datagram_loss_rate_and_cut_concealment()
         plain_rx.stats.recovered_from_redundancy + plain_rx.stats.concealed, (rx.stats,
                                                                               plain_rx.stats)
     assert rx.stats.concealed <= plain_rx.stats.concealed
+
+
+def test_only_small_packets_are_duplicated() -> None:
+    """A PCM stream's 2.5 kB packets are never doubled (that would add real load, not just
+    headers); a Codec2 packet is."""
+    from voip_codec.transport.session import DUPLICATE_MAX_BYTES
+
+    for name, copies in (("codec2-700c", 2), ("pcm16", 1)):
+        codec = get_codec(name)
+        sent: list[bytes] = []
+        ctl = RedundancyController(initial=0, duplicate_loss=0.04)
+        ctl.duplicates = True
+        tx = SendSession(codec.info, codec.new_encoder(), CallbackLink(sent.append),
+                         controller=ctl)
+        tx.send_frame(tx.encode_frame(noise(1)[: codec.info.input_frame_samples]))
+        assert len(sent) == copies and len(set(sent)) == 1, name
+        assert (len(sent[0]) <= DUPLICATE_MAX_BYTES) == (copies == 2)
+        assert tx.stats.packets == 1 and tx.stats.duplicates == copies - 1
 
 
 def test_duplicates_stop_after_calm_reports() -> None:

@@ -55,6 +55,7 @@ from .trace import FrameTrace
 
 __all__ = [
     "DEFAULT_VAD_DBFS",
+    "DUPLICATE_MAX_BYTES",
     "EncodedFrame",
     "ReceiveSession",
     "ReceiveStats",
@@ -75,6 +76,13 @@ again (2 s of 80 ms frames), so that growing and shrinking do not chase each oth
 
 DEFAULT_PACKET_VERSION = 2
 """Packet version a :class:`SendSession` writes unless told otherwise (2: compact)."""
+
+
+DUPLICATE_MAX_BYTES = 256
+"""Largest packet sent twice when the controller asks for duplicates. Duplicates are for the
+low-rate codecs (a FocalCodec packet is 4-12 bytes, Codec2 700C 11-35), where a second copy
+costs mostly headers; doubling a PCM or high-rate Opus stream would add real load to a path
+that may be losing packets because it is congested."""
 
 
 def read_datagram(data: bytes | bytearray | memoryview | str, reader: WireReader,
@@ -334,7 +342,8 @@ class SendSession:
         self.link.send(data)
         self.stats.packets += 1
         self.stats.payload_bytes += len(data)
-        if self.controller is not None and self.controller.duplicates:
+        if (self.controller is not None and self.controller.duplicates
+                and len(data) <= DUPLICATE_MAX_BYTES):
             self.link.send(data)  # same sequence number: the receiver keeps the first to come
             self.stats.duplicates += 1
             self.stats.payload_bytes += len(data)

@@ -335,7 +335,9 @@ async function start() {
             const packet = sender.packet(packTokens(out.tokens, bits), { silent });
             if (await transmit(packet)) voip.sent += 1;
             // under loss, a second datagram (sealed with its own counter: not a replay)
-            if (sender.duplicates && await transmit(packet)) voip.duplicates = (voip.duplicates || 0) + 1;
+            if (sender.duplicates && packet.length <= 256 && await transmit(packet)) {
+              voip.duplicates = (voip.duplicates || 0) + 1; // 256: session.py DUPLICATE_MAX_BYTES
+            }
           });
         }
       }
