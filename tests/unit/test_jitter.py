@@ -270,3 +270,24 @@ def test_push_reads_raw_v2_datagrams_across_the_12_bit_wrap() -> None:
     assert jb.stats.invalid == 0 and jb.stats.resyncs == 0
     assert jb.push(bytes([0xA0]) + bytes(8), 13 * T) is None  # a report is not audio
     assert jb.stats.invalid == 1
+
+
+def test_a_stalled_sender_is_resynced_not_dropped_for_the_rest_of_the_call() -> None:
+    """The sender stops for 3 s (a blocked capture) and then goes on from where it was, at the
+    real-time pace: every frame it sends afterwards is behind playout. Before, each was dropped
+    as late for the rest of the call; now the third late packet in a row restarts the timeline
+    and the stream plays again."""
+    jb = JitterBuffer(JitterConfig(max_delay_ms=800))
+    stall = 3.0
+    arrivals = [(i * T + 0.02, packet(i)) for i in range(20)]
+    arrivals += [(i * T + 0.02 + stall, packet(i)) for i in range(20, 80)]
+    out = run(jb, arrivals, 120)
+    assert jb.stats.resyncs == 1
+    assert jb.stats.late == 2  # the two packets before the resync
+    after = [i for i in played(out) if i is not None and i >= 22]
+    assert after[:5] == [22, 23, 24, 25, 26] and 79 in after
+    # packets that are late now and then (jitter) do not resync
+    jb2 = JitterBuffer(fixed(80))
+    jittery = [(i * T + (0.3 if i % 10 == 5 else 0.01), packet(i)) for i in range(60)]
+    run(jb2, jittery, 70)
+    assert jb2.stats.late > 0 and jb2.stats.resyncs == 0

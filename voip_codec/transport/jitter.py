@@ -64,6 +64,12 @@ DELAY_HISTORY = 4096
 LATE_HALF_LIFE = 25
 """Frames (2 s at 80 ms) over which the target floor set by a late frame halves."""
 
+BEHIND_RESYNC_PACKETS = 3
+"""Packets in a row whose newest frame is already behind playout after which the buffer starts
+the stream's timeline again from the packet in hand. A sender that stalled (a blocked capture
+or event loop) goes on from where it was, so every frame it sends afterwards comes late; without
+a resync they would all be dropped as late for the rest of the call."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -243,6 +249,7 @@ class JitterBuffer:
         self._loss_until = -1  # frame index up to which the redundancy wait is in the target
         self._stretched: int | None = None  # index of the frame the last stretch waited for
         self._lost_recent: deque[int] = deque(maxlen=64)  # indices given up on lately
+        self._behind = 0  # packets in a row whose newest frame was behind playout
         self._base_target_ms = self.config.initial_delay_ms  # target without redundancy wait
         self.stats.target_delay_ms = self.config.initial_delay_ms
 
@@ -262,6 +269,7 @@ class JitterBuffer:
         self._late_floor_until = -1
         self._loss_until = -1
         self._lost_recent.clear()
+        self._behind = 0
         self.stats.resyncs += 1
 
     @property
@@ -352,6 +360,17 @@ class JitterBuffer:
                             packet.frame_index)
                 self._restart()
                 seq = packet.seq
+        elif self._next is not None and not self.ended:
+            ref0 = self._frame_ref if self._frame_ref is not None else packet.frame_index
+            if unwrap(packet.frame_index, ref0, 32) + len(packet.frames) - 1 < self._next:
+                self._behind += 1
+                if self._behind >= BEHIND_RESYNC_PACKETS:
+                    logger.info("%s: %d packets in a row behind playout (the sender stalled?), "
+                                "resync", self.name, self._behind)
+                    self._restart()
+                    seq = packet.seq
+            else:
+                self._behind = 0
         self._seen_seqs.add(seq)
         self._seq_ref = seq if self._seq_ref is None else max(self._seq_ref, seq)
         if len(self._seen_seqs) > 8192:

@@ -81,6 +81,7 @@ export class JitterBuffer {
     this.lateFloorUntil = -1;
     this.lossUntil = -1;
     this.lostRecent = [];
+    this.behind = 0;
     this.stats.resyncs++;
   }
 
@@ -103,6 +104,15 @@ export class JitterBuffer {
       if (this.ended || !(-this.maxFrames() <= gap && gap <= this.maxFrames())) {
         this.restart();
         seq = packet.seq;
+      }
+    } else if (this.next !== null && !this.ended) {
+      // jitter.py BEHIND_RESYNC_PACKETS: a stalled sender's frames all come late afterwards
+      const ref0 = this.frameRef !== null ? this.frameRef : packet.frameIndex;
+      if (unwrap(packet.frameIndex, ref0, 32) + packet.frames.length - 1 < this.next) {
+        this.behind = (this.behind || 0) + 1;
+        if (this.behind >= 3) { this.restart(); seq = packet.seq; }
+      } else {
+        this.behind = 0;
       }
     }
     this.seen.add(seq);
