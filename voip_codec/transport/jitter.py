@@ -33,7 +33,10 @@ Playout delay (NetEQ-like):
     already concealed (the output is faded; the next good frame ramps back in) or if its packet
     was flagged ``SILENCE`` by the sender;
   - frames more than ``max_delay_ms`` (plus one bundle) ahead of playout force a resync (the
-    buffer jumps forward; counted in ``resyncs``).
+    buffer jumps forward; counted in ``resyncs``);
+  - ``BEHIND_RESYNC_PACKETS`` packets in a row whose newest frame is already behind playout (a
+    sender that stalled and went on from where it was) restart the timeline from the packet in
+    hand (also counted in ``resyncs``).
 """
 
 from __future__ import annotations
