@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fractions
 import time
+from collections.abc import AsyncIterator
 
 import av
 import numpy as np
@@ -72,6 +73,22 @@ async def _drain(track: MediaStreamTrack, stop: asyncio.Event) -> None:
             return
 
 
+@contextlib.asynccontextmanager
+async def playing_out(*tracks: MediaStreamTrack) -> AsyncIterator[None]:
+    """Play the received ``tracks`` out (:func:`_drain`) while the body runs; then stop them and
+    wait until they have."""
+    stop = asyncio.Event()
+    drains = [asyncio.ensure_future(_drain(t, stop)) for t in tracks]
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in drains:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
 async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: bool
                               ) -> dict[str, DirectionCounts]:
     """A full-duplex call on an aiortc data channel, stock or with tuned SACKs.
@@ -98,8 +115,6 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
         a = CallPeer(codec, options, source=SpeechTrack(pcm, length), name="a")
         b = CallPeer(codec, options, name="b",
                      source=SpeechTrack(pcm, length, offset_s=1.3, start_delay_s=phase_s))
-        stop = asyncio.Event()
-        drains: list[asyncio.Future[None]] = []
         try:
             await b.accept_answer(await a.accept_offer(await b.create_offer()))
             await asyncio.gather(a.wait_open(), b.wait_open())
@@ -111,45 +126,40 @@ async def measure_datachannel(codec: Codec, config: WireConfig, *, sack_tuning: 
                 sctp[key] = SctpPacketCounter(transport)
                 connection = transport.transport.transport.iceGatherer._connection
                 sockets[key] = [CountingSocket.install(p) for p in connection._protocols]
-            drains = [asyncio.ensure_future(_drain(p.track, stop)) for p in (a, b)]
-            await asyncio.sleep(config.warmup_s)
-            start: dict[str, tuple[int, int]] = {}
-            for key, peer in (("forward", a), ("back", b)):
-                for s in sockets[key]:
-                    s.reset()
-                sctp[key].reset()
-                assert peer.sender is not None
-                start[key] = (peer.sender.stats.packets, peer.sender.stats.payload_bytes)
-            await asyncio.sleep(config.seconds)
-            result: dict[str, DirectionCounts] = {}
-            for key, peer in (("forward", a), ("back", b)):
-                assert peer.sender is not None
-                st, socks = sctp[key].stats, sockets[key]
-                peer_socks = sockets["back" if key == "forward" else "forward"]
-                result[key] = DirectionCounts(
-                    datagrams=sum(s.datagrams for s in socks),
-                    udp_bytes=sum(s.bytes for s in socks),
-                    stun_datagrams=sum(s.stun[0] for s in socks),
-                    stun_bytes=sum(s.stun[1] for s in socks),
-                    dtls_app_datagrams=sum(s.dtls_app[0] for s in socks),
-                    dtls_app_bytes=sum(s.dtls_app[1] for s in socks),
-                    other_datagrams=sum(s.other[0] for s in socks),
-                    other_bytes=sum(s.other[1] for s in socks),
-                    by_kind={"data": (st.data_packets, st.data_bytes),
-                             "sack": (st.sack_packets, st.sack_bytes),
-                             "forward_tsn": (st.forward_tsn_packets, st.forward_tsn_bytes),
-                             "control": (st.other_packets, st.other_bytes),
-                             "bundled_sacks": (st.bundled_sacks, 0)},
-                    packets=peer.sender.stats.packets - start[key][0],
-                    packet_bytes=peer.sender.stats.payload_bytes - start[key][1],
-                    delivered_datagrams=sum(s.received[0] for s in peer_socks),
-                    delivered_bytes=sum(s.received[1] for s in peer_socks))
-            return result
+            async with playing_out(a.track, b.track):
+                await asyncio.sleep(config.warmup_s)
+                start: dict[str, tuple[int, int]] = {}
+                for key, peer in (("forward", a), ("back", b)):
+                    for s in sockets[key]:
+                        s.reset()
+                    sctp[key].reset()
+                    assert peer.sender is not None
+                    start[key] = (peer.sender.stats.packets, peer.sender.stats.payload_bytes)
+                await asyncio.sleep(config.seconds)
+                result: dict[str, DirectionCounts] = {}
+                for key, peer in (("forward", a), ("back", b)):
+                    assert peer.sender is not None
+                    st, socks = sctp[key].stats, sockets[key]
+                    peer_socks = sockets["back" if key == "forward" else "forward"]
+                    result[key] = DirectionCounts(
+                        datagrams=sum(s.datagrams for s in socks),
+                        udp_bytes=sum(s.bytes for s in socks),
+                        stun_datagrams=sum(s.stun[0] for s in socks),
+                        stun_bytes=sum(s.stun[1] for s in socks),
+                        dtls_app_datagrams=sum(s.dtls_app[0] for s in socks),
+                        dtls_app_bytes=sum(s.dtls_app[1] for s in socks),
+                        other_datagrams=sum(s.other[0] for s in socks),
+                        other_bytes=sum(s.other[1] for s in socks),
+                        by_kind={"data": (st.data_packets, st.data_bytes),
+                                 "sack": (st.sack_packets, st.sack_bytes),
+                                 "forward_tsn": (st.forward_tsn_packets, st.forward_tsn_bytes),
+                                 "control": (st.other_packets, st.other_bytes),
+                                 "bundled_sacks": (st.bundled_sacks, 0)},
+                        packets=peer.sender.stats.packets - start[key][0],
+                        packet_bytes=peer.sender.stats.payload_bytes - start[key][1],
+                        delivered_datagrams=sum(s.received[0] for s in peer_socks),
+                        delivered_bytes=sum(s.received[1] for s in peer_socks))
+                return result
         finally:
-            stop.set()
-            for t in drains:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
             await a.close()
             await b.close()

@@ -60,23 +60,15 @@ def _speech_peers(codec: Codec, config: WireConfig, links: tuple[Any, Any]) -> t
 async def _run_peers(a: Any, b: Any, config: WireConfig, on_start: Any, on_end: Any) -> None:
     """Start both peers, play their received audio out, call ``on_start()`` after the warm-up
     and ``on_end()`` after the measured seconds."""
-    from .wire_datachannel import _drain
+    from .wire_datachannel import playing_out
 
-    stop = asyncio.Event()
-    drains = [asyncio.ensure_future(_drain(p.track, stop)) for p in (a, b)]
-    try:
+    async with playing_out(a.track, b.track):
         a.start()
         b.start()
         await asyncio.sleep(config.warmup_s)
         on_start()
         await asyncio.sleep(config.seconds)
         on_end()
-    finally:
-        stop.set()
-        for t in drains:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
 
 
 def _sender_counts(peer: Any) -> tuple[int, int]:

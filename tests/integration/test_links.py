@@ -9,6 +9,7 @@ between them; the same loss and jitter scenario gives the same results as over a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,45 +193,56 @@ FRAMES = 40
 LOSS = {4, 5, 17, 29, 30}  # audio packets A -> B lost; K = 2 bridges them
 
 
-def ice_call(forward: NetworkConditions) -> tuple[CallSide, CallSide, dict[str, object]]:
+@contextlib.asynccontextmanager
+async def ice_pair(room: str, connect_kwargs: Callable[[int, Any], dict[str, Any]]
+                   ) -> AsyncIterator[list[Any]]:
+    """Two ICE links on 127.0.0.1, set up through a real signaling server: peer ``i`` (0, 1)
+    joins ``room`` and calls ``connect_ice`` with ``connect_kwargs(i, its role)``; the links,
+    clients and server are closed on exit."""
     from signaling.client import SignalingClient
     from signaling.server import create_app, start_server
-    from voip_codec.transport.ice import IceLink, connect_ice
+    from voip_codec.transport.ice import connect_ice
     from voip_codec.webrtc.contrib.loopback import loopback_candidates
+
+    secret = os.urandom(32)
+    server = await start_server(create_app(secret), "127.0.0.1", 0)
+    clients = [SignalingClient(server.ws_url, room, n, secret=secret) for n in "ab"]
+    links: list[Any] = []
+    try:
+        with loopback_candidates():
+            roles = []
+            for c in clients:
+                await c.connect()
+                roles.append(await c.join())
+            links = list(await asyncio.gather(*(
+                connect_ice(c, r, CODEC.info.name, **connect_kwargs(i, r))
+                for i, (c, r) in enumerate(zip(clients, roles, strict=True)))))
+        yield links
+    finally:
+        for link in links:
+            await link.wait_closed()
+        for c in clients:
+            await c.close()
+        await server.close()
+
+
+def ice_call(forward: NetworkConditions) -> tuple[CallSide, CallSide, dict[str, object]]:
     from voip_codec.webrtc.contrib.relay import ImpairmentRelay
 
     async def main() -> tuple[CallSide, CallSide, dict[str, object]]:
-        secret = os.urandom(32)
-        server = await start_server(create_app(secret), "127.0.0.1", 0)
         relay = ImpairmentRelay(forward, NetworkConditions(delay_ms=2), seed=1)
         await relay.start()
-        ca = SignalingClient(server.ws_url, "ice", "alice", secret=secret)
-        cb = SignalingClient(server.ws_url, "ice", "bob", secret=secret)
-        links: list[IceLink] = []
         try:
-            with loopback_candidates():
-                await ca.connect()
-                role_a = await ca.join()
-                await cb.connect()
-                role_b = await cb.join()
-                links = list(await asyncio.gather(
-                    connect_ice(ca, role_a, CODEC.info.name,
-                                advertise=lambda t: relay.rewrite(t, "a")),
-                    connect_ice(cb, role_b, CODEC.info.name,
-                                advertise=lambda t: relay.rewrite(t, "b"))))
-            relay.impair(True)
-            a, b = links
-            sides = await run_link_call(
-                CODEC, (CallSide(a, payloads(FRAMES, 1)), CallSide(b)), redundancy=2,
-                jitter=FIXED_160, report_interval=6, speed=2.0)
-            return sides[0], sides[1], {"relay": relay.stats, "a": a.stats(), "b": b.stats()}
+            async with ice_pair("ice", lambda i, _r: {
+                    "advertise": lambda t: relay.rewrite(t, "ab"[i])}) as (a, b):
+                relay.impair(True)
+                sides = await run_link_call(
+                    CODEC, (CallSide(a, payloads(FRAMES, 1)), CallSide(b)), redundancy=2,
+                    jitter=FIXED_160, report_interval=6, speed=2.0)
+                return sides[0], sides[1], {"relay": relay.stats, "a": a.stats(),
+                                            "b": b.stats()}
         finally:
-            for link in links:
-                await link.wait_closed()
-            await ca.close()
-            await cb.close()
             relay.close()
-            await server.close()
 
     return asyncio.run(main())
 
@@ -317,43 +330,25 @@ def test_ice_gathers_a_server_reflexive_candidate_from_a_stun_server() -> None:
     """``--stun``: both peers ask a STUN server (ours, on 127.0.0.1) for their address and
     offer the answer as a srflx candidate; the call connects. TURN is not tested here: no
     TURN server runs on this machine (the option reaches aioice the same way)."""
-    from signaling.client import SignalingClient
-    from signaling.server import create_app, start_server
-    from voip_codec.transport.ice import IceServers, connect_ice
-    from voip_codec.webrtc.contrib.loopback import loopback_candidates
+    from voip_codec.transport.ice import IceServers
 
     async def main() -> tuple[int, list[tuple[str, ...]], list[str]]:
         loop = asyncio.get_running_loop()
         transport, stun_server = await loop.create_datagram_endpoint(
             _StunResponder, local_addr=("127.0.0.1", 0))
         port = transport.get_extra_info("sockname")[1]
-        secret = os.urandom(32)
-        server = await start_server(create_app(secret), "127.0.0.1", 0)
-        clients = [SignalingClient(server.ws_url, "stun", n, secret=secret) for n in "ab"]
         sent: list[str] = []
-        links = []
+
+        def keep(text: str) -> str:
+            sent.append(text)
+            return text
+
         try:
-            with loopback_candidates():
-                roles = []
-                for c in clients:
-                    await c.connect()
-                    roles.append(await c.join())
-
-                def keep(text: str) -> str:
-                    sent.append(text)
-                    return text
-
-                links = list(await asyncio.gather(*(
-                    connect_ice(c, r, CODEC.info.name, advertise=keep,
-                                servers=IceServers(stun=("127.0.0.1", port)))
-                    for c, r in zip(clients, roles, strict=True))))
-            return stun_server.requests, [link.candidate_types for link in links], sent
+            async with ice_pair("stun", lambda _i, _r: {
+                    "advertise": keep,
+                    "servers": IceServers(stun=("127.0.0.1", port))}) as links:
+                return stun_server.requests, [link.candidate_types for link in links], sent
         finally:
-            for link in links:
-                await link.wait_closed()
-            for c in clients:
-                await c.close()
-            await server.close()
             transport.close()
 
     requests, types, descriptions = asyncio.run(main())
@@ -366,27 +361,11 @@ def test_encrypted_ice_keeps_consent_by_authenticated_traffic_and_stops_when_it_
     """With end-to-end keys, secure_ice stops aioice's STUN consent checks (1 counter byte, 49
     bytes per FocalCodec packet on the wire); the link then closes once no authenticated
     datagram arrived for the expiry time (RFC 7675's 30 s, shortened here)."""
-    from signaling.client import SignalingClient
-    from signaling.server import create_app, start_server
-    from voip_codec.transport.ice import IceLink, connect_ice, secure_ice
+    from voip_codec.transport.ice import secure_ice
     from voip_codec.transport.secure import KeyExchange, SecureLink
-    from voip_codec.webrtc.contrib.loopback import loopback_candidates
 
     async def main() -> None:
-        secret = os.urandom(32)
-        server = await start_server(create_app(secret), "127.0.0.1", 0)
-        clients = [SignalingClient(server.ws_url, "consent", n, secret=secret) for n in "ab"]
-        links: list[IceLink] = []
-        try:
-            with loopback_candidates():
-                roles = []
-                for c in clients:
-                    await c.connect()
-                    roles.append(await c.join())
-                links = list(await asyncio.gather(*(
-                    connect_ice(c, r, CODEC.info.name, exchange=KeyExchange(r))  # type: ignore[arg-type]
-                    for c, r in zip(clients, roles, strict=True))))
-            a, b = links
+        async with ice_pair("consent", lambda _i, r: {"exchange": KeyExchange(r)}) as (a, b):
             sa = secure_ice(a)
             sb = secure_ice(b, stun_consent=True)
             assert isinstance(sa, SecureLink) and isinstance(sb, SecureLink)
@@ -406,12 +385,6 @@ def test_encrypted_ice_keeps_consent_by_authenticated_traffic_and_stops_when_it_
             assert b.take_over_consent(lambda: sb.last_authenticated_at, expiry_s=0.5)
             await asyncio.sleep(1.6)
             assert b.closed and b.consent_expired and not a.closed
-        finally:
-            for link in links:
-                await link.wait_closed()
-            for c in clients:
-                await c.close()
-            await server.close()
 
     asyncio.run(main())
 
