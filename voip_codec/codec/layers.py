@@ -12,7 +12,6 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.weak import WeakTensorKeyDictionary
 
 __all__ = [
     "DynamicTanh",
@@ -120,36 +119,17 @@ def causal_extend(x: Tensor, context: Tensor | None, pad: int, mode: str) -> tup
     return append_frames(context, x, 1, pad)
 
 
-_TIME_MAJOR: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
-"""Depthwise kernels transposed to ``(kernel, channels)``, per weight tensor and version."""
-
-
-def _time_major_kernel(weight: Tensor) -> Tensor:
-    """``weight (C, 1, K)`` as a contiguous ``(K, C)`` tensor.
-
-    Cached per weight tensor while its version counter, data pointer, dtype and device are
-    unchanged (an optimizer step or a ``load_state_dict`` bumps the version; ``module.to()``
-    swaps the data), so inference pays the transpose once, not on every call.
-    When the weight needs a gradient, or has no version counter (created in inference mode),
-    it is transposed afresh."""
-    if weight.requires_grad and torch.is_grad_enabled():
-        return weight[:, 0].t().contiguous()
-    try:
-        version = weight._version
-    except RuntimeError:
-        return weight[:, 0].t().contiguous()
-    # ``module.to()`` and ``param.data = ...`` replace the data without bumping the version
-    key = (version, weight.data_ptr(), weight.dtype, weight.device)
-    hit = _TIME_MAJOR.get(weight)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    kernel = weight.detach()[:, 0].t().contiguous()
-    _TIME_MAJOR[weight] = (key, kernel)
-    return kernel
-
-
 def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Depthwise convolution over an already left-extended sequence ("valid" positions only).
+
+    The ``(batch, time, channels)`` input is, without a copy, a channels-last
+    ``(batch, channels, 1, time)`` image, so one 2-D oneDNN convolution runs on it directly,
+    streaming (a few frames) and offline alike. For the full-size model's 512-tap global focal
+    level (1024 channels, 4 frames, 1 thread, data not in cache) this took 0.68 ms, against
+    2.0 ms for the per-frame multiply-and-sum over time-major windows that it replaces and more
+    for the 1-D convolution kernel on a transposed copy; for kernels of 7-18 taps at 4 frames
+    it is 0.01 ms slower, and at 40 frames twice as fast as the 1-D kernel (measured on a Xeon
+    with AMX, torch 2.13; bf16 output within 3e-3 of a float64 reference, as the loop was).
 
     Args:
         extended: ``(batch, kernel - 1 + time, channels)``.
@@ -157,25 +137,11 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None)
         bias: ``(channels,)`` or None.
 
     Returns:
-        ``(batch, time, channels)``.
+        ``(batch, time, channels)``, contiguous.
     """
-    kernel = weight.shape[-1]
-    T = extended.shape[1] - kernel + 1
-    if T <= 8:
-        # Streaming: a few output frames. Each is a multiply-and-sum of a time-major window
-        # (a contiguous slice of ``extended``, no transpose) with the kernel laid out
-        # ``(kernel, channels)``, the products going to one scratch buffer per call (a fresh
-        # 2 MB temporary per frame costs more in allocation than the arithmetic). For the
-        # 512-tap global focal level (1024 channels, 4 frames, data not in cache) this is
-        # about 0.8 ms against 5 ms with per-frame temporaries and 8 ms for transposing the
-        # context; the depthwise conv kernel is slower still.
-        w = _time_major_kernel(weight)
-        scratch = extended.new_empty(extended.shape[0], kernel, extended.shape[2])
-        frames = [torch.mul(extended[:, t:t + kernel], w, out=scratch).sum(1) for t in range(T)]
-        out = torch.stack(frames, dim=1)
-        return out if bias is None else out + bias
-    out = F.conv1d(extended.transpose(1, 2), weight, bias, groups=weight.shape[0])
-    return out.transpose(1, 2)
+    image = extended.transpose(1, 2).unsqueeze(2)  # (B, C, 1, L) with channels-last strides
+    out = F.conv2d(image, weight.unsqueeze(2), bias, groups=weight.shape[0])
+    return out.squeeze(2).transpose(1, 2).contiguous()
 
 
 def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int
