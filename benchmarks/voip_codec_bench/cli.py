@@ -56,7 +56,7 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                              "the torch paths (needs the onnx extra)")
     parser.add_argument("--onnx-int8-convs", action="store_true",
                         help="with --backend onnx: also an int8 graph whose grouped "
-                             "convolutions (positional conv, vocoder embedding) are int8")
+                             "convolution (the positional conv) is int8 too")
     parser.add_argument("--agreement", action="store_true",
                         help="instead of speed: token agreement with fp32 and STOI of the "
                              "decoded output vs fp32, streaming real speech through the default, "

@@ -15,7 +15,7 @@ from voip_codec.audio import read_audio
 from voip_codec.cli import main
 from voip_codec.codec.config import ConfigError
 from voip_codec.codec.focal import _FocalDownScale
-from voip_codec.codec.layers import modules_as
+from voip_codec.codec.layers import causal_windows, modules_as
 from voip_codec.codec.loading import CheckpointError, from_pretrained, save_pretrained
 from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.precision import Int8Linear, check_precision, set_precision
@@ -102,6 +102,17 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
         err = (q(x) - ref).abs().max() / ref.abs().max()
         assert err < 0.03, (type(layer).__name__, float(err))
         assert q.weight.shape == layer.weight.shape and q.weight.dtype == torch.int8
+    # a kernel-7 convolution (the vocoder embedding) multiplies unfolded windows
+    conv = nn.Conv1d(96, 80, 7)
+    q = Int8Linear.from_float(conv)
+    assert q.weight.shape == conv.weight.shape and q.in_features == 96 * 7
+    ext = torch.randn(1, 6 + 5, 96)
+    ref = conv(ext.transpose(1, 2)).transpose(1, 2)
+    err = (q(causal_windows(ext, 7)) - ref).abs().max() / ref.abs().max()
+    assert err < 0.03, float(err)
+    assert isinstance(m.decoder.backbone.embedding, Int8Linear)
+    with pytest.raises(ValueError, match="a kernel of 7 does not fit 100 inputs"):
+        Int8Linear(100, 8, True, "conv", kernel=7)
     with pytest.raises(ConfigError, match="cannot convert a int8 model"):
         set_precision(m, "bf16")
 

@@ -19,6 +19,7 @@ __all__ = [
     "Snake",
     "append_frames",
     "causal_extend",
+    "causal_windows",
     "depthwise_causal_conv",
     "grouped_causal_conv",
     "linear_weight",
@@ -199,6 +200,19 @@ def _grouped_conv_matmul(extended: Tensor, weight: Tensor, bias: Tensor | None, 
     out = torch.bmm(win, w.transpose(1, 2))  # (groups, B*T, c_out/groups)
     out = out.permute(1, 0, 2).reshape(B, T, c_out)
     return out if bias is None else out + bias
+
+
+def causal_windows(extended: Tensor, kernel: int) -> Tensor:
+    """The windows a stride-1 convolution multiplies, as rows: ``(batch, time, channels *
+    kernel)``, channel-major like a ``(out, in, kernel)`` weight reshaped to ``(out, in *
+    kernel)``.
+
+    Args:
+        extended: ``(batch, kernel - 1 + time, channels)``.
+        kernel: the convolution's kernel size.
+    """
+    B, L, C = extended.shape
+    return extended.unfold(1, kernel, 1).reshape(B, L - kernel + 1, C * kernel)
 
 
 def linear_weight(layer: nn.Module) -> Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WaveNeXtConfig
-from .layers import causal_extend, depthwise_causal_conv, grouped_causal_conv
+from .layers import causal_extend, causal_windows, depthwise_causal_conv, grouped_causal_conv
 from .state import StreamState
 
 __all__ = ["WaveNeXt", "WaveNeXtState"]
@@ -79,9 +79,12 @@ class WaveNeXt(nn.Module):
         Returns: ``(waveform (B, T * hop_length), state)``.
         """
         bb = self.backbone
-        k = bb.embedding.kernel_size[0]
+        k = self.config.kernel_size
         ext, ctx = causal_extend(x, None if state is None else state.contexts[0], k - 1, "zeros")
-        h = grouped_causal_conv(ext, bb.embedding.weight, bb.embedding.bias, 1)
+        if isinstance(bb.embedding, nn.Conv1d):
+            h = grouped_causal_conv(ext, bb.embedding.weight, bb.embedding.bias, 1)
+        else:  # int8 (precision.Int8Linear): the same product over unfolded windows
+            h = bb.embedding(causal_windows(ext, k))
         h = bb.input_norm(h)
         contexts = [ctx]
         for i, block in enumerate(bb.layers):

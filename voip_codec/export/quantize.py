@@ -8,9 +8,9 @@ by weight, not by node name: a product is quantised when its weight initializer 
 the (transposed) weight of a layer that :func:`voip_codec.codec.precision.set_precision` makes
 int8, so the ONNX int8 graphs keep the same layers fp32 as torch does (the stage-boundary
 projections, the compressor's last block, the first WavLM feed-forward block, layers under 64
-features). With ``grouped_convs=True`` the grouped convolutions that the export
-writes as per-group products (the encoder's positional conv, the vocoder's kernel-7 embedding)
-are quantised too; torch keeps them fp32.
+features). The vocoder's kernel-7 embedding, which the export writes as one product of unfolded
+windows, is int8 in both. With ``grouped_convs=True`` the encoder's positional convolution (16
+per-group products in the export) is quantised too; torch keeps it fp32.
 """
 
 from __future__ import annotations
@@ -61,21 +61,21 @@ def int8_weight_digests(model: FocalCodec, grouped_convs: bool = False,
     Returns:
         ``{sha1 of the (in, out) float32 matrix: module path}``.
     """
-    from ..codec.layers import linear_weight
-    from ..codec.precision import _int8_targets
+    from ..codec.precision import _int8_targets, _matrix
 
     paths = {id(m): name for name, m in model.named_modules()}
     out = {}
     for _, _, layer in _int8_targets(model):
         path = paths[id(layer)]
         if not any(path == k or path.startswith(k + ".") for k in keep_fp32):
-            out[_digest(linear_weight(layer).detach().float().t().numpy())] = path
+            # a kernel > 1 convolution (the vocoder embedding) is exported as the product of
+            # its unfolded windows, by the same (in * kernel, out) matrix
+            out[_digest(_matrix(layer).detach().float().t().numpy())] = path
     if grouped_convs:
         convs: list[tuple[str, Any, int]] = [
             ("encoder.encoder.positional_embedding.conv",
              model.encoder.encoder.positional_embedding.conv.weight,  # type: ignore[union-attr]
              int(model.encoder.encoder.positional_embedding.conv.groups)),  # type: ignore[union-attr]
-            ("decoder.backbone.embedding", model.decoder.backbone.embedding.weight, 1),
         ]
         for name, weight, groups in convs:
             for g, w in enumerate(_grouped_products(weight, groups)):
