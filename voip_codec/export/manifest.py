@@ -14,9 +14,10 @@ DECODER_FILE = "decoder_step.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 """Version of ``manifest.json``'s layout (bumped when a reader would misread a new one)."""
-GRAPH_REVISION = 2
+GRAPH_REVISION = 3
 """Revision of the exporter's graphs, same inputs and outputs (2: convolutions as 2-D
-convolution nodes, grouped ones as per-group products). Part of the export cache's folder name,
+convolution nodes, grouped ones as per-group products; 3: no copied key/value window when a
+streaming step attends to the whole cache). Part of the export cache's folder name,
 so a cached export of an older exporter is made again rather than reused."""
 
 
