@@ -102,3 +102,18 @@ def test_bench_speed_calls_threads_reach_the_onnx_search(capsys: pytest.CaptureF
     assert onnx_calls["precision"] == "onnx fp32" and onnx_calls["budget_ms"] == 0.001
     for c in (torch_calls, onnx_calls):
         assert c["calls"] == 0 and list(c["tried"]) == ["1"] and c["tick_ms_p95"] > 0
+
+
+def test_bench_speed_compare_threads_steps_torch_side_by_side(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--compare-threads adds torch paths at other thread counts, interleaved with the
+    --threads paths, without onnx; the thread count is restored afterwards."""
+    assert main(["bench", "speed", "--model", "tiny", "--seconds", "0.8", "--threads", "1",
+                 "--compare-threads", "1", "2", "--precision", "int8", "--no-calls",
+                 "--no-profile", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = data["side_by_side"]
+    assert [r["path"] for r in rows] == ["torch int8", "torch int8 (2 threads)"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] > 0 and rows[1]["chunks"] == 10
+    assert data["onnx_calls_per_box"] == []
+    assert torch.get_num_threads() == 1

@@ -54,6 +54,11 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch (default) and/or onnx: with onnx, the onnxruntime step "
                              "graphs (fp32, int8 weights) are measured too, side by side with "
                              "the torch paths (needs the onnx extra)")
+    parser.add_argument("--compare-threads", type=thread_count, nargs="+", default=None,
+                        metavar="N",
+                        help="also step the torch paths with N torch threads, side by side "
+                             "with the --threads paths (e.g. --compare-threads 2: one stream "
+                             "per path, chunks interleaved)")
     parser.add_argument("--onnx-int8-convs", action="store_true",
                         help="with --backend onnx: also an int8 graph whose grouped "
                              "convolution (the positional conv) is int8 too")

@@ -133,8 +133,10 @@ class _StreamPath(Protocol):
 
 
 class _TorchPath:
-    def __init__(self, model: FocalCodec) -> None:
+    def __init__(self, model: FocalCodec, threads: int | None = None) -> None:
         self.model = model
+        self.threads = threads
+        """torch threads to step with (set before every step), or None to leave them be"""
         self.dtype = model.encoder.norm.weight.dtype
         self.es: EncoderState | None = None
         self.ds: DecoderState | None = None
@@ -144,6 +146,8 @@ class _TorchPath:
 
     @torch.inference_mode()
     def encode(self, pcm: np.ndarray) -> np.ndarray:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         toks, self.es = self.model.encode_step(torch.from_numpy(pcm)[None].to(self.dtype),
                                                self.es)
         return toks[0].numpy()
@@ -153,6 +157,8 @@ class _TorchPath:
 
     @torch.inference_mode()
     def decode_output(self, tokens: np.ndarray) -> np.ndarray:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         out, self.ds = self.model.decode_step(torch.from_numpy(tokens)[None], self.ds)
         return out[0].float().numpy()
 
@@ -636,22 +642,34 @@ def _calls_threads(args: argparse.Namespace) -> int:
     return int(getattr(args, "calls_threads", None) or args.threads)
 
 
+def _compare_threads(args: argparse.Namespace) -> list[int]:
+    """The ``--compare-threads`` counts other than ``--threads``, in order."""
+    return [n for n in dict.fromkeys(getattr(args, "compare_threads", None) or [])
+            if n != args.threads]
+
+
 def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCodec],
                       base: FocalCodec) -> tuple[list[SideBySide], list[CallsPerBox]]:
-    from voip_codec.export.runtime import OnnxCodecModel
-
     with tempfile.TemporaryDirectory(prefix="bench-speed-onnx-") as tmp:
-        if not args.json:
-            print("[onnx] export + int8 weights ...", file=sys.stderr)
-        folders = onnx_models(base, tuple(torch_models), Path(tmp), args.threads,
-                              args.onnx_int8_convs)
-        paths: dict[str, _StreamPath] = {f"torch {p}": _TorchPath(m)
-                                         for p, m in torch_models.items()}
+        folders: dict[str, Path] = {}
+        if "onnx" in args.backend:
+            if not args.json:
+                print("[onnx] export + int8 weights ...", file=sys.stderr)
+            folders = onnx_models(base, tuple(torch_models), Path(tmp), args.threads,
+                                  args.onnx_int8_convs)
+        paths: dict[str, _StreamPath] = {}
+        for p, m in torch_models.items():
+            paths[f"torch {p}"] = _TorchPath(m, args.threads)
+            for n in _compare_threads(args):
+                paths[f"torch {p} ({n} threads)"] = _TorchPath(m, n)
+        from voip_codec.export.runtime import OnnxCodecModel
+
         for label, folder in folders.items():
             paths[label] = _OnnxPath(OnnxCodecModel(folder, threads=args.threads))
         if not args.json:
             print(f"[side by side] {', '.join(paths)} ...", file=sys.stderr)
         rows = measure_side_by_side(paths, args.seconds)
+        torch.set_num_threads(args.threads)
         calls = []
         if not args.no_calls:
             for label, folder in folders.items():
@@ -678,7 +696,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_cpu_info(cpu))
     speeds, calls = [], []
     profiles: list[StageProfile] = []
-    side_by_side = "onnx" in args.backend
+    side_by_side = "onnx" in args.backend or bool(_compare_threads(args))
     kept: dict[str, FocalCodec] = {}
     for precision in precisions:
         model = base if precision == "fp32" else set_precision(copy.deepcopy(base), precision)
@@ -725,7 +743,8 @@ def run(args: argparse.Namespace) -> int:
     if rows:
         print()
         print(f"side by side: one stream per path, every 80 ms chunk through each path in turn "
-              f"({rows[0].chunks} chunks, {args.threads} thread(s) per path); calls per box "
+              f"({rows[0].chunks} chunks, {args.threads} thread(s) per path unless named); "
+              f"calls per box "
               f"on {_calls_threads(args)} thread(s): torch threads, or onnxruntime worker "
               f"threads stepping the streams (1 onnxruntime thread each)")
         by_path = {f"torch {c.precision}": c for c in calls}
