@@ -11,7 +11,13 @@ import torch
 from voip_codec.cli import main
 from voip_codec.codec.config import tiny_config
 from voip_codec.codec.model import FocalCodec
-from voip_codec_bench.cpu_profile import cpu_info, format_cpu_info, profile_stages
+from voip_codec_bench.cpu_profile import (
+    CpuInfo,
+    cpu_info,
+    format_cpu_info,
+    profile_stages,
+    read_bandwidth_gbps,
+)
 
 CPUINFO = """processor\t: 0
 model name\t: Example(R) Xeon(R) CPU @ 2.00GHz
@@ -65,3 +71,16 @@ def test_bench_speed_json_names_the_cpu_and_the_stages(capsys: pytest.CaptureFix
     assert {"amx_bf16", "avx512_bf16", "avx2"} <= set(data["cpu"]["flags"])
     assert data["stages"][0]["precision"] == "fp32"
     assert data["stages"][0]["stages_ms"]["vocoder"] > 0
+    # the memory read rate at the thread count measured, and the weights one chunk reads
+    assert list(data["cpu"]["read_gbps"]) == ["1"] and data["cpu"]["read_gbps"]["1"] > 0.1
+    (speed,) = data["speed"]
+    assert speed["weights_mb"] == pytest.approx(speed["parameters"] * 4 / 1e6, rel=0.05)
+
+
+def test_read_bandwidth_is_a_rate_and_restores_the_threads() -> None:
+    before = torch.get_num_threads()
+    gbps = read_bandwidth_gbps(2, megabytes=16, repeats=2)
+    assert 0.1 < gbps < 10_000
+    assert torch.get_num_threads() == before
+    assert "memory read 12.5 GB/s at 1 thread, 20.0 GB/s at 2 threads" in format_cpu_info(
+        CpuInfo("x", 2, {}, "AVX2", "", "2.13", 1, {1: 12.5, 2: 20.0}))

@@ -39,7 +39,7 @@ import torch
 from voip_codec.codec.model import FocalCodec
 
 __all__ = ["CpuInfo", "StageProfile", "cpu_info", "format_cpu_info", "format_stage_profile",
-           "profile_stages"]
+           "profile_stages", "read_bandwidth_gbps"]
 
 _FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f",
           "avx_vnni", "avx2", "fma")
@@ -59,6 +59,9 @@ class CpuInfo:
     """``ONEDNN_MAX_CPU_ISA`` if set (it caps oneDNN's kernels, e.g. to turn AMX off)."""
     torch_version: str
     threads: int
+    read_gbps: dict[int, float] = field(default_factory=dict)
+    """Threads -> GB/s of one streaming read of a buffer larger than the caches
+    (:func:`read_bandwidth_gbps`): what a batch-1 step that reads every weight once can reach."""
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -84,12 +87,36 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
                    torch_version=torch.__version__, threads=torch.get_num_threads())
 
 
+def read_bandwidth_gbps(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
+    """GB/s of summing a ``megabytes`` float32 buffer with ``threads`` torch threads (best of
+    ``repeats``, after one untimed pass). 512 MB is past the last-level cache share of the
+    machines measured (a 2-core KVM guest read 64 MB at about 24 GB/s and 256 MB and more at
+    11-12 GB/s on one thread), so this is the rate at which a step that reads every weight once
+    per chunk can at best go."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        buf = torch.ones(megabytes * (1 << 20) // 4)
+        buf.sum()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            buf.sum()
+            best = min(best, time.perf_counter() - start)
+        return megabytes * (1 << 20) / best / 1e9
+    finally:
+        torch.set_num_threads(saved)
+
+
 def format_cpu_info(c: CpuInfo) -> str:
-    """One line: model, CPUs, ISA features present, torch's dispatch level."""
+    """One line: model, CPUs, ISA features present, torch's dispatch level, read bandwidth."""
     have = [f for f, on in c.flags.items() if on]
     isa = f", ONEDNN_MAX_CPU_ISA={c.onednn_max_isa}" if c.onednn_max_isa else ""
+    read = "; memory read " + ", ".join(
+        f"{gbps:.1f} GB/s at {n} thread{'s' if n > 1 else ''}"
+        for n, gbps in sorted(c.read_gbps.items())) if c.read_gbps else ""
     return (f"cpu: {c.model}, {c.logical_cpus} logical CPUs; ISA: {' '.join(have) or 'none found'}; "
-            f"torch {c.torch_version} dispatches {c.torch_capability}{isa}")
+            f"torch {c.torch_version} dispatches {c.torch_capability}{isa}{read}")
 
 
 @dataclass

@@ -55,6 +55,7 @@ from .cpu_profile import (
     format_cpu_info,
     format_stage_profile,
     profile_stages,
+    read_bandwidth_gbps,
 )
 from .paths import conformance_model_dir, default_clip_dir
 
@@ -88,6 +89,9 @@ class ModelSpeed:
     peak_rss_mb_total: float
     state_mb_per_stream: float
     precision: str = "fp32"
+    weights_mb: float = 0.0
+    """Megabytes of parameters and buffers: what a batch-1 step reads per chunk (every weight
+    is used once per chunk; the few that are not, e.g. the relative-position table, are small)."""
 
 
 @dataclass
@@ -413,8 +417,14 @@ def measure_model_speed(model: FocalCodec, name: str, seconds: float = 10.0, thr
         decode_ms_p50=float(np.percentile(dec_ms, 50)), streaming_rtf=stream_rtf,
         offline_rtf=offline_rtf, streaming_over_offline=stream_rtf / offline_rtf,
         peak_rss_mb_streaming=rss_stream, peak_rss_mb_total=_rss_mb(), state_mb_per_stream=state_mb,
-        precision=model.precision,
+        precision=model.precision, weights_mb=weights_mb(model),
     )
+
+
+def weights_mb(model: torch.nn.Module) -> float:
+    """Megabytes of a model's parameters and buffers at their stored precision."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
 
 
 def format_model_speed(r: ModelSpeed) -> str:
@@ -430,6 +440,8 @@ def format_model_speed(r: ModelSpeed) -> str:
         f"(same run; streaming/offline = {r.streaming_over_offline:.2f}x)",
         f"real time: {'yes' if r.chunk_ms_p95 < chunk_ms else 'NO'} "
         f"(p95 {r.chunk_ms_p95:.1f} ms vs {chunk_ms:.0f} ms budget)",
+        f"weights read per chunk: {r.weights_mb:.0f} MB, {r.weights_mb / r.chunk_ms_p50:.1f} GB/s "
+        f"at the chunk p50",
         f"peak RSS: {r.peak_rss_mb_streaming:.0f} MB after streaming, "
         f"{r.peak_rss_mb_total:.0f} MB after the offline pass; stream state "
         f"{r.state_mb_per_stream:.1f} MB",
@@ -439,14 +451,14 @@ def format_model_speed(r: ModelSpeed) -> str:
 def format_table(speeds: list[ModelSpeed], calls: list[CallsPerBox]) -> str:
     """One Markdown table row per precision (streaming, offline, calls per box)."""
     by = {c.precision: c for c in calls}
-    rows = ["| precision | chunk p50 ms | chunk p95 ms | streaming RTF | offline RTF | "
+    rows = ["| precision | weights MB | chunk p50 ms | chunk p95 ms | streaming RTF | offline RTF | "
             "streaming/offline | calls per box (tick p95 ms) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in speeds:
         c = by.get(r.precision)
         cell = "-" if c is None else f"{c.calls} ({c.tick_ms_p95:.0f})"
-        rows.append(f"| {r.precision} | {r.chunk_ms_p50:.1f} | {r.chunk_ms_p95:.1f} | "
-                    f"{r.streaming_rtf:.3f} | {r.offline_rtf:.3f} | "
+        rows.append(f"| {r.precision} | {r.weights_mb:.0f} | {r.chunk_ms_p50:.1f} | "
+                    f"{r.chunk_ms_p95:.1f} | {r.streaming_rtf:.3f} | {r.offline_rtf:.3f} | "
                     f"{r.streaming_over_offline:.2f}x | {cell} |")
     return "\n".join(rows)
 
@@ -692,6 +704,10 @@ def run(args: argparse.Namespace) -> int:
     base, name = build_model(args.model)
     torch.set_num_threads(args.threads)
     cpu = cpu_info()
+    cpu.read_gbps = {n: read_bandwidth_gbps(n)
+                     for n in dict.fromkeys([args.threads, *_compare_threads(args),
+                                             _calls_threads(args)])}
+    torch.set_num_threads(args.threads)
     if not args.json:
         print(format_cpu_info(cpu))
     speeds, calls = [], []
