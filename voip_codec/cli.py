@@ -89,10 +89,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def _onnx_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .export.backend import load_onnx_model
 
-    if args.precision not in (None, "fp32"):
-        raise CliError(f"--backend onnx computes in fp32; --precision {args.precision} applies "
-                       "to the torch backend")
-    return load_onnx_model(args.model, threads=args.threads)
+    if args.precision not in (None, "fp32", "int8"):
+        raise CliError(f"--backend onnx computes in fp32 or int8; --precision {args.precision} "
+                       "applies to the torch backend")
+    try:
+        return load_onnx_model(args.model, threads=args.threads, precision=args.precision)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _encode_onnx(args: argparse.Namespace) -> int:

@@ -236,6 +236,48 @@ def test_file_commands_with_onnx_backend(tiny_model: FocalCodec, tiny_export: Pa
                  "--backend", "onnx", "--precision", "bf16"]) == 1
 
 
+def test_int8_graphs_from_the_cache_and_from_export(
+        tiny_model: FocalCodec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--backend onnx --precision int8`` quantises the cached fp32 export into a folder of
+    its own; ``export onnx --precision int8`` writes the same graphs; an export folder runs at
+    the precision it holds. int8 tokens mostly agree with fp32 (random weights put many
+    latents near zero, so not all do)."""
+    import soundfile as sf
+
+    from voip_codec.cli import main
+    from voip_codec.codec.loading import save_pretrained
+    from voip_codec.export.backend import cache_folder
+    from voip_codec.export.runtime import OnnxCodecModel
+    from voip_codec.wire.tokenfile import read_token_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model_dir = str(save_pretrained(tiny_model, tmp_path / "model"))
+    wav = tmp_path / "in.wav"
+    sf.write(wav, _speech(2.0)[:30000], 16000)
+    out = {}
+    for precision in ("fp32", "int8"):
+        assert main(["encode", str(wav), str(tmp_path / f"{precision}.fct"), "-q", "--model",
+                     model_dir, "--backend", "onnx", "--precision", precision]) == 0
+        out[precision] = read_token_file(tmp_path / f"{precision}.fct").tokens
+    folders = sorted(p.parent.name for p in cache_folder().rglob(MANIFEST_FILE))
+    assert len(folders) == 2 and folders[1] == folders[0] + "-int8"
+    assert OnnxCodecModel(cache_folder() / folders[1]).precision == "int8"
+    assert 0.5 < float(np.mean(out["int8"] == out["fp32"])) < 1.0
+    exported = tmp_path / "export_int8"
+    assert main(["export", "onnx", str(exported), "--model", model_dir, "--precision", "int8",
+                 "--threads", "1"]) == 0
+    assert "int8 weights" in capsys.readouterr().err
+    for name in ("encoder_step.onnx", "decoder_step.onnx"):
+        assert (exported / name).read_bytes() == (cache_folder() / folders[1] / name).read_bytes()
+    assert main(["encode", str(wav), str(tmp_path / "e.fct"), "-q", "--model", str(exported),
+                 "--backend", "onnx"]) == 0
+    np.testing.assert_array_equal(read_token_file(tmp_path / "e.fct").tokens, out["int8"])
+    assert main(["encode", str(wav), str(tmp_path / "x.fct"), "--model", str(exported),
+                 "--backend", "onnx", "--precision", "fp32"]) == 1
+    assert "holds int8 graphs, not fp32" in capsys.readouterr().err
+
+
 def test_export_folder_runs_without_torch(tiny_export: Path, tmp_path: Path) -> None:
     """``--backend onnx --model EXPORT`` never imports torch (onnxruntime and numpy only)."""
     import soundfile as sf

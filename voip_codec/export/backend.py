@@ -54,22 +54,43 @@ def cache_folder() -> Path:
     return Path(base) / "voip-codec" / "onnx"
 
 
-def export_cached(model: FocalCodec) -> Path:
+ONNX_PRECISIONS = ("fp32", "int8")
+"""Precisions of the exported graphs: fp32, or int8 weights
+(:func:`voip_codec.export.quantize.quantize_export`: the layers torch's int8 mode quantises,
+with the same weights, activations quantised per call)."""
+
+
+def export_cached(model: FocalCodec, precision: str = "fp32") -> Path:
     """The folder of ``model``'s export in :func:`cache_folder`, exporting it if missing.
 
     The export is written to a temporary folder beside it and renamed into place, so two
-    processes exporting at once never see a half-written folder.
+    processes exporting at once never see a half-written folder. An int8 export is made from
+    the (cached) fp32 one.
+
+    Args:
+        model: an fp32 model.
+        precision: one of :data:`ONNX_PRECISIONS`.
     """
     from .onnx import export_onnx
 
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
+                         f"{precision}")
     folder = (cache_folder()
-              / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}-g{GRAPH_REVISION}")
+              / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}-g{GRAPH_REVISION}"
+              f"{'' if precision == 'fp32' else '-' + precision}")
     if (folder / MANIFEST_FILE).is_file():
         return folder
+    fp32 = export_cached(model) if precision != "fp32" else None
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
-        export_onnx(model, scratch)
+        if fp32 is None:
+            export_onnx(model, scratch)
+        else:
+            from .quantize import quantize_export
+
+            quantize_export(model, fp32, scratch)
         try:
             scratch.rename(folder)
         except OSError:  # another process got there first
@@ -80,19 +101,33 @@ def export_cached(model: FocalCodec) -> Path:
     return folder
 
 
-def load_onnx_model(source: str, threads: int = 1) -> OnnxCodecModel:
+def load_onnx_model(source: str, threads: int = 1, precision: str | None = None
+                    ) -> OnnxCodecModel:
     """An exported model for ``--model source``: an export folder directly, else via the cache.
 
     Args:
         source: an exported folder, or any ``--model`` value torch loads.
         threads: onnxruntime threads per graph.
+        precision: ``"fp32"`` or ``"int8"`` (:data:`ONNX_PRECISIONS`) for a model exported on
+            the fly (default fp32). An export folder runs at the precision it was written
+            at; asking it for another one is an error.
+
+    Raises:
+        ValueError: an unsupported precision, or an export folder of another precision.
     """
+    if precision is not None and precision not in ONNX_PRECISIONS:
+        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
+                         f"{precision}")
     if (Path(source) / MANIFEST_FILE).is_file():
-        return OnnxCodecModel(source, threads=threads)
+        model = OnnxCodecModel(source, threads=threads)
+        if precision is not None and model.precision != precision:
+            raise ValueError(f"{source} holds {model.precision} graphs, not {precision}; "
+                             f"export it with --precision {precision}")
+        return model
     from ..codec.loading import from_pretrained
 
-    return OnnxCodecModel(export_cached(from_pretrained(source, precision="fp32")),
-                          threads=threads)
+    return OnnxCodecModel(export_cached(from_pretrained(source, precision="fp32"),
+                                        precision or "fp32"), threads=threads)
 
 
 def encode_pcm(model: OnnxCodecModel, pcm: np.ndarray) -> np.ndarray:

@@ -32,13 +32,17 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = from_pretrained(args.model, precision="fp32")
     manifest = export_onnx(model, out)
+    if args.precision == "int8":
+        from .quantize import quantize_export
+
+        quantize_export(model, out, out)
     size = sum((out / manifest[side]["file"]).stat().st_size for side in ("encoder", "decoder"))
     if not args.quiet:
         print(f"wrote {out}: {manifest['encoder']['file']} + {manifest['decoder']['file']} "
               f"({size / 2**20:.1f} MiB), manifest.json; model {manifest['model_id'] or '?'}, "
               f"{manifest['bits_per_token']}-bit tokens, "
               f"{len(manifest['encoder']['state'])} + {len(manifest['decoder']['state'])} "
-              "state tensors", file=sys.stderr)
+              f"state tensors, {args.precision} weights", file=sys.stderr)
     if args.check is not None:
         _check(model, out, args.check)
     return 0
@@ -79,6 +83,10 @@ def add_parser(sub: Any) -> None:
                    help="checkpoint: 'default' (bundled), a folder with config.json + "
                         "model.safetensors, or focalcodec-65k|4k|2k (see `voip-codec models`)")
     q.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    q.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="fp32 graphs (default), or int8 weights for the layers torch's int8 "
+                        "mode quantises (activations quantised per call; for onnxruntime, not "
+                        "for the browser page)")
     q.add_argument("--check", nargs="*", metavar="AUDIO", default=None,
                    help="then stream speech (files or folders; default: the bundled sample) "
                         "through torch and onnxruntime at 1 thread, chunk by chunk side by "

@@ -94,6 +94,9 @@ class OnnxCodecModel:
         self.sample_rate_output: int = manifest["sample_rate_output"]
         self.fingerprint = bytes.fromhex(manifest["fingerprint"])
         self.model_id: str = manifest["model_id"]
+        weights = manifest.get("weights", "fp32")
+        self.precision: str = "int8" if weights.startswith("int8") else "fp32"
+        """``"fp32"``, or ``"int8"`` for graphs with int8 weights (``manifest["weights"]``)."""
 
         def graph(side: str, main_in: str, main_out: str) -> _Graph:
             entry = manifest[side]
