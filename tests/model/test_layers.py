@@ -12,6 +12,7 @@ from voip_codec.codec.layers import (
     _RING_HEADROOM,
     _Ring,
     append_frames,
+    channels_last_conv,
     depthwise_causal_conv,
     grouped_causal_conv,
     modules_as,
@@ -153,3 +154,21 @@ def test_grouped_conv_in_bf16_matches_fp32(channels: int, groups: int, kernel: i
         assert got.shape == (1, t, channels)
         err = float((got - ref[:, :t]).norm() / ref[:, :t].norm())
         assert err < 0.01, (t, err)
+
+
+def test_channels_last_conv_matches_conv1d_and_follows_weight_updates() -> None:
+    """Packed (fp32 parameters) and unpacked convolutions equal ``F.conv1d`` on strided and
+    depthwise layers; an in-place weight update (an optimizer step) is seen on the next call."""
+    g = torch.Generator().manual_seed(4)
+    for c_in, c_out, kernel, stride, groups, length in ((16, 24, 3, 2, 1, 33), (1, 8, 10, 5, 1, 90),
+                                                         (32, 32, 7, 1, 32, 10)):
+        conv = torch.nn.Conv1d(c_in, c_out, kernel, stride=stride, groups=groups)
+        ext = torch.randn(2, length, c_in, generator=g)
+        for _ in range(2):
+            with torch.no_grad():
+                got = channels_last_conv(ext, conv.weight, conv.bias, stride, groups)
+                expected = F.conv1d(ext.transpose(1, 2), conv.weight, conv.bias, stride=stride,
+                                    groups=groups).transpose(1, 2)
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+                assert got.is_contiguous()
+                conv.weight.mul_(-0.5)

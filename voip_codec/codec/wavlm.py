@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WavLMConfig
-from .layers import FeedForward, append_frames, causal_extend, grouped_causal_conv, modules_as
+from .layers import (
+    FeedForward,
+    append_frames,
+    causal_extend,
+    channels_last_conv,
+    grouped_causal_conv,
+    modules_as,
+)
 from .state import StreamState
 
 __all__ = ["WavLM", "WavLMState", "relative_position_bucket"]
@@ -79,8 +86,8 @@ class _ConvBlock(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         kernel = self.conv.kernel_size[0]
         ext, context = causal_extend(x, context, kernel - 1, "replicate")
-        y = F.conv1d(ext.transpose(1, 2), self.conv.weight, stride=self.conv.stride)
-        return F.gelu(self.norm(y.transpose(1, 2))), context
+        y = channels_last_conv(ext, self.conv.weight, None, self.conv.stride[0])
+        return F.gelu(self.norm(y)), context
 
 
 class _FeatureExtractor(nn.Module):

@@ -18,14 +18,16 @@ attention cache is empty (its validity count is zero), so the graphs compute wha
 :meth:`~voip_codec.codec.model.FocalCodec.encode_step` and
 :meth:`~voip_codec.codec.model.FocalCodec.decode_step` compute.
 
-The graphs are traced (``torch.onnx.export(..., dynamo=False)``) with three helpers of the layers
+The graphs are traced (``torch.onnx.export(..., dynamo=False)``) with helpers of the layers
 swapped for trace-friendly equivalents while tracing (:func:`_tracing_substitutes`): the ring
-buffers of the streaming contexts become plain concatenations, the per-frame depthwise loop a
-convolution, and a ``first`` flag chooses the stream-start context. Nothing else of the model is
+buffers of the streaming contexts become plain concatenations, a ``first`` flag chooses the
+stream-start context, and grouped convolutions become one 2-D matrix product per group (which
+can then take int8 weights, see :mod:`voip_codec.export.quantize`). Nothing else of the model is
 changed; ``tests/model/test_onnx_export.py`` checks the graphs against the torch path. The
-convolutions are traced as onnxruntime runs them fastest: 1-D convolutions as height-1 2-D ones,
-grouped convolutions as one 2-D matrix product per group (which can then take int8 weights, see
-:mod:`voip_codec.export.quantize`).
+model's 1-D convolutions are height-1 2-D convolutions already
+(:func:`voip_codec.codec.layers.channels_last_conv`; unpacked weights while tracing), the form
+onnxruntime runs fastest: its blocked NCHWc kernels took 0.9 ms for the full-size 512-tap
+depthwise focal level at one thread, against 3.8-6.5 ms as a 1-D node.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..codec import focal, layers, wavenext, wavlm
@@ -120,29 +121,6 @@ def _append_frames_traced(context: Tensor, x: Tensor, dim: int, keep: int
     return extended, extended.narrow(dim, extended.shape[dim] - keep, keep)
 
 
-def _conv1d_as_2d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
-                  stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
-                  dilation: int | tuple[int, ...] = 1, groups: int = 1) -> Tensor:
-    """``F.conv1d`` as a height-1 ``Conv2d`` node: onnxruntime runs 2-D convolutions with its
-    blocked (NCHWc) kernels and 1-D ones without. On one thread the 512-tap depthwise focal
-    level of the full-size model (1024 channels, 4 frames) took 0.9 ms as a 2-D node against
-    3.8-6.5 ms as a 1-D node, and an unfolded matrix product 2.7-8.4 ms."""
-
-    def one(v: int | tuple[int, ...]) -> int:
-        return v if isinstance(v, int) else v[0]
-
-    out = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, (1, one(stride)),
-                   (0, one(padding)), (1, one(dilation)), groups)
-    return out.squeeze(2)
-
-
-def _depthwise_traced(extended: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``layers.depthwise_causal_conv`` as one convolution (its streaming loop writes into a
-    scratch tensor with ``out=``, which does not trace)."""
-    out = _conv1d_as_2d(extended.transpose(1, 2), weight, bias, groups=weight.shape[0])
-    return out.transpose(1, 2)
-
-
 def _grouped_traced(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int
                     ) -> Tensor:
     """``layers.grouped_causal_conv`` for a few frames as one 2-D matrix product per group over
@@ -158,16 +136,6 @@ def _grouped_traced(extended: Tensor, weight: Tensor, bias: Tensor | None, group
     return out if bias is None else out + bias
 
 
-class _Conv2dFunctional:
-    """``torch.nn.functional`` with ``conv1d`` replaced by :func:`_conv1d_as_2d` (swapped in for
-    a model module's ``F`` while tracing)."""
-
-    conv1d = staticmethod(_conv1d_as_2d)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(F, name)
-
-
 @contextlib.contextmanager
 def _tracing_substitutes(first: Tensor) -> Iterator[None]:
     """Swap the layers' streaming helpers for traceable ones while tracing.
@@ -175,8 +143,8 @@ def _tracing_substitutes(first: Tensor) -> Iterator[None]:
     ``first`` (``(1,)`` bool, a graph input) picks the stream-start context of every causal
     convolution in the graph: the first frame repeated (``"replicate"``) or zeros, as
     ``layers.causal_extend`` does for ``context=None``; otherwise the carried context.
-    Convolutions become 2-D convolution nodes and grouped ones per-group 2-D matrix products,
-    the forms onnxruntime runs fastest and quantises.
+    Grouped convolutions become per-group 2-D matrix products, which onnxruntime can run with
+    int8 weights.
     """
 
     def causal_extend(x: Tensor, context: Tensor | None, pad: int, mode: str
@@ -195,9 +163,7 @@ def _tracing_substitutes(first: Tensor) -> Iterator[None]:
         (wavlm, "causal_extend", causal_extend),
         (wavlm, "append_frames", _append_frames_traced),
         (focal, "causal_extend", causal_extend),
-        (focal, "depthwise_causal_conv", _depthwise_traced),
         (wavenext, "causal_extend", causal_extend),
-        (wavenext, "depthwise_causal_conv", _depthwise_traced),
         (wavlm, "grouped_causal_conv", _grouped_traced),
         (wavenext, "grouped_causal_conv", _grouped_traced),
     ]
@@ -205,10 +171,6 @@ def _tracing_substitutes(first: Tensor) -> Iterator[None]:
         if getattr(module, name) is not getattr(layers, name):
             raise RuntimeError(f"{module.__name__}.{name} is not layers.{name}: the ONNX export "
                                "needs updating for the changed model code")
-    if wavlm.F is not F:
-        raise RuntimeError("wavlm.F is not torch.nn.functional: the ONNX export needs updating "
-                           "for the changed model code")
-    patches.append((wavlm, "F", _Conv2dFunctional()))
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     try:
         for module, name, fn in patches:
