@@ -152,7 +152,7 @@ def _packed_weight(weight4: Tensor, weight: Tensor, stride: int, groups: int,
         if len(packs) >= _PACKED_SHAPES:
             return None
         try:
-            packs[shape] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            packs[shape] = torch._C._nn.mkldnn_reorder_conv2d_weight(  # type: ignore[call-arg]
                 weight4.detach().to_mkldnn(), [0, 0], [1, stride], [1, 1], groups, list(shape))
         except (RuntimeError, AttributeError):
             packs[shape] = None
