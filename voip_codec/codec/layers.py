@@ -126,20 +126,24 @@ _PACKED: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
 """oneDNN-packed copies of convolution weights, per weight tensor: ``(key, {input shape:
 packed})``, where the key (version, data pointer) changes when the weight does."""
 
-_PACKED_SHAPES = 2
-"""Input shapes packed per weight: a stream's steps have one (a batch of streams another);
-offline calls of other lengths use the unpacked weight, which costs them one reorder per call
-as packing would, without keeping a copy per length."""
+_PACKED_SHAPES = 8
+"""Input shapes packed per weight: a stream's steps have one, each batch size of streams
+(``StreamBatch``) another."""
+
+_PACKED_MAX_LENGTH = 2048
+"""Longest input (frames or samples) whose weight is packed: streaming steps (the front end's
+first convolution sees 1289 samples). Longer, offline inputs use the unpacked weight, which
+costs them one reorder per call, as packing would, without keeping a copy per length."""
 
 
 def _packed_weight(weight4: Tensor, weight: Tensor, stride: int, groups: int,
                    shape: tuple[int, ...]) -> Tensor | None:
     """``weight4`` (``weight`` as a height-1 kernel) packed by oneDNN for inputs of ``shape``,
     or None where that is not offered (no oneDNN, a weight that needs gradients, one made in
-    inference mode, tracing, a third input shape)."""
+    inference mode, tracing, a long offline input, a ninth input shape)."""
     if (weight.dtype != torch.float32 or weight.device.type != "cpu"
             or (weight.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing()
-            or not _ONEDNN_PACKING):
+            or not _ONEDNN_PACKING or shape[-1] > _PACKED_MAX_LENGTH):
         return None
     try:
         key = (weight._version, weight.data_ptr())
