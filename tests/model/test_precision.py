@@ -18,7 +18,7 @@ from voip_codec.codec.focal import _FocalDownScale
 from voip_codec.codec.layers import causal_windows, modules_as
 from voip_codec.codec.loading import CheckpointError, from_pretrained, save_pretrained
 from voip_codec.codec.model import FocalCodec
-from voip_codec.codec.precision import Int8Linear, check_precision, set_precision
+from voip_codec.codec.precision import Int8Linear, PackedLinear, check_precision, set_precision
 from voip_codec.codec.wavlm import _Layer
 
 
@@ -72,10 +72,13 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     m = models["int8"]
     assert m.precision == "int8" and fp32.precision == "fp32" and models["bf16"].precision == "bf16"
     assert m.fingerprint() == fp32.fingerprint() == models["bf16"].fingerprint()
-    # stage-boundary and tiny projections stay fp32; the big linear maps are int8
+    # stage-boundary projections stay fp32 (on packed weights), tiny projections plain fp32;
+    # the big linear maps are int8
     compressor = modules_as(m.compressor.layers, _FocalDownScale)
-    assert isinstance(m.encoder.feature_proj, nn.Linear)
-    assert isinstance(compressor[0].downscale.downscale, nn.Conv1d)
+    assert isinstance(m.encoder.feature_proj, PackedLinear)
+    assert isinstance(compressor[0].downscale.downscale, PackedLinear)
+    assert compressor[0].downscale.downscale.weight.shape == (
+        modules_as(fp32.compressor.layers, _FocalDownScale)[0].downscale.downscale.weight.shape)
     assert isinstance(m.compressor.out_proj, nn.Linear)  # 128 -> 16: the token signs
     assert isinstance(modules_as(m.encoder.encoder.layers, _Layer)[0].attention.qkv_proj,
                       Int8Linear)
@@ -86,7 +89,7 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     assert isinstance(layers[1].feed_forward.in_proj, Int8Linear)
     # the compressor's last block (whose output signs are the tokens) stays fp32 as a whole
     assert not any(isinstance(x, Int8Linear) for x in compressor[-1].modules())
-    assert isinstance(compressor[-1].focal_block.modulation.context_proj, nn.Conv1d)
+    assert isinstance(compressor[-1].focal_block.modulation.context_proj, PackedLinear)
     # kernel-1 convolutions elsewhere are int8, in their official weight shape
     ctx = compressor[0].focal_block.modulation.context_proj
     ref = modules_as(fp32.compressor.layers, _FocalDownScale)[0].focal_block.modulation.context_proj
@@ -113,6 +116,22 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     assert isinstance(m.decoder.backbone.embedding, Int8Linear)
     with pytest.raises(ValueError, match="a kernel of 7 does not fit 100 inputs"):
         Int8Linear(100, 8, True, "conv", kernel=7)
+    # the packed fp32 layers compute their float layer's map to fp32 accuracy, in all layouts,
+    # for streaming and offline row counts, and follow in-place weight updates
+    for layer in (nn.Linear(96, 80), nn.Conv1d(96, 80, 1), nn.ConvTranspose1d(96, 80, 1)):
+        p = PackedLinear.from_float(layer)
+        assert p.weight.shape == layer.weight.shape and p.weight.dtype == torch.float32
+        for rows in (4, 300):
+            x = torch.randn(rows, 96)
+            ref = layer(x[None].transpose(1, 2)).transpose(1, 2)[0] if not isinstance(
+                layer, nn.Linear) else layer(x)
+            torch.testing.assert_close(p(x), ref, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            p.weight.mul_(2.0)
+            ref = layer(x[None].transpose(1, 2)).transpose(1, 2)[0] if not isinstance(
+                layer, nn.Linear) else layer(x)
+        torch.testing.assert_close(p(x), 2 * ref - (0 if layer.bias is None else layer.bias),
+                                   rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="cannot convert a int8 model"):
         set_precision(m, "bf16")
 

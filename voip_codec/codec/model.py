@@ -280,9 +280,10 @@ class FocalCodec(nn.Module):
         return h.digest()[:8]
 
     def num_parameters(self) -> int:
-        """Total parameter count (int8 layers' weights, held as buffers, included)."""
-        from .precision import Int8Linear
+        """Total parameter count (the weights of int8 mode's layers, held as buffers,
+        included)."""
+        from .precision import Int8Linear, PackedLinear
 
         int8 = sum(m.weight.numel() + (0 if m.bias is None else m.bias.numel())
-                   for m in self.modules() if isinstance(m, Int8Linear))
+                   for m in self.modules() if isinstance(m, (Int8Linear, PackedLinear)))
         return int8 + sum(p.numel() for p in self.parameters())

