@@ -92,9 +92,9 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     # every transformer feed-forward block is int8, and the token path's layers split their
     # activations; the decoder side's do not
     layers = modules_as(m.encoder.encoder.layers, _Layer)
-    for layer in layers:
-        assert isinstance(layer.feed_forward.in_proj, Int8Linear)
-        assert layer.feed_forward.in_proj.split and layer.attention.qkv_proj.split
+    for block in layers:
+        assert isinstance(block.feed_forward.in_proj, Int8Linear)
+        assert block.feed_forward.in_proj.split and block.attention.qkv_proj.split
     decoder_side = [x for x in m.decompressor.modules() if isinstance(x, Int8Linear)]
     assert decoder_side and not any(x.split for x in decoder_side)
     # the compressor's last block (whose output signs are the tokens) stays fp32 as a whole
@@ -218,6 +218,7 @@ def test_split_activations_carry_about_16_bits() -> None:
             y = torch.ops.quantized.linear_dynamic(z, split._packed, levels == 63)
             got = y[:4] + (y[4:8] - split.bias) / gain
             assert float((got - ref).abs().max()) < 6e-4 * top, levels
+        assert split.bias is not None
         zeros = torch.zeros(3, 192)
         torch.testing.assert_close(split(zeros), split.bias.expand(3, -1), atol=1e-6, rtol=0)
 
