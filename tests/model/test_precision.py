@@ -269,10 +269,12 @@ def test_calibrated_int8_checkpoint_round_trip(tiny_model: FocalCodec, tmp_path:
     bad = dict(calibration)
     key = next(iter(bad))
     bad[key] = bad[key][1:, 1:]
+    victim = copy.deepcopy(tiny_model)
     with pytest.raises(ConfigError, match=f"calibration of {key}"):
-        set_precision(copy.deepcopy(tiny_model), "int8", bad)
+        set_precision(victim, "int8", bad)
     with pytest.raises(ConfigError, match="does not quantise"):
-        set_precision(copy.deepcopy(tiny_model), "int8", {**calibration, "nope.proj": bad[key]})
+        set_precision(victim, "int8", {**calibration, "nope.proj": bad[key]})
+    assert victim.precision == "fp32"  # refused before any layer was converted
     with pytest.raises(ConfigError, match="calibrate the fp32 model"):
         int8_calibration(q, clips)
 

@@ -82,9 +82,9 @@ full-size weights."""
 SPLIT_ACTIVATIONS = ("encoder", "compressor")
 """Module paths (and their children) whose int8 layers quantise their activations in two parts
 (:class:`Int8Linear` ``split``): the token path, where rounding flips token bits. Plain 8-bit
-activations there cost the default model v7 about 1 point of token agreement (eval 98.24 %,
-dev 97.77 %, against 99.05 % and 98.78 % split); the decoder side only adds noise to the audio,
-and stays plain (the split costs about 0.15 ms per 1024 x 4096 layer at batch 1)."""
+activations there cost the default model v7 1.4 points of token agreement (eval 97.70 %,
+dev 97.41 %, against 99.05 % and 98.82 % split, 16 clips each); the decoder side only adds noise
+to the audio and stays plain (the split costs about 0.15-0.2 ms per layer at batch 1)."""
 
 
 def check_precision(name: object) -> str:
@@ -317,9 +317,9 @@ class Int8Linear(nn.Module):
 def _split_rows(x: Tensor, levels: int) -> tuple[Tensor, float]:
     """Rows for one per-tensor 8-bit quantisation that carry ``x`` to about 16 bits.
 
-    ``x`` is ``(rows, in)`` with ``in >= 2``. fbgemm's dynamic linear quantises its whole input with one step, ``(max - min) / 255``
-    (``/ 127`` with the reduced range of CPUs without VNNI; ``levels`` is 127 or 63), zero point
-    ``-min / step``. This builds ``2 * rows + 1`` rows that make that step exactly
+    ``x`` is ``(rows, in)`` with ``in >= 2``. fbgemm's dynamic linear quantises its whole input
+    with one step, ``(max - min) / 255`` (``/ 127`` with the reduced range of CPUs without VNNI;
+    ``levels`` is 127 or 63), zero point ``-min / step``. This builds ``2 * rows + 1`` rows that make that step exactly
     ``d = max|x| / levels``:
 
     * rows ``[0, rows)``: ``x`` rounded to a multiple of ``d`` (quantised without error);
@@ -365,10 +365,11 @@ def _fp32_subtrees(model: nn.Module) -> tuple[str, ...]:
 
     With the token path's activations split (:data:`SPLIT_ACTIVATIONS`) the first feed-forward
     block is int8 again: on the default model v7 (16 eval / 16 dev clips of 8 s) it made no
-    difference (split, nearest rounding: 99.05 / 98.78 % with it fp32, 99.05 / 98.82 % int8;
-    calibrated weights: 99.86 / 99.68 % and 99.57 / 99.52 %), and int8 it reads 8 MB of weights
-    per chunk at full size instead of 32 MB. The last compressor block int8 as well gave
-    99.40 / 99.12 % calibrated: kept fp32 for the margin."""
+    difference uncalibrated (split, nearest rounding: 99.05 / 98.78 % with it fp32,
+    99.05 / 98.82 % int8) and 0.1 point calibrated on 32 train clips (99.78 / 99.66 % and
+    99.70 / 99.60 %), and int8 it reads 8 MB of weights per chunk at full size instead of 32 MB.
+    The last compressor block int8 as well gave 99.43 / 99.04 % calibrated: kept fp32 for the
+    margin."""
     out: list[str] = []
     layers = getattr(getattr(model, "compressor", None), "layers", None)
     if isinstance(layers, nn.ModuleList) and len(layers):
@@ -509,17 +510,20 @@ def set_precision(model: _M, precision: str, calibration: Mapping[str, Tensor] |
     if precision == "bf16":
         model.to(torch.bfloat16)
     else:
+        targets = _target_paths(model)
         moments = dict(calibration or {})
-        for path, parent, name, layer in _target_paths(model):
-            moment = moments.pop(path, None)
+        extra = set(moments) - {path for path, _, _, _ in targets}
+        if extra:
+            raise ConfigError(f"calibration names {len(extra)} layer(s) this model does not "
+                              f"quantise, e.g. {sorted(extra)[0]}: calibrate this model")
+        for path, _, _, layer in targets:
             width = linear_weight(layer).shape[1]
-            if moment is not None and tuple(moment.shape) != (width, width):
-                raise ConfigError(f"calibration of {path} is {tuple(moment.shape)}, the layer "
-                                  f"takes {width} inputs: calibrate this model")
-            setattr(parent, name, Int8Linear.from_float(layer, moment, _splits_activations(path)))
-        if moments:
-            raise ConfigError(f"calibration names {len(moments)} layer(s) this model does not "
-                              f"quantise, e.g. {next(iter(moments))}: calibrate this model")
+            if path in moments and tuple(moments[path].shape) != (width, width):
+                raise ConfigError(f"calibration of {path} is {tuple(moments[path].shape)}, the "
+                                  f"layer takes {width} inputs: calibrate this model")
+        for path, parent, name, layer in targets:
+            setattr(parent, name, Int8Linear.from_float(layer, moments.get(path),
+                                                        _splits_activations(path)))
     return model.eval()
 
 
