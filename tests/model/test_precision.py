@@ -180,14 +180,15 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_low_precision_tokens_on_real_speech(fp32: FocalCodec, models: dict[str, FocalCodec],
                                              speech: torch.Tensor) -> None:
-    """Measured on this clip (4 s, 200 tokens): int8 99.5 % of fp32's tokens, bf16 95.0 %;
-    streaming vs offline at the same precision: int8 97.0 %, bf16 98.5 % on a Xeon with AMX and
-    100 % with AMX disabled (fp32: exact). Before the grouped convolution stopped using oneDNN's
+    """Measured on this clip (4 s, 200 tokens): int8 99.0 % of fp32's tokens (uncalibrated),
+    bf16 95.0 %; streaming vs offline at the same precision: int8 100 % (97.0 % before the token
+    path's activations were split: 16 eval / 16 dev clips 96.89 / 96.17 %, split 100.00 /
+    99.98 %), bf16 98.5 % on a Xeon with AMX and 100 % with AMX disabled (fp32: exact). Before the grouped convolution stopped using oneDNN's
     bf16 kernel, bf16 offline agreed with bf16 streaming on 32.5 % of the tokens with AMX."""
     ref = stream(fp32, speech)[0]
     with torch.inference_mode():
         assert torch.equal(fp32.sig_to_toks(speech), ref)  # fp32: exact
-    floors = {"int8": (0.96, 0.93), "bf16": (0.92, 0.96)}
+    floors = {"int8": (0.96, 0.99), "bf16": (0.92, 0.96)}
     for precision, model in models.items():
         toks = stream(model, speech)[0]
         with torch.inference_mode():

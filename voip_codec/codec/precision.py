@@ -27,7 +27,9 @@ a few outlier channels.
 
 Because int8 activations are quantised per call, int8 results depend slightly on how the input
 is cut into calls and on which streams share a batch (the per-tensor range covers all rows of
-the call); fp32 and bf16 results do not.
+the call); fp32 and bf16 results do not. The split activations make that small on the token
+path (default model, int8 streaming against int8 offline tokens: 100.00 % / 99.98 % on the clips
+above, 96.89 % / 96.17 % with plain 8-bit activations).
 
 A quantised model keeps the official parameter names: an int8 layer stores ``<name>.weight``
 as int8 in the official shape plus ``<name>.weight_scale`` (fp32, one per output channel), so
