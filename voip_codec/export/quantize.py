@@ -7,10 +7,10 @@ call (uint8, per tensor) as torch's fbgemm kernel does. Which products are quant
 by weight, not by node name: a product is quantised when its weight initializer is byte for byte
 the (transposed) weight of a layer that :func:`voip_codec.codec.precision.set_precision` makes
 int8, so the ONNX int8 graphs keep the same layers fp32 as torch does (the stage-boundary
-projections, the compressor's last block, the first WavLM feed-forward block, layers under 64
-features). The vocoder's kernel-7 embedding, which the export writes as one product of unfolded
-windows, is int8 in both. With ``grouped_convs=True`` the encoder's positional convolution (16
-per-group products in the export) is quantised too; torch keeps it fp32.
+projections, the compressor's last block, layers under 64 features) plus
+:data:`ONNX_KEEP_FP32`. The vocoder's kernel-7 embedding, which the export writes as one product
+of unfolded windows, is int8 in both. With ``grouped_convs=True`` the encoder's positional
+convolution (16 per-group products in the export) is quantised too; torch keeps it fp32.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ONNX_KEEP_FP32", "QuantizeReport", "int8_weight_digests", "quantize_export"]
 
-ONNX_KEEP_FP32: tuple[str, ...] = ()
-"""Layers the onnxruntime int8 graphs keep fp32 beyond the torch int8 choice: none. (The first
-WavLM feed-forward block, which cost onnxruntime 0.4 points of token agreement, is fp32 in
-torch's int8 mode too: :func:`voip_codec.codec.precision.set_precision`.)"""
+ONNX_KEEP_FP32: tuple[str, ...] = ("encoder.encoder.layers.0.feed_forward",)
+"""Layers the onnxruntime int8 graphs keep fp32 beyond the torch int8 choice: the first WavLM
+feed-forward block, which cost onnxruntime 0.4 points of token agreement. Torch's int8 mode
+quantises it since its token path splits the activations (about 16-bit,
+:data:`voip_codec.codec.precision.SPLIT_ACTIVATIONS`); ``DynamicQuantizeMatMul`` quantises them
+to 8 bits per call, so the graphs keep the earlier rule."""
 
 
 def _digest(array: np.ndarray) -> str:
@@ -88,8 +91,8 @@ class QuantizeReport(dict[str, list[str]]):
 
 
 def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
-                    grouped_convs: bool = False, keep_fp32: tuple[str, ...] = ONNX_KEEP_FP32
-                    ) -> QuantizeReport:
+                    grouped_convs: bool = False, keep_fp32: tuple[str, ...] = ONNX_KEEP_FP32,
+                    calibration: Mapping[str, Tensor] | None = None) -> QuantizeReport:
     """Write an int8-weight copy of the export folder ``src`` to ``dst``.
 
     Each quantised ``MatMul`` becomes a ``com.microsoft.DynamicQuantizeMatMul`` node whose int8
@@ -106,6 +109,10 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
         grouped_convs: also quantise the grouped convolutions (see the module docstring).
         keep_fp32: module paths left fp32 beyond the torch int8 choice
             (:data:`ONNX_KEEP_FP32` by default).
+        calibration: the :func:`~voip_codec.codec.precision.int8_calibration` given to
+            ``set_precision``, so that the graphs get the same fitted int8 weights (None: nearest
+            rounding, as ``set_precision`` without it). The graphs' activations stay 8-bit
+            (torch splits the token path's; see :data:`ONNX_KEEP_FP32`).
 
     Returns:
         For each graph file, the quantised layers.
@@ -118,7 +125,7 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
     import onnx
     from onnx import helper, numpy_helper
 
-    from ..codec.precision import _quantize_rows
+    from ..codec.precision import quantize_weight
 
     src, dst = Path(src), Path(dst)
     manifest = json.loads((src / MANIFEST_FILE).read_text())
@@ -149,7 +156,8 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
                 continue
             import torch
 
-            q, scale = _quantize_rows(torch.from_numpy(np.ascontiguousarray(weight.T)))
+            moment = None if calibration is None else calibration.get(wanted[key])
+            q, scale = quantize_weight(torch.from_numpy(np.ascontiguousarray(weight.T)), moment)
             base = f"{node.name}.int8"
             g.initializer.extend([
                 numpy_helper.from_array(q.t().contiguous().numpy(), f"{base}.weight"),
