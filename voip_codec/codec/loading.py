@@ -34,7 +34,14 @@ from torch import Tensor
 from ..hub import BUNDLED_MODEL_DIR, OFFICIAL_MODELS, find_cached
 from .config import ConfigError, FocalCodecConfig
 from .model import FocalCodec
-from .precision import check_precision, int8_skeleton, model_precision, set_precision
+from .precision import (
+    CALIBRATION_FILE,
+    check_precision,
+    int8_skeleton,
+    load_calibration,
+    model_precision,
+    set_precision,
+)
 
 _META_PRECISION = "voip_codec.precision"
 _META_FINGERPRINT = "voip_codec.fingerprint"
@@ -279,6 +286,9 @@ def from_pretrained(
             model._fingerprint = bytes.fromhex(meta[_META_FINGERPRINT])
         except ValueError as exc:
             raise CheckpointError(f"{weights_path}: bad {_META_FINGERPRINT} metadata") from exc
+    calibration = weights_path.parent / CALIBRATION_FILE
+    if stored == "fp32" and calibration.is_file():
+        model.int8_calibration = load_calibration(calibration, model.fingerprint())
     if precision is not None:
         set_precision(model, precision)
     return model.to(device=device).eval()

@@ -60,6 +60,10 @@ class FocalCodec(nn.Module):
         self.decompressor = FocalDecoder(config.decompressor)
         self.decoder = WaveNeXt(config.decoder)
         self._fingerprint: bytes | None = None  # kept from fp32 by precision conversions
+        self.int8_calibration: dict[str, Tensor] | None = None
+        """Input moments of the token-path int8 layers (``precision.int8_calibration``) that
+        ``set_precision(self, "int8")`` fits the int8 weights to; ``from_pretrained`` reads them
+        from a checkpoint folder's ``int8_calibration.safetensors``. None: nearest rounding."""
         self.eval()
 
     # ---------------------------------------------------------------- the codec contract

@@ -40,6 +40,7 @@ as int8 in the official shape plus ``<name>.weight_scale`` (fp32, one per output
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .model import FocalCodec
 
 __all__ = [
+    "CALIBRATION_FILE",
     "KEEP_FP32",
     "MIN_FEATURES",
     "PRECISIONS",
@@ -65,7 +67,9 @@ __all__ = [
     "SPLIT_ACTIVATIONS",
     "check_precision",
     "int8_calibration",
+    "load_calibration",
     "model_precision",
+    "save_calibration",
     "quantize_weight",
     "set_precision",
 ]
@@ -615,6 +619,59 @@ def int8_calibration(model: FocalCodec, clips: Iterable[Tensor]) -> dict[str, Te
     return {path: r.total / r.count for path, r in recorders.items() if r.total is not None}
 
 
+CALIBRATION_FILE = "int8_calibration.safetensors"
+"""File name of a checkpoint folder's int8 calibration (:func:`save_calibration`)."""
+
+_CALIBRATION_FINGERPRINT = "voip_codec.fingerprint"
+
+
+def save_calibration(calibration: Mapping[str, Tensor], path: str | Path, fingerprint: bytes
+                     ) -> None:
+    """Write :func:`int8_calibration` moments (as fp32) with the fp32 model's fingerprint, so
+    that a calibration is never applied to another model."""
+    from safetensors.torch import save_file
+
+    def triangle(m: Tensor) -> Tensor:  # a moment is symmetric: its upper triangle, as fp32
+        rows, cols = torch.triu_indices(m.shape[0], m.shape[1])
+        return m[rows, cols].float().contiguous()
+
+    save_file({k: triangle(v) for k, v in calibration.items()}, str(path),
+              metadata={_CALIBRATION_FINGERPRINT: fingerprint.hex()})
+
+
+def _symmetric(triangle: Tensor) -> Tensor:
+    """The symmetric ``(n, n)`` matrix of a stored upper triangle (``n (n + 1) / 2`` values)."""
+    n = int((math.isqrt(8 * triangle.numel() + 1) - 1) // 2)
+    if n * (n + 1) // 2 != triangle.numel() or triangle.dim() != 1:
+        raise ValueError(f"{tuple(triangle.shape)} is not the upper triangle of a square matrix")
+    rows, cols = torch.triu_indices(n, n)
+    out = triangle.new_zeros(n, n)
+    out[rows, cols] = triangle
+    out[cols, rows] = triangle
+    return out
+
+
+def load_calibration(path: str | Path, fingerprint: bytes) -> dict[str, Tensor]:
+    """Read a :func:`save_calibration` file made for the model of ``fingerprint``.
+
+    Raises:
+        ConfigError: the file is unreadable or was made for another model.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            made_for = (f.metadata() or {}).get(_CALIBRATION_FINGERPRINT)
+            moments = {k: _symmetric(f.get_tensor(k).double()) for k in f.keys()}  # noqa: SIM118
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ConfigError(f"cannot read the int8 calibration {path}: {exc}") from exc
+    if made_for != fingerprint.hex():
+        raise ConfigError(f"{path} was made for another model (fingerprint {made_for}, this "
+                          f"model {fingerprint.hex()}); make it again with `python -m "
+                          "training.calibrate`")
+    return moments
+
+
 def set_precision(model: _M, precision: str, calibration: Mapping[str, Tensor] | None = None
                   ) -> _M:
     """Convert an fp32 model in place to ``precision`` and return it.
@@ -627,7 +684,8 @@ def set_precision(model: _M, precision: str, calibration: Mapping[str, Tensor] |
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"``.
         calibration: for int8, :func:`int8_calibration` of this model: the int8 weights of the
             layers it covers are fitted to those inputs (:func:`quantize_weight`), the others
-            rounded to the nearest step. The fitted weights are ordinary int8 weights, so an int8
+            rounded to the nearest step. None takes the model's own ``int8_calibration`` (read
+            from its checkpoint folder), if any. The fitted weights are ordinary int8 weights, so an int8
             checkpoint saved from the model keeps them.
 
     Raises:
@@ -647,6 +705,8 @@ def set_precision(model: _M, precision: str, calibration: Mapping[str, Tensor] |
         model.to(torch.bfloat16)
     else:
         targets = _target_paths(model)
+        if calibration is None:
+            calibration = getattr(model, "int8_calibration", None)
         moments = dict(calibration or {})
         extra = set(moments) - {path for path, _, _, _ in targets}
         if extra:

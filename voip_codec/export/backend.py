@@ -78,7 +78,8 @@ def export_cached(model: FocalCodec, precision: str = "fp32") -> Path:
                          f"{precision}")
     folder = (cache_folder()
               / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}-g{GRAPH_REVISION}"
-              f"{'' if precision == 'fp32' else '-' + precision}")
+              f"{'' if precision == 'fp32' else '-' + precision}"
+              f"{'-cal' if precision == 'int8' and model.int8_calibration else ''}")
     if (folder / MANIFEST_FILE).is_file():
         return folder
     fp32 = export_cached(model) if precision != "fp32" else None

@@ -110,8 +110,9 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
         keep_fp32: module paths left fp32 beyond the torch int8 choice
             (:data:`ONNX_KEEP_FP32` by default).
         calibration: the :func:`~voip_codec.codec.precision.int8_calibration` given to
-            ``set_precision``, so that the graphs get the same fitted int8 weights (None: nearest
-            rounding, as ``set_precision`` without it). The graphs' activations stay 8-bit
+            ``set_precision``, so that the graphs get the same fitted int8 weights (None: the
+            model's own ``int8_calibration`` if it has one, as ``set_precision`` does, else
+            nearest rounding). The graphs' activations stay 8-bit
             (torch splits the token path's; see :data:`ONNX_KEEP_FP32`).
 
     Returns:
@@ -133,6 +134,8 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
         raise ValueError(f"{src} holds {manifest['weights']} weights; quantise an fp32 export")
     if manifest.get("fingerprint") != model.fingerprint().hex():
         raise ValueError(f"{src} was exported from another model (fingerprint differs)")
+    if calibration is None:
+        calibration = getattr(model, "int8_calibration", None)
     wanted = int8_weight_digests(model, grouped_convs, keep_fp32)
     dst.mkdir(parents=True, exist_ok=True)
     report = QuantizeReport()
