@@ -288,7 +288,12 @@ def from_pretrained(
             raise CheckpointError(f"{weights_path}: bad {_META_FINGERPRINT} metadata") from exc
     calibration = weights_path.parent / CALIBRATION_FILE
     if stored == "fp32" and calibration.is_file():
-        model.int8_calibration = load_calibration(calibration, model.fingerprint())
+        try:
+            model.int8_calibration = load_calibration(calibration, model.fingerprint())
+        except ConfigError as exc:
+            # stale (the weights were retrained) or damaged: fp32 and bf16 do not need it,
+            # and int8 still works with nearest rounding, so say so instead of failing
+            warnings.warn(f"{exc}; int8 will round weights to the nearest step", stacklevel=2)
     if precision is not None:
         set_precision(model, precision)
     return model.to(device=device).eval()
