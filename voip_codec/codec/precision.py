@@ -217,6 +217,26 @@ def _layout(layer: nn.Module) -> str:
     raise TypeError(f"cannot quantise {type(layer).__name__}")
 
 
+def _weight_shape(layout: str, in_features: int, out_features: int, kernel: int = 1
+                  ) -> tuple[int, ...]:
+    """The replaced layer's weight shape for a layout (see :class:`Int8Linear`)."""
+    if kernel < 1 or in_features % kernel or (kernel > 1 and layout != "conv"):
+        raise ValueError(f"a kernel of {kernel} does not fit {in_features} inputs ({layout})")
+    shapes = {"linear": (out_features, in_features),
+              "conv": (out_features, in_features // kernel, kernel),
+              "conv_transpose": (in_features, out_features, 1)}
+    if layout not in shapes:
+        raise ValueError(f"unknown layout {layout!r}")
+    return shapes[layout]
+
+
+def _rows(weight: Tensor, layout: str, out_features: int, in_features: int) -> Tensor:
+    """A weight of :func:`_weight_shape` as the ``(out, in)`` matrix it multiplies by."""
+    if layout == "conv_transpose":
+        return weight[:, :, 0].t()
+    return weight.reshape(out_features, in_features)
+
+
 class Int8Linear(nn.Module):
     """A linear map with int8 weights and per-output-channel fp32 scales.
 
@@ -243,19 +263,12 @@ class Int8Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool, layout: str = "linear",
                  kernel: int = 1, split: bool = False) -> None:
         super().__init__()
-        if kernel < 1 or in_features % kernel or (kernel > 1 and layout != "conv"):
-            raise ValueError(f"a kernel of {kernel} does not fit {in_features} inputs "
-                             f"({layout})")
-        shapes = {"linear": (out_features, in_features),
-                  "conv": (out_features, in_features // kernel, kernel),
-                  "conv_transpose": (in_features, out_features, 1)}
-        if layout not in shapes:
-            raise ValueError(f"unknown layout {layout!r}")
+        shape = _weight_shape(layout, in_features, out_features, kernel)
         self.in_features = in_features
         self.out_features = out_features
         self.layout = layout
         self.split = split
-        self.register_buffer("weight", torch.zeros(shapes[layout], dtype=torch.int8))
+        self.register_buffer("weight", torch.zeros(shape, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._packed: object | None = None
@@ -289,9 +302,7 @@ class Int8Linear(nn.Module):
 
     def weight_rows(self) -> Tensor:
         """The int8 weight as ``(out, in)``."""
-        if self.layout == "conv_transpose":
-            return self.weight[:, :, 0].t()
-        return self.weight.reshape(self.out_features, self.in_features)
+        return _rows(self.weight, self.layout, self.out_features, self.in_features)
 
     def dequantized(self) -> Tensor:
         """The fp32 weight ``(out, in)`` that the int8 weight represents."""
@@ -406,14 +417,11 @@ class PackedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool, layout: str = "linear"
                  ) -> None:
         super().__init__()
-        shapes = {"linear": (out_features, in_features), "conv": (out_features, in_features, 1),
-                  "conv_transpose": (in_features, out_features, 1)}
-        if layout not in shapes:
-            raise ValueError(f"unknown layout {layout!r}")
+        shape = _weight_shape(layout, in_features, out_features)
         self.in_features = in_features
         self.out_features = out_features
         self.layout = layout
-        self.register_buffer("weight", torch.zeros(shapes[layout]))
+        self.register_buffer("weight", torch.zeros(shape))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._packed: tuple[tuple[int, int], Tensor | None] | None = None
 
@@ -431,9 +439,7 @@ class PackedLinear(nn.Module):
 
     def weight_rows(self) -> Tensor:
         """The weight as ``(out, in)``."""
-        if self.layout == "conv_transpose":
-            return self.weight[:, :, 0].t()
-        return self.weight.reshape(self.out_features, self.in_features)
+        return _rows(self.weight, self.layout, self.out_features, self.in_features)
 
     def _packed_weight(self, rows: int) -> Tensor | None:
         if not _LINEAR_PACKING or torch.jit.is_tracing():
