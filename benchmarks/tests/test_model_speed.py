@@ -14,9 +14,12 @@ from voip_codec.codec.config import tiny_config
 from voip_codec.codec.model import FocalCodec
 from voip_codec.export.runtime import OnnxCodecModel
 from voip_codec_bench.model_speed import (
+    Agreement,
     _OnnxPath,
     _StreamPath,
     _TorchPath,
+    format_agreement,
+    measure_agreement,
     measure_onnx_agreement,
     measure_onnx_calls_per_box,
     measure_side_by_side,
@@ -77,6 +80,21 @@ def test_onnx_agreement_rows(tiny: FocalCodec) -> None:
     # the fp32 graphs compute what torch computes: at most a latent at the sign boundary
     assert fp32.token_agreement >= 0.97 and fp32.stoi_vs_fp32 > 0.99
     assert 0.0 <= int8.token_agreement <= 1.0 and int8.bit_agreement > 0.9
+    assert fp32.stream_vs_offline is None  # onnxruntime has no offline path
+
+
+def test_torch_agreement_reports_streaming_vs_offline(tiny: FocalCodec) -> None:
+    """Each torch row compares the streamed tokens with the same model's offline tokens at
+    the same precision: fp32 streaming equals offline exactly; int8 (token-path activations
+    split) nearly so."""
+    rng = np.random.default_rng(1)
+    clips = [torch.from_numpy((0.1 * rng.standard_normal(1280 * 12)).astype(np.float32))[None]]
+    fp32, int8 = measure_agreement(tiny, "tiny", clips, ("fp32", "int8"), threads=1)
+    assert fp32.token_agreement == 1.0 and fp32.stream_vs_offline == 1.0
+    assert int8.stream_vs_offline is not None and 0.9 <= int8.stream_vs_offline <= 1.0
+    table = format_agreement([fp32, int8, Agreement("x", "onnx int8", 1, 4, 1.0, 1.0, 1.0, 1.0)])
+    assert "| streaming vs offline tokens |" in table
+    assert table.splitlines()[2].endswith("| 100.00 % |") and table.splitlines()[4].endswith("| - |")
 
 
 def test_bench_speed_backend_onnx_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -479,6 +479,9 @@ class Agreement:
     """Fraction of token bits equal."""
     stoi_vs_fp32: float
     """Mean STOI of the decoded output against the fp32 model's decoded output."""
+    stream_vs_offline: float | None = None
+    """Fraction of streamed tokens equal to the same model's offline tokens (``sig_to_toks``)
+    at the same precision, on this CPU; None where there is no offline path (onnxruntime)."""
 
 
 def _stream(model: FocalCodec, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -524,9 +527,11 @@ def measure_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
     for precision in precisions:
         model = set_precision(copy.deepcopy(base), precision)
         agree, bit_agree, scores, per_clip = 0, 0, [], []
-        total = 0
+        total = offline_same = 0
         for x, (ref_t, ref_o) in zip(clips, refs, strict=True):
             t, o = _stream(model, x)
+            offline_same += int((model.sig_to_toks(x.to(model.encoder.norm.weight.dtype))[0]
+                                 == t).sum())
             same = int((t == ref_t).sum())
             per_clip.append(same / len(t))
             agree += same
@@ -535,7 +540,7 @@ def measure_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
             scores.append(float(stoi(ref_o, o, model.sample_rate_output)))
         results.append(Agreement(name, precision, len(clips), total, agree / total,
                                  min(per_clip), bit_agree / (total * bits),
-                                 float(np.mean(scores))))
+                                 float(np.mean(scores)), offline_same / total))
         del model
         gc.collect()
     return results
@@ -592,11 +597,13 @@ def measure_onnx_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor
 def format_agreement(rows: list[Agreement]) -> str:
     """Markdown table of agreement results."""
     out = ["| model | precision | clips | tokens | token agreement (worst clip) | "
-           "bit agreement | STOI vs fp32 output |", "|---|---|---:|---:|---:|---:|---:|"]
+           "bit agreement | STOI vs fp32 output | streaming vs offline tokens |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
     for a in rows:
+        offline = "-" if a.stream_vs_offline is None else f"{100 * a.stream_vs_offline:.2f} %"
         out.append(f"| {a.model} | {a.precision} | {a.clips} | {a.tokens} | "
                    f"{100 * a.token_agreement:.2f} % ({100 * a.token_agreement_min:.2f} %) | "
-                   f"{100 * a.bit_agreement:.3f} % | {a.stoi_vs_fp32:.4f} |")
+                   f"{100 * a.bit_agreement:.3f} % | {a.stoi_vs_fp32:.4f} | {offline} |")
     return "\n".join(out)
 
 
@@ -619,8 +626,11 @@ def _run_agreement(args: argparse.Namespace, precisions: tuple[str, ...]) -> int
                                            args.threads, args.onnx_int8_convs)
         del base
         gc.collect()
-    print(json.dumps([asdict(r) for r in rows], indent=2) if args.json
-          else format_agreement(rows))
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_cpu_info(cpu_info()))
+        print(format_agreement(rows))
     return 0
 
 
