@@ -26,6 +26,7 @@ from voip_codec.codec.precision import (
     Int8Linear,
     PackedLinear,
     _int8_targets,
+    _onednn_int8,
     _split_rows,
     check_precision,
     int8_calibration,
@@ -265,15 +266,63 @@ def test_split_activations_carry_about_16_bits() -> None:
     with torch.inference_mode():
         assert float((plain(x) - ref).abs().max()) > 3e-3 * top
         assert float((split(x) - ref).abs().max()) < 3e-4 * top
+        packed = _fbgemm_packed(split)
         for levels in (127, 63):
             z, gain = _split_rows(x, levels)
             assert z.shape == (9, 192) and gain == 2 * levels
-            y = torch.ops.quantized.linear_dynamic(z, split._packed, levels == 63)
+            y = torch.ops.quantized.linear_dynamic(z, packed, levels == 63)
             got = y[:4] + (y[4:8] - split.bias) / gain
             assert float((got - ref).abs().max()) < 6e-4 * top, levels
         assert split.bias is not None
         zeros = torch.zeros(3, 192)
         torch.testing.assert_close(split(zeros), split.bias.expand(3, -1), atol=1e-6, rtol=0)
+
+
+def _fbgemm_packed(layer: Int8Linear) -> object:
+    """fbgemm's packed weight of an int8 layer, whichever kernel the layer itself uses."""
+    qw = torch._make_per_channel_quantized_tensor(
+        layer.weight_rows().contiguous(), layer.weight_scale.double(),
+        torch.zeros(layer.out_features, dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(qw, layer.bias)
+
+
+@pytest.mark.skipif(not _onednn_int8(), reason="oneDNN's int8 product needs VNNI or AMX")
+def test_onednn_int8_matches_fbgemm() -> None:
+    """Where oneDNN's int8 product replaces fbgemm's, the activations are quantised as fbgemm
+    quantises them (same range, scale and zero point per call), so the two kernels agree to
+    float rounding, on ranges that hold 0 or not, tiny ranges (fbgemm's smallest scale),
+    all-zero input, and the split rows; a NaN input gives NaN rows instead of a failure."""
+    torch.manual_seed(3)
+    layer = nn.Linear(256, 128)
+    inputs = [torch.randn(4, 256), torch.rand(4, 256) + 0.5, -torch.rand(4, 256) - 0.5,
+              torch.randn(4, 256) * 1e-4, torch.rand(4, 256) * 1e-6, torch.zeros(3, 256),
+              torch.randn(37, 256) * 5]
+    for split in (False, True):
+        q = Int8Linear.from_float(layer, split=split)
+        assert q._onednn is not None and q._packed is None  # one packed copy, not two
+        packed = _fbgemm_packed(q)
+        with torch.inference_mode():
+            for x in inputs:
+                if split:
+                    z, gain = _split_rows(x, 127)
+                    y = torch.ops.quantized.linear_dynamic(z, packed, False)
+                    ref = y[:len(x)] + (y[len(x):2 * len(x)] - layer.bias) / gain
+                else:
+                    ref = torch.ops.quantized.linear_dynamic(x, packed, False)
+                got = q(x)
+                scale = float(ref.abs().max())
+                tiny = float(x.abs().max()) < 255 * 6.1e-5
+                if not (split and tiny):
+                    assert float((got - ref).abs().max()) <= 1e-5 * scale, (split, x.abs().max())
+                else:
+                    # fbgemm raises the split rows' step to its smallest scale, 6.1e-5, where
+                    # oneDNN is given the step itself: closer to the float product, not further
+                    exact = F.linear(x, q.dequantized(), q.bias)
+                    assert float((got - exact).abs().max()) <= float((ref - exact).abs().max())
+            bad = torch.randn(2, 256)
+            bad[1, 7] = float("nan")
+            out = q(bad)
+            assert out.shape == (2, 128) and bool(out.isnan().any())
 
 
 def test_fitted_weights_lower_the_output_error() -> None:
