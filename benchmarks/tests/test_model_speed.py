@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import torch
 from voip_codec.cli import main
 from voip_codec.codec.config import tiny_config
 from voip_codec.codec.model import FocalCodec
+from voip_codec.codec.precision import (
+    _FP16_PACKING,
+    Int8Linear,
+    PackedLinear,
+    _onednn_int8,
+    reference_kernels,
+    set_precision,
+)
 from voip_codec.export.runtime import OnnxCodecModel
 from voip_codec_bench.model_speed import (
     Agreement,
@@ -97,12 +106,35 @@ def test_torch_agreement_reports_streaming_vs_offline(tiny: FocalCodec) -> None:
     assert table.splitlines()[2].endswith("| 100.00 % |") and table.splitlines()[4].endswith("| - |")
 
 
+def _newer_kernels() -> bool:
+    """Whether this CPU runs int8 products that the previous path did not (oneDNN's int8
+    product, fp16 weights): then the side-by-side run adds the previous path's rows."""
+    return _onednn_int8() or _FP16_PACKING
+
+
+def test_reference_kernels_give_the_same_tokens(tiny: FocalCodec) -> None:
+    """The previous path's products (fbgemm int8, fp32 weights) beside the current ones: the
+    same layers, the same int8 weights, tokens equal on noise up to float rounding."""
+    int8 = set_precision(copy.deepcopy(tiny), "int8")
+    ref = reference_kernels(copy.deepcopy(int8))
+    int8_layers = [m for m in ref.modules() if isinstance(m, Int8Linear)]
+    assert int8_layers and not any(m.onednn for m in int8_layers)
+    assert not any(m.fp16 for m in ref.modules() if isinstance(m, PackedLinear))
+    x = torch.from_numpy((0.1 * np.random.default_rng(2).standard_normal(1280 * 8))
+                         .astype(np.float32))[None]
+    with torch.inference_mode():
+        a, b = int8.sig_to_toks(x), ref.sig_to_toks(x)
+    assert all(m._onednn is None for m in int8_layers)  # packed for fbgemm when first used
+    assert float((a == b).float().mean()) >= 0.95
+
+
 def test_bench_speed_backend_onnx_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "speed", "--model", "tiny", "--seconds", "0.8", "--threads", "1",
                  "--precision", "int8", "--backend", "torch", "onnx", "--no-calls",
                  "--no-profile", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [r["path"] for r in data["side_by_side"]] == ["torch int8", "onnx int8"]
+    previous = ["torch int8 (previous kernels)"] if _newer_kernels() else []
+    assert [r["path"] for r in data["side_by_side"]] == ["torch int8", *previous, "onnx int8"]
     assert data["side_by_side"][0]["ratio"] == 1.0
     assert data["onnx_calls_per_box"] == []
     assert [r["precision"] for r in data["speed"]] == ["int8"]
@@ -131,7 +163,9 @@ def test_bench_speed_compare_threads_steps_torch_side_by_side(
                  "--no-profile", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     rows = data["side_by_side"]
-    assert [r["path"] for r in rows] == ["torch int8", "torch int8 (2 threads)"]
+    previous = (["torch int8 (previous kernels)", "torch int8 (previous kernels, 2 threads)"]
+                if _newer_kernels() else [])
+    assert [r["path"] for r in rows] == ["torch int8", "torch int8 (2 threads)", *previous]
     assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] > 0 and rows[1]["chunks"] == 10
     assert data["onnx_calls_per_box"] == []
     assert torch.get_num_threads() == 1

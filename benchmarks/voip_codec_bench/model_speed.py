@@ -18,7 +18,10 @@ graphs, fp32 and with int8 weights from :func:`~voip_codec.export.quantize.quant
 measures every path *side by side*: one stream per path, each 80 ms chunk going through every
 path in turn (the order rotating from chunk to chunk), so that a shared, noisy machine slows them
 alike; each path is reported as a ratio to the first one (the torch path at the first
-precision). The onnxruntime calls per box run the N encoders and N decoders of a tick on
+precision). With int8 among the precisions, the side-by-side run also steps the previous
+int8 path (``torch int8 (previous kernels)``: the same weights on fbgemm's int8 product and on
+fp32 weights for the floating-point layers, :func:`~voip_codec.codec.precision.
+reference_kernels`) where this CPU runs newer ones. The onnxruntime calls per box run the N encoders and N decoders of a tick on
 ``--threads`` worker threads at one onnxruntime thread each, so a call's encoder and decoder
 overlap on two cores.
 """
@@ -47,7 +50,7 @@ from voip_codec.codec.batch import StreamBatch
 from voip_codec.codec.config import full_size_config, tiny_config
 from voip_codec.codec.loading import from_pretrained
 from voip_codec.codec.model import DecoderState, EncoderState, FocalCodec
-from voip_codec.codec.precision import check_precision, set_precision
+from voip_codec.codec.precision import check_precision, reference_kernels, set_precision
 
 from .cpu_profile import (
     StageProfile,
@@ -670,6 +673,14 @@ def _compare_threads(args: argparse.Namespace) -> list[int]:
             if n != args.threads]
 
 
+def _has_newer_kernels(model: FocalCodec) -> bool:
+    """Whether ``model`` runs a product that :func:`reference_kernels` would change here."""
+    from voip_codec.codec.precision import _FP16_PACKING, Int8Linear, _onednn_int8
+
+    return (_onednn_int8() and any(isinstance(m, Int8Linear) and m.onednn
+                                   for m in model.modules())) or _FP16_PACKING
+
+
 def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCodec],
                       base: FocalCodec) -> tuple[list[SideBySide], list[CallsPerBox]]:
     with tempfile.TemporaryDirectory(prefix="bench-speed-onnx-") as tmp:
@@ -684,6 +695,13 @@ def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCod
             paths[f"torch {p}"] = _TorchPath(m, args.threads)
             for n in _compare_threads(args):
                 paths[f"torch {p} ({n} threads)"] = _TorchPath(m, n)
+            if p == "int8" and _has_newer_kernels(m):
+                # the previous int8 path beside it, same weights: fbgemm's int8 product and
+                # fp32 weights for the floating-point layers
+                ref = reference_kernels(copy.deepcopy(m))
+                for n in [args.threads, *_compare_threads(args)]:
+                    suffix = "" if n == args.threads else f", {n} threads"
+                    paths[f"torch int8 (previous kernels{suffix})"] = _TorchPath(ref, n)
         from voip_codec.export.runtime import OnnxCodecModel
 
         for label, folder in folders.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +320,10 @@ def test_onednn_int8_matches_fbgemm() -> None:
                     # oneDNN is given the step itself: closer to the float product, not further
                     exact = F.linear(x, q.dequantized(), q.bias)
                     assert float((got - exact).abs().max()) <= float((ref - exact).abs().max())
+            # copies and pickles leave the opaque packed weight behind and pack their own
+            x = inputs[0]
+            for twin in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+                assert torch.equal(twin(x), q(x)) and twin._onednn is not None
             bad = torch.randn(2, 256)
             bad[1, 7] = float("nan")
             out = q(bad)

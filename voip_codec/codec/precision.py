@@ -74,6 +74,7 @@ __all__ = [
     "model_precision",
     "save_calibration",
     "quantize_weight",
+    "reference_kernels",
     "set_precision",
 ]
 
@@ -327,6 +328,9 @@ class Int8Linear(nn.Module):
         """fbgemm's packed weight (CPUs without VNNI/AMX, or builds without oneDNN's kernel)."""
         self._onednn: tuple[Tensor, Tensor] | None = None
         """oneDNN's packed weight and the weight zero points (all 0), where it replaces fbgemm."""
+        self.onednn = True
+        """Use oneDNN's int8 product where the CPU offers it (:func:`reference_kernels` turns
+        it off, for side-by-side measurements against fbgemm's)."""
         self._stale = True  # packed weight out of date (packed on first use)
 
     @classmethod
@@ -370,7 +374,7 @@ class Int8Linear(nn.Module):
         self._stale = False
         self._packed = self._onednn = None
         q = self.weight_rows().contiguous()
-        if _onednn_int8():
+        if self.onednn and _onednn_int8():
             try:
                 packed = torch.ops.onednn.qlinear_prepack(q, None)
             except RuntimeError:
@@ -435,6 +439,15 @@ class Int8Linear(nn.Module):
         if self.bias is not None:  # the remainder rows got the bias too
             out.sub_(self.bias, alpha=1.0 / gain)
         return out
+
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles leave oneDNN's packed weight out (an opaque tensor that does not
+        copy); the copy packs its own on first use."""
+        state = dict(super().__getstate__())
+        if state.get("_onednn") is not None:
+            state["_onednn"] = None
+            state["_stale"] = True
+        return state
 
     def _split_forward(self, x: Tensor) -> Tensor:
         """``x`` (rows, in) through :func:`_split_rows` and one fbgemm call."""
@@ -548,6 +561,9 @@ class PackedLinear(nn.Module):
         self.register_buffer("weight", torch.zeros(shape))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._packed: tuple[tuple[int, int, int], tuple[str, object] | None] | None = None
+        self.fp16 = True
+        """Read fp16 weights where fbgemm offers the product (:func:`reference_kernels` turns
+        it off)."""
 
     @classmethod
     def from_float(cls, layer: _FloatLayer) -> PackedLinear:
@@ -567,17 +583,18 @@ class PackedLinear(nn.Module):
 
     def _packed_weight(self, rows: int) -> tuple[str, object] | None:
         """``("fp16", fbgemm packed params)``, ``("fp32", oneDNN packed tensor)`` or None."""
-        if not (_FP16_PACKING or _LINEAR_PACKING) or torch.jit.is_tracing():
+        fp16 = _FP16_PACKING and self.fp16
+        if not (fp16 or _LINEAR_PACKING) or torch.jit.is_tracing():
             return None
         try:
             key = (self.weight._version, self.weight.data_ptr(),
-                   0 if _FP16_PACKING else max(rows, 1))
+                   0 if fp16 else max(rows, 1))
         except RuntimeError:  # made in inference mode: in-place changes would not show
             return None
         if self._packed is None or self._packed[0] != key:
             packed: tuple[str, object] | None = None
             w = self.weight_rows().contiguous()
-            if _FP16_PACKING and bool(w.abs().max() < _FP16_MAX):
+            if fp16 and bool(w.abs().max() < _FP16_MAX):
                 packed = ("fp16", torch.ops.quantized.linear_prepack_fp16(w, self.bias))
             elif _LINEAR_PACKING:
                 try:
@@ -609,6 +626,21 @@ class PackedLinear(nn.Module):
         state = dict(super().__getstate__())
         state["_packed"] = None
         return state
+
+
+def reference_kernels(model: _M) -> _M:
+    """Put an int8 model on the products of the previous int8 path, in place: fbgemm's int8
+    product instead of oneDNN's, and fp32 weights instead of fp16 ones for the floating-point
+    layers (oneDNN's packed fp32 product). Same tokens to float rounding (fp16 weights: about
+    2e-4 relative); for ``voip-codec bench speed``'s side-by-side row of the previous path."""
+    for m in model.modules():
+        if isinstance(m, Int8Linear):
+            m.onednn = False
+            m._stale = True
+        elif isinstance(m, PackedLinear):
+            m.fp16 = False
+            m._packed = None
+    return model
 
 
 def _fp32_subtrees(model: nn.Module) -> tuple[str, ...]:
