@@ -288,46 +288,40 @@ def _fbgemm_packed(layer: Int8Linear) -> object:
 
 
 @pytest.mark.skipif(not _onednn_int8(), reason="oneDNN's int8 product needs VNNI or AMX")
-def test_onednn_int8_matches_fbgemm() -> None:
-    """Where oneDNN's int8 product replaces fbgemm's, the activations are quantised as fbgemm
-    quantises them (same range, scale and zero point per call), so the two kernels agree to
-    float rounding, on ranges that hold 0 or not, tiny ranges (fbgemm's smallest scale),
-    all-zero input, and the split rows; a NaN input gives NaN rows instead of a failure."""
+def test_onednn_split_layers_match_fbgemm() -> None:
+    """Where oneDNN's int8 product takes the split layers, their rows are quantised on the
+    split's own step, so the results equal fbgemm's split to float rounding (on ranges that
+    hold 0 or not, all-zero input, many rows) and are no further from the float product for
+    tiny activations (below fbgemm's smallest scale); plain layers stay on fbgemm. A NaN input
+    gives NaN rows instead of a failure; copies and pickles pack their own weight."""
     torch.manual_seed(3)
     layer = nn.Linear(256, 128)
+    plain = Int8Linear.from_float(layer)
+    assert plain._onednn is None and plain._packed is not None
+    q = Int8Linear.from_float(layer, split=True)
+    assert q._onednn is not None and q._packed is None  # one packed copy, not two
+    packed = _fbgemm_packed(q)
     inputs = [torch.randn(4, 256), torch.rand(4, 256) + 0.5, -torch.rand(4, 256) - 0.5,
-              torch.randn(4, 256) * 1e-4, torch.rand(4, 256) * 1e-6, torch.zeros(3, 256),
-              torch.randn(37, 256) * 5]
-    for split in (False, True):
-        q = Int8Linear.from_float(layer, split=split)
-        assert q._onednn is not None and q._packed is None  # one packed copy, not two
-        packed = _fbgemm_packed(q)
-        with torch.inference_mode():
-            for x in inputs:
-                if split:
-                    z, gain = _split_rows(x, 127)
-                    y = torch.ops.quantized.linear_dynamic(z, packed, False)
-                    ref = y[:len(x)] + (y[len(x):2 * len(x)] - layer.bias) / gain
-                else:
-                    ref = torch.ops.quantized.linear_dynamic(x, packed, False)
-                got = q(x)
-                scale = float(ref.abs().max())
-                tiny = float(x.abs().max()) < 255 * 6.1e-5
-                if not (split and tiny):
-                    assert float((got - ref).abs().max()) <= 1e-5 * scale, (split, x.abs().max())
-                else:
-                    # fbgemm raises the split rows' step to its smallest scale, 6.1e-5, where
-                    # oneDNN is given the step itself: closer to the float product, not further
-                    exact = F.linear(x, q.dequantized(), q.bias)
-                    assert float((got - exact).abs().max()) <= float((ref - exact).abs().max())
-            # copies and pickles leave the opaque packed weight behind and pack their own
-            x = inputs[0]
-            for twin in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
-                assert torch.equal(twin(x), q(x)) and twin._onednn is not None
-            bad = torch.randn(2, 256)
-            bad[1, 7] = float("nan")
-            out = q(bad)
-            assert out.shape == (2, 128) and bool(out.isnan().any())
+              torch.zeros(3, 256), torch.randn(37, 256) * 5, torch.randn(4, 256) * 1e-4,
+              torch.rand(4, 256) * 1e-6]
+    with torch.inference_mode():
+        for x in inputs:
+            z, gain = _split_rows(x, 127)
+            y = torch.ops.quantized.linear_dynamic(z, packed, False)
+            ref = y[:len(x)] + (y[len(x):2 * len(x)] - layer.bias) / gain
+            got = q(x)
+            if float(x.abs().max()) >= 255 * 6.1e-5:
+                assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+            else:  # fbgemm raised the step to its smallest scale; oneDNN was given the step
+                exact = F.linear(x, q.dequantized(), q.bias)
+                assert float((got - exact).abs().max()) <= float((ref - exact).abs().max())
+        x = inputs[0]
+        for twin in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+            assert torch.equal(twin(x), q(x)) and twin._onednn is not None
+        bad = torch.randn(2, 256)
+        bad[1, 7] = float("nan")
+        out = q(bad)
+        assert out.shape == (2, 128) and bool(out.isnan().any())
 
 
 def test_fitted_weights_lower_the_output_error() -> None:

@@ -8,8 +8,8 @@ chunk at full size), so smaller weights are faster:
 * ``"int8"``: the linear layers, the kernel-1 (pointwise) convolutions and the dense stride-1
   convolutions (the vocoder's kernel-7 embedding, applied to unfolded windows) hold int8 weights
   with one fp32 scale per output channel (symmetric, zero point 0); activations stay fp32 and are
-  quantised dynamically per call (per tensor, asymmetric uint8, fbgemm's rule) for an int8
-  product: oneDNN's (AMX or AVX-512 VNNI) on CPUs with VNNI or AMX, else fbgemm's. Depthwise/
+  quantised dynamically per call (per tensor, uint8) for fbgemm's int8 product, or for oneDNN's
+  (AMX / AVX-512 VNNI) in the token path's split layers on CPUs with VNNI or AMX. Depthwise/
   grouped convolutions, norms, the relative-position table and small layers (fewer than
   :data:`MIN_FEATURES` inputs or outputs, e.g. the final 16-bit latent projection whose signs
   are the tokens) stay fp32; the stage-boundary projections (:data:`KEEP_FP32`) and the
@@ -48,7 +48,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -142,40 +141,11 @@ def _fbgemm_available() -> bool:
 @functools.lru_cache(maxsize=1)
 def _onednn_int8() -> bool:
     """True when oneDNN's int8 product (``onednn.qlinear_pointwise``, the x86 kernels of torch's
-    own quantisation flow; AMX where the CPU has it) can replace fbgemm's: the build offers it
-    and the CPU multiplies u8 x s8 at the full range (VNNI / AMX)."""
+    own quantisation flow; AMX where the CPU has it) can replace fbgemm's for the split layers:
+    the build offers it and the CPU multiplies u8 x s8 at the full range (VNNI / AMX)."""
     return (_has_vnni() and bool(torch.backends.mkldnn.is_available())
             and hasattr(torch.ops.onednn, "qlinear_prepack")
             and hasattr(torch.ops.onednn, "qlinear_pointwise"))
-
-
-def _dynamic_qparams(lo: float, hi: float) -> tuple[float, int]:
-    """The per-call uint8 scale and zero point that fbgemm's dynamic linear map
-    (``ChooseQuantizationParams``, full range) picks for inputs in ``[lo, hi]``: the range
-    widened to hold 0, a zero scale taken as 0.1, a scale below fbgemm's smallest
-    (``SMALL_SCALE_THRESHOLD``) raised to it, the zero point from the end that rounds with the
-    smaller error, nudged onto the grid (half to even, as ``nearbyint``)."""
-    lo32, hi32 = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
-    lo, hi = float(lo32), float(hi32)
-    scale = float(hi32 - lo32) / 255.0  # the difference in fp32, the division in double
-    if np.float32(scale) == 0.0 or math.isinf(1.0 / float(np.float32(scale))):
-        scale = 0.1
-    if scale < _SMALL_SCALE:
-        if lo == 0.0:
-            hi = _SMALL_SCALE * 255.0
-        elif hi == 0.0:
-            lo = -_SMALL_SCALE * 255.0
-        else:
-            lo, hi = lo * _SMALL_SCALE / scale, hi * _SMALL_SCALE / scale
-        scale = _SMALL_SCALE
-    from_min, from_max = -lo / scale, 255.0 - hi / scale
-    initial = from_min if abs(lo / scale) < 255.0 + abs(hi / scale) else from_max
-    zero = 0 if initial < 0.0 else 255 if initial > 255.0 else round(initial)
-    return scale, int(zero)
-
-
-_SMALL_SCALE = float(np.float32(6.1e-5))
-"""fbgemm's smallest activation scale (``SMALL_SCALE_THRESHOLD``, an fp32 constant)."""
 
 
 def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -295,15 +265,16 @@ class Int8Linear(nn.Module):
     activations for the weight read of one call. ``split`` is a rule of the model's layout
     (:func:`_splits_activations`), not stored in checkpoints.
 
-    The product is oneDNN's int8 matrix product where :func:`_onednn_int8` (AMX or AVX-512
-    VNNI), on activations quantised by fbgemm's rule (:func:`_dynamic_qparams`), so its results
-    equal fbgemm's to float rounding (about 1e-7 relative; split rows of tiny activations are
-    closer to the float product, as fbgemm raises their step to its smallest scale). Measured
-    on a Xeon with AMX, torch 2.13, cold weights: 4 x 1024 -> 4096 in 0.20 ms against fbgemm's
-    0.22 ms at 2 threads, the split's 8-9 rows 0.19 against 0.27 ms, 100 rows (25 batched
-    streams) 0.45 against 0.90 ms; the full-size int8 step 54 against 56 ms at 1 thread and
-    level at 2 threads, full-duplex ticks of 6 batched calls 89 against 97 ms. Elsewhere (and on
-    CPUs without VNNI, where fbgemm's reduced 7-bit range avoids saturation) it is fbgemm's.
+    A split layer runs on oneDNN's int8 matrix product where :func:`_onednn_int8` (AMX or
+    AVX-512 VNNI): its rows are quantised here, on the step ``max|x| / 127`` itself, so no range
+    row is needed and the results equal fbgemm's split to float rounding (about 1e-7 relative;
+    for activations below fbgemm's smallest scale, 6.1e-5 per step, closer to the float
+    product, as fbgemm raises that step). Measured on a Xeon with AMX, torch 2.13 (full-size
+    int8 step, 140 chunks interleaved): encode 35.5 against 40.9 ms at 1 thread, 24.2 against
+    26.5 ms at 2. The plain 8-bit layers (the decoder side) stay on fbgemm: on oneDNN, with
+    their activations quantised by fbgemm's rule, decoding took 18.5 against 17.7 ms at 1 thread
+    and 13.1 against 11.4 ms at 2 (its batch-1 refiner rows are slower there); batched ticks of
+    4-6 calls showed no difference either way. Elsewhere every layer is on fbgemm.
     """
 
     weight: Tensor
@@ -327,10 +298,10 @@ class Int8Linear(nn.Module):
         self._packed: object | None = None
         """fbgemm's packed weight (CPUs without VNNI/AMX, or builds without oneDNN's kernel)."""
         self._onednn: tuple[Tensor, Tensor] | None = None
-        """oneDNN's packed weight and the weight zero points (all 0), where it replaces fbgemm."""
+        """oneDNN's packed weight and the weight zero points (all 0), for a split layer."""
         self.onednn = True
-        """Use oneDNN's int8 product where the CPU offers it (:func:`reference_kernels` turns
-        it off, for side-by-side measurements against fbgemm's)."""
+        """A split layer uses oneDNN's int8 product where the CPU offers it
+        (:func:`reference_kernels` turns it off, for side-by-side measurements)."""
         self._stale = True  # packed weight out of date (packed on first use)
 
     @classmethod
@@ -368,13 +339,13 @@ class Int8Linear(nn.Module):
         return self.weight_rows().float() * self.weight_scale[:, None]
 
     def _pack(self) -> None:
-        """(Re)build the packed weight from ``weight``/``weight_scale``/``bias``: oneDNN's where
-        :func:`_onednn_int8`, else fbgemm's (one of them, not both: each is a copy of the
-        weights)."""
+        """(Re)build the packed weight from ``weight``/``weight_scale``/``bias``: oneDNN's for a
+        split layer where :func:`_onednn_int8`, else fbgemm's (one of them, not both: each is a
+        copy of the weights)."""
         self._stale = False
         self._packed = self._onednn = None
         q = self.weight_rows().contiguous()
-        if self.onednn and _onednn_int8():
+        if self.split and self.in_features > 1 and self.onednn and _onednn_int8():
             try:
                 packed = torch.ops.onednn.qlinear_prepack(q, None)
             except RuntimeError:
@@ -405,7 +376,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features).float().contiguous()
         if x2.shape[0] == 0 or (self._packed is None and self._onednn is None):
             y = F.linear(x2, self.dequantized(), self.bias)
-        elif self._onednn is not None:
+        elif self._onednn is not None and self.in_features > 1:
             y = self._onednn_forward(x2)
         elif self.split and self.in_features > 1:
             y = self._split_forward(x2)
@@ -414,26 +385,18 @@ class Int8Linear(nn.Module):
         return y.reshape(*lead, self.out_features)
 
     def _onednn_forward(self, x: Tensor) -> Tensor:
-        """``x`` (rows, in) quantised as fbgemm would (one uint8 range per call; split: the
-        coarse rows and the remainder rows on one step) through oneDNN's int8 product."""
+        """``x`` (rows, in) as split rows (:func:`_split_levels`, quantised by the layer, no
+        range row) through oneDNN's int8 product."""
         assert self._onednn is not None
         lo_t, hi_t = torch.aminmax(x)
         lo, hi = float(lo_t), float(hi_t)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             # no range to quantise on: the float product passes NaN/inf on, as fbgemm's does
             return F.linear(x, self.dequantized(), self.bias)
-        if self.split and self.in_features > 1:
-            q, step, zero, gain = _split_levels(x, lo, hi, 127)
-        else:
-            step, zero = _dynamic_qparams(lo, hi)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # as in _pack
-                q = torch.quantize_per_tensor(x, step, zero, torch.quint8).int_repr()
+        q, step, zero, gain = _split_levels(x, lo, hi, 127)
         packed, zeros = self._onednn
         y = torch.ops.onednn.qlinear_pointwise(q, step, zero, packed, self.weight_scale, zeros,
                                                self.bias, 1.0, 0, torch.float32, "none", [], "")
-        if not (self.split and self.in_features > 1):
-            return y
         rows = x.shape[0]
         out = torch.add(y[:rows], y[rows:], alpha=1.0 / gain)
         if self.bias is not None:  # the remainder rows got the bias too
