@@ -33,6 +33,9 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_model: FocalCodec
     return out
 
 
+_SAMPLE = Path(__file__).resolve().parents[2] / "voip_codec" / "assets" / "sample_speech.flac"
+
+
 def _speech(seconds: float) -> np.ndarray:
     clip = speech_clips("eval")[0]
     pcm, _ = read_audio(clip, 16000)
@@ -199,6 +202,57 @@ def test_codec_on_onnx_equals_torch_codec_with_losses(
         with_backend(Pcm16Codec(), "onnx")
     with pytest.raises(ValueError, match="unknown backend"):
         with_backend(codec, "tflite")
+
+
+def test_codecs_at_a_precision_for_calls(
+        tiny_model: FocalCodec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--precision`` of the call commands: the torch codec converted on a copy (same name, id
+    and payload size; its payloads decode on an fp32 peer), onnxruntime's int8 graphs, and one
+    error line for what cannot be: bf16 graphs, a codec without precisions."""
+    from voip_codec.cli import main
+    from voip_codec.codecs.focalcodec import FocalCodecCodec
+    from voip_codec.codecs.pcm16 import Pcm16Codec
+    from voip_codec.export.backend import with_backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    codec = FocalCodecCodec(tiny_model, "focalcodec-tiny", 200)
+    int8 = with_backend(codec, "torch", "int8")
+    assert isinstance(int8, FocalCodecCodec) and int8.model.precision == "int8"
+    assert int8.info == codec.info and codec.model.precision == "fp32"  # converted on a copy
+    assert with_backend(codec, "torch", "fp32") is codec
+    pcm = _speech(1.0)
+    enc8, enc32, dec32 = int8.new_encoder(), codec.new_encoder(), codec.new_decoder()
+    same = 0
+    for i in range(0, len(pcm) - 1279, 1280):
+        payload = enc8.encode(pcm[i:i + 1280])
+        same += payload == enc32.encode(pcm[i:i + 1280])
+        assert len(payload) == codec.info.bytes_per_frame
+        assert dec32.decode(payload).shape == (1920,)
+    assert same >= 1
+    onnx8 = with_backend(codec, "onnx", "int8")
+    assert onnx8.info == codec.info and onnx8.model.precision == "int8"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="runs fp32 or int8, not bf16"):
+        with_backend(codec, "onnx", "bf16")
+    with pytest.raises(ValueError, match="applies to the FocalCodec codecs, not pcm16"):
+        with_backend(Pcm16Codec(), "torch", "int8")
+    # on the command line: one error line, exit 1
+    out = tmp_path / "out.wav"
+    status = main(["simulate", "--codec", "codec2-700c", "--precision", "int8", "--input",
+                   str(_SAMPLE), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert "--precision applies to the FocalCodec codecs, not codec2-700c" in err
+    assert not out.exists()
+    assert main(["simulate", "--codec", "focalcodec-default", "--backend", "onnx", "--precision",
+                 "bf16", "--input", str(_SAMPLE), "--output", str(out)]) == 1
+    assert "the onnx backend runs fp32 or int8, not bf16" in capsys.readouterr().err
+    # the bundled model at int8 through the whole in-memory call path
+    assert main(["simulate", "--codec", "focalcodec-default", "--precision", "int8", "--input",
+                 str(_SAMPLE), "--output", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["codec"] == "focalcodec-default" and report["frames"] == 48
+    assert report["output_seconds"] == report["input_seconds"] and out.exists()
 
 
 def test_file_commands_with_onnx_backend(tiny_model: FocalCodec, tiny_export: Path,

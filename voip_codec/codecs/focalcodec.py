@@ -23,6 +23,7 @@ __all__ = [
     "FocalCodecCodec",
     "FocalCodecFrameDecoder",
     "FocalCodecFrameEncoder",
+    "at_precision",
     "focalcodec_info",
     "load_focalcodec_codec",
 ]
@@ -120,3 +121,26 @@ def load_focalcodec_codec(source: str, name: str, codec_id: int) -> FocalCodecCo
     from ..codec.loading import from_pretrained
 
     return FocalCodecCodec(from_pretrained(source), name, codec_id)
+
+
+def at_precision(codec: Codec, precision: str) -> FocalCodecCodec:
+    """``codec`` (a FocalCodec codec) computing at ``precision`` (``fp32``, ``bf16`` or
+    ``int8``; see :mod:`voip_codec.codec.precision`): the same name, id and payloads, since
+    tokens do not depend on the precision they were made at. The model is converted on a copy
+    (the registry's instance is shared); a model already at ``precision`` is used as it is.
+
+    Raises:
+        ValueError: ``codec`` is not a FocalCodec codec, an unknown precision, or a model
+            stored at a lower precision than fp32 asked for another one.
+    """
+    import copy
+
+    from ..codec.precision import check_precision, set_precision
+
+    if not isinstance(codec, FocalCodecCodec):
+        raise ValueError(f"--precision applies to the FocalCodec codecs, not {codec.info.name}")
+    check_precision(precision)
+    if codec.model.precision == precision:
+        return codec
+    model = set_precision(copy.deepcopy(codec.model), precision)
+    return FocalCodecCodec(model, codec.info.name, codec.info.codec_id)

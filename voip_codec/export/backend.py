@@ -223,26 +223,42 @@ class OnnxFocalCodec(Codec):
         return ConcealingDecoder(OnnxPayloadDecoder(self.model, self.info))
 
 
-def onnx_codec(codec: Codec, threads: int = 1) -> OnnxFocalCodec:
-    """The same FocalCodec codec on onnxruntime.
+def onnx_codec(codec: Codec, threads: int = 1, precision: str = "fp32") -> OnnxFocalCodec:
+    """The same FocalCodec codec on onnxruntime, with fp32 or int8 graphs (:func:`export_cached`).
 
     Raises:
-        ValueError: ``codec`` is not a FocalCodec model (Opus, Codec2, ... have no ONNX path).
+        ValueError: ``codec`` is not a FocalCodec model (Opus, Codec2, ... have no ONNX path),
+            or a precision onnxruntime does not run.
     """
     from ..codecs.focalcodec import FocalCodecCodec
 
     if not isinstance(codec, FocalCodecCodec):
         raise ValueError(f"--backend onnx runs the FocalCodec codecs only, not {codec.info.name}")
-    folder = export_cached(codec.model)
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
+                         f"{precision}")
+    if codec.model.precision != "fp32":
+        raise ValueError(f"--backend onnx exports fp32 models; {codec.info.name} is stored at "
+                         f"{codec.model.precision}")
+    folder = export_cached(codec.model, precision)
     return OnnxFocalCodec(OnnxCodecModel(folder, threads=threads), codec.info)
 
 
-def with_backend(codec: Codec, backend: str) -> Codec:
-    """``codec`` as is for ``"torch"``, or :func:`onnx_codec` of it for ``"onnx"``.
+def with_backend(codec: Codec, backend: str, precision: str | None = None) -> Codec:
+    """``codec`` for ``backend``: for ``"torch"`` as is or at ``precision``
+    (:func:`~voip_codec.codecs.focalcodec.at_precision`), for ``"onnx"`` :func:`onnx_codec` of
+    it (fp32 unless ``precision`` says int8).
 
     Raises:
-        ValueError: an unknown backend, or ``"onnx"`` for a codec without an ONNX path.
+        ValueError: an unknown backend, a codec without an ONNX path or without precisions, or
+            a precision the backend does not run.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return codec if backend == "torch" else onnx_codec(codec)
+    if backend == "onnx":
+        return onnx_codec(codec, precision=precision or "fp32")
+    if precision is None:
+        return codec
+    from ..codecs.focalcodec import at_precision
+
+    return at_precision(codec, precision)

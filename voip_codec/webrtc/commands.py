@@ -62,6 +62,10 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
                    help="what computes a FocalCodec codec: torch (default) or onnxruntime "
                         "(the model exported once into the cache; faster at 1 thread, needs "
                         "the onnx extra)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="compute precision of a FocalCodec codec (default: as stored; the "
+                        "full-size models run in real time at int8, see README 'Speed'); "
+                        "tokens, and so the peer, do not depend on it; onnx: fp32 or int8")
     p.add_argument("--frames-per-packet", type=int, default=1, help="80 ms frames per packet")
     p.add_argument("--redundancy", type=int, default=1, help="initial K, 0..3 (default 1)")
     p.add_argument("--no-adaptive", action="store_true", help="keep K fixed")
@@ -178,16 +182,16 @@ def parse_link(text: str, *, demo: bool) -> LinkChoice:
 
 
 def _get_codec(name: str | None, threads: int,  # type: ignore[no-untyped-def]
-               backend: str = "torch"):
+               backend: str = "torch", precision: str | None = None):
     from ..codecs.registry import get_codec
 
     codec = get_codec(name or default_codec_name())
     apply_threads(threads)  # torch is loaded only if the codec needed it
-    if backend == "torch":
+    if backend == "torch" and precision is None:
         return codec
     from ..export.backend import with_backend
 
-    return with_backend(codec, backend)
+    return with_backend(codec, backend, precision)
 
 
 def _print_demo(r: Any) -> None:
@@ -253,7 +257,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.output is None:  # never litter the working folder
         args.output = str(Path(tempfile.mkdtemp(prefix="voip-codec-demo-")) / "demo-output.wav")
     check_output_path(args.output)
-    codec = _get_codec(args.codec, args.threads, args.backend)
+    codec = _get_codec(args.codec, args.threads, args.backend, args.precision)
     options = CallOptions(frames_per_packet=args.frames_per_packet, redundancy=args.redundancy,
                           adaptive=not args.no_adaptive, duplicates=not args.no_duplicates,
                           dtx=args.dtx,
@@ -321,7 +325,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     from ..transport.redundancy import DUPLICATE_LOSS, RedundancyController
 
     check_output_path(args.output)
-    codec = _get_codec(args.codec, args.threads, args.backend)
+    codec = _get_codec(args.codec, args.threads, args.backend, args.precision)
     pcm, _ = read_audio(args.input, codec.info.input_sample_rate)
     net = NetworkConditions(loss=loss_model(args.loss, args.burst), delay_ms=args.delay,
                             jitter_ms=args.jitter,
@@ -514,7 +518,7 @@ async def _call(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"call --link {args.link} needs --room and --server (the signaling "
                         "server both peers join)")
     servers = ice_servers(args, link.kind)
-    codec = _get_codec(args.codec, args.threads, args.backend)
+    codec = _get_codec(args.codec, args.threads, args.backend, args.precision)
     source = None
     if args.input == "mic":
         source = microphone_track()
