@@ -533,8 +533,7 @@ def measure_agreement(base: FocalCodec, name: str, clips: list[torch.Tensor],
         total = offline_same = 0
         for x, (ref_t, ref_o) in zip(clips, refs, strict=True):
             t, o = _stream(model, x)
-            offline_same += int((model.sig_to_toks(x.to(model.encoder.norm.weight.dtype))[0]
-                                 == t).sum())
+            offline_same += int((model.sig_to_toks(x)[0] == t).sum())  # cast by encode_step
             same = int((t == ref_t).sum())
             per_clip.append(same / len(t))
             agree += same
@@ -732,10 +731,9 @@ def run(args: argparse.Namespace) -> int:
     base, name = build_model(args.model)
     torch.set_num_threads(args.threads)
     cpu = cpu_info()
-    cpu.read_gbps = {n: read_bandwidth_gbps(n)
+    cpu.read_gbps = {n: read_bandwidth_gbps(n)  # each restores the thread count
                      for n in dict.fromkeys([args.threads, *_compare_threads(args),
                                              _calls_threads(args)])}
-    torch.set_num_threads(args.threads)
     if not args.json:
         print(format_cpu_info(cpu))
     speeds, calls = [], []

@@ -26,6 +26,7 @@ from voip_codec.codec.precision import (
     CALIBRATION_FILE,
     Int8Linear,
     PackedLinear,
+    _fbgemm_pack,
     _int8_targets,
     _onednn_int8,
     _split_rows,
@@ -281,10 +282,7 @@ def test_split_activations_carry_about_16_bits() -> None:
 
 def _fbgemm_packed(layer: Int8Linear) -> object:
     """fbgemm's packed weight of an int8 layer, whichever kernel the layer itself uses."""
-    qw = torch._make_per_channel_quantized_tensor(
-        layer.weight_rows().contiguous(), layer.weight_scale.double(),
-        torch.zeros(layer.out_features, dtype=torch.long), 0)
-    return torch.ops.quantized.linear_prepack(qw, layer.bias)
+    return _fbgemm_pack(layer.weight_rows().contiguous(), layer.weight_scale, layer.bias)
 
 
 @pytest.mark.skipif(not _onednn_int8(), reason="oneDNN's int8 product needs VNNI or AMX")

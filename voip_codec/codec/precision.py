@@ -46,7 +46,7 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -250,6 +250,17 @@ def _rows(weight: Tensor, layout: str, out_features: int, in_features: int) -> T
     return weight.reshape(out_features, in_features)
 
 
+def _fbgemm_pack(q: Tensor, scale: Tensor, bias: Tensor | None) -> object:
+    """fbgemm's packed weight of an int8 ``(out, in)`` matrix with per-row ``scale``."""
+    with warnings.catch_warnings():
+        # quantised *tensor* creation is deprecated in torch >= 2.10; the packed fbgemm
+        # kernels themselves are not, and this is the documented way to feed them
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch._make_per_channel_quantized_tensor(
+            q, scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(qw, bias)
+
+
 class Int8Linear(nn.Module):
     """A linear map with int8 weights and per-output-channel fp32 scales.
 
@@ -353,16 +364,8 @@ class Int8Linear(nn.Module):
             else:
                 self._onednn = (packed, torch.zeros(self.out_features, dtype=torch.long))
                 return
-        if not _fbgemm_available():
-            return
-        with warnings.catch_warnings():
-            # quantised *tensor* creation is deprecated in torch >= 2.10; the packed fbgemm
-            # kernels themselves are not, and this is the documented way to feed them
-            warnings.simplefilter("ignore", UserWarning)
-            qw = torch._make_per_channel_quantized_tensor(
-                q, self.weight_scale.double(), torch.zeros(self.out_features, dtype=torch.long),
-                0)
-        self._packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+        if _fbgemm_available():
+            self._packed = _fbgemm_pack(q, self.weight_scale, self.bias)
 
     def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
         super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
@@ -376,7 +379,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features).float().contiguous()
         if x2.shape[0] == 0 or (self._packed is None and self._onednn is None):
             y = F.linear(x2, self.dequantized(), self.bias)
-        elif self._onednn is not None and self.in_features > 1:
+        elif self._onednn is not None:
             y = self._onednn_forward(x2)
         elif self.split and self.in_features > 1:
             y = self._split_forward(x2)
@@ -397,11 +400,7 @@ class Int8Linear(nn.Module):
         packed, zeros = self._onednn
         y = torch.ops.onednn.qlinear_pointwise(q, step, zero, packed, self.weight_scale, zeros,
                                                self.bias, 1.0, 0, torch.float32, "none", [], "")
-        rows = x.shape[0]
-        out = torch.add(y[:rows], y[rows:], alpha=1.0 / gain)
-        if self.bias is not None:  # the remainder rows got the bias too
-            out.sub_(self.bias, alpha=1.0 / gain)
-        return out
+        return self._merge_split(y, x.shape[0], gain)
 
     def __getstate__(self) -> dict[str, object]:
         """Copies and pickles leave oneDNN's packed weight out (an opaque tensor that does not
@@ -418,8 +417,13 @@ class Int8Linear(nn.Module):
         reduce_range = not _has_vnni()
         z, gain = _split_rows(x, 63 if reduce_range else 127)
         y = torch.ops.quantized.linear_dynamic(z, self._packed, reduce_range)
+        return self._merge_split(y, rows, gain)
+
+    def _merge_split(self, y: Tensor, rows: int, gain: float) -> Tensor:
+        """The output rows of a split call: ``y[:rows] + (y[rows:2 rows] - bias) / gain`` (the
+        remainder rows got the bias too; a range row after them is left out)."""
         out = torch.add(y[:rows], y[rows:2 * rows], alpha=1.0 / gain)
-        if self.bias is not None:  # the remainder rows got the bias too
+        if self.bias is not None:
             out.sub_(self.bias, alpha=1.0 / gain)
         return out
 
@@ -633,6 +637,13 @@ def _fp32_subtrees(model: nn.Module) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _dense_conv(layer: nn.Module) -> TypeGuard[nn.Conv1d | nn.ConvTranspose1d]:
+    """A ``Conv1d``/``ConvTranspose1d`` that is one matrix product per frame (or per window):
+    one group, stride 1, dilation 1."""
+    return (isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)) and layer.groups == 1
+            and layer.stride == (1,) and layer.dilation == (1,))
+
+
 def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
     """(parent, attribute, layer) of every layer that int8 mode quantises."""
     out: list[tuple[nn.Module, str, _FloatLayer]] = []
@@ -645,9 +656,7 @@ def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
                 continue
             if isinstance(child, nn.Linear):
                 dims = (child.in_features, child.out_features)
-            elif isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)) and (
-                    child.groups == 1 and child.stride == (1,) and child.dilation == (1,)
-                    and (child.kernel_size == (1,) or name in WINDOWED_CONVS)):
+            elif _dense_conv(child) and (child.kernel_size == (1,) or name in WINDOWED_CONVS):
                 dims = (child.in_channels, child.out_channels)
             else:
                 continue
@@ -661,10 +670,8 @@ def _pack_fp32_layers(model: nn.Module) -> None:
     :data:`MIN_FEATURES` inputs and outputs) for :class:`PackedLinear`."""
     for _, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) or (
-                    isinstance(child, (nn.Conv1d, nn.ConvTranspose1d))
-                    and child.kernel_size == (1,) and child.groups == 1
-                    and child.stride == (1,) and child.dilation == (1,)):
+            if isinstance(child, nn.Linear) or (_dense_conv(child)
+                                                and child.kernel_size == (1,)):
                 if min(linear_weight(child).shape) >= MIN_FEATURES:
                     setattr(parent, name, PackedLinear.from_float(child))
 

@@ -60,6 +60,13 @@ ONNX_PRECISIONS = ("fp32", "int8")
 with the same weights, activations quantised per call)."""
 
 
+def _check_precision(precision: str) -> None:
+    """Raises ValueError for a precision the exported graphs do not come in."""
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
+                         f"{precision}")
+
+
 def export_cached(model: FocalCodec, precision: str = "fp32") -> Path:
     """The folder of ``model``'s export in :func:`cache_folder`, exporting it if missing.
 
@@ -73,9 +80,7 @@ def export_cached(model: FocalCodec, precision: str = "fp32") -> Path:
     """
     from .onnx import export_onnx
 
-    if precision not in ONNX_PRECISIONS:
-        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
-                         f"{precision}")
+    _check_precision(precision)
     folder = (cache_folder()
               / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}-g{GRAPH_REVISION}"
               f"{'' if precision == 'fp32' else '-' + precision}"
@@ -116,9 +121,8 @@ def load_onnx_model(source: str, threads: int = 1, precision: str | None = None
     Raises:
         ValueError: an unsupported precision, or an export folder of another precision.
     """
-    if precision is not None and precision not in ONNX_PRECISIONS:
-        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
-                         f"{precision}")
+    if precision is not None:
+        _check_precision(precision)
     if (Path(source) / MANIFEST_FILE).is_file():
         model = OnnxCodecModel(source, threads=threads)
         if precision is not None and model.precision != precision:
@@ -234,9 +238,7 @@ def onnx_codec(codec: Codec, threads: int = 1, precision: str = "fp32") -> OnnxF
 
     if not isinstance(codec, FocalCodecCodec):
         raise ValueError(f"--backend onnx runs the FocalCodec codecs only, not {codec.info.name}")
-    if precision not in ONNX_PRECISIONS:
-        raise ValueError(f"the onnx backend runs {' or '.join(ONNX_PRECISIONS)}, not "
-                         f"{precision}")
+    _check_precision(precision)
     if codec.model.precision != "fp32":
         raise ValueError(f"--backend onnx exports fp32 models; {codec.info.name} is stored at "
                          f"{codec.model.precision}")
