@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -252,3 +254,33 @@ def test_non_finite_chunk_does_not_poison_the_stream(tiny_model: FocalCodec, bad
     assert torch.equal(toks, ref)
     audio = tiny_model.decode_step(toks)[0]
     assert bool(torch.isfinite(audio).all()) and float(audio.abs().max()) <= 1.0
+
+
+def test_attention_mask_gives_finite_gradients(tiny_model: FocalCodec) -> None:
+    """The window mask is folded into the bias once per call (gate * -inf) only without
+    gradients: in training, masked_fill keeps the masked scores' gradients at 0, where the
+    product's would be NaN (a training run stopped at step 1 with a non-finite loss)."""
+    model = copy.deepcopy(tiny_model)
+    sig = speechlike(1280 * 12, seed=4)[None]  # 48 frames: causal blocks mask keys
+    feats, _ = model.encoder(sig)
+    feats.square().mean().backward()
+    grads = {n: p.grad for n, p in model.encoder.named_parameters() if p.grad is not None}
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads.values())
+    assert float(model.encoder.encoder.relative_embedding.weight.grad.abs().sum()) > 0
+
+
+def test_negative_gate_constant_keeps_the_window_mask(tiny_model: FocalCodec, sig: torch.Tensor
+                                                      ) -> None:
+    """A gate constant below 0 can make the gate negative, which would turn a folded -inf into
+    +inf; such layers mask after the product, and streaming still equals offline."""
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for layer in model.encoder.encoder.layers:
+            layer.attention.gru_rel_pos_const.fill_(-6.0)
+    with torch.inference_mode():
+        offline = model.sig_to_toks(sig[None])
+        toks, _ = run_stream(model, sig, 1280)
+        feats, _ = model.encoder(sig[None, :1280 * 8])
+    assert torch.equal(toks, offline)
+    assert bool(torch.isfinite(feats).all())
+    assert not torch.equal(offline, tiny_model.sig_to_toks(sig[None]))  # the gates did change

@@ -136,9 +136,9 @@ first convolution sees 1289 samples). Longer, offline inputs use the unpacked we
 costs them one reorder per call, as packing would, without keeping a copy per length."""
 
 
-def _packed_weight(weight4: Tensor, weight: Tensor, stride: int, groups: int,
-                   shape: tuple[int, ...]) -> Tensor | None:
-    """``weight4`` (``weight`` as a height-1 kernel) packed by oneDNN for inputs of ``shape``,
+def _packed_weight(weight: Tensor, stride: int, groups: int, shape: tuple[int, ...]
+                   ) -> Tensor | None:
+    """``weight`` as a height-1 kernel, packed by oneDNN for inputs of ``shape``,
     or None where that is not offered (no oneDNN, a weight that needs gradients, one made in
     inference mode, tracing, a long offline input, a ninth input shape)."""
     if (weight.dtype != torch.float32 or weight.device.type != "cpu"
@@ -159,7 +159,8 @@ def _packed_weight(weight4: Tensor, weight: Tensor, stride: int, groups: int,
             return None
         try:
             packs[shape] = torch._C._nn.mkldnn_reorder_conv2d_weight(  # type: ignore[call-arg]
-                weight4.detach().to_mkldnn(), [0, 0], [1, stride], [1, 1], groups, list(shape))
+                weight.detach().unsqueeze(2).to_mkldnn(), [0, 0], [1, stride], [1, 1], groups,
+                list(shape))
         except (RuntimeError, AttributeError):
             packs[shape] = None
     return packs[shape]
@@ -207,7 +208,7 @@ def _packed_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, stride: 
                  groups: int) -> Tensor | None:
     """:func:`channels_last_conv` on a packed weight, or None where none is offered."""
     image = extended.transpose(1, 2).unsqueeze(2)  # (B, C, 1, L) with channels-last strides
-    packed = _packed_weight(weight.unsqueeze(2), weight, stride, groups, tuple(image.shape))
+    packed = _packed_weight(weight, stride, groups, tuple(image.shape))
     if packed is None:
         return None
     out = torch.ops.mkldnn._convolution_pointwise(

@@ -77,6 +77,34 @@ def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: i
     return offset + torch.where(distance < exact, distance, large)
 
 
+@dataclass
+class _Window:
+    """One query block's attention window, the same in every layer of a call."""
+
+    lo: int
+    """First key position attended (relative to the call's first new frame)."""
+    hi: int
+    """One past the last key position attended."""
+    rel_bias: Tensor
+    """``(1, H, Tq, Tk)`` relative-position bias table, before each layer's gate."""
+    masked: Tensor | None
+    """``(1 or B, 1, Tq, Tk)`` bool, True where a key is masked out; None if none is."""
+    masked_bias: Tensor
+    """``rel_bias`` with ``-inf`` where ``masked``: scaled by a positive gate it is the final
+    bias, so the mask costs nothing per layer."""
+
+
+@dataclass
+class _CallWindows:
+    """What every layer of one call shares: key validity and the per-block windows."""
+
+    valid: Tensor
+    """``(B, Nc + T)`` bool: False for cache rows that are padding (``cached`` per stream)."""
+    all_valid: bool
+    blocks: dict[int, _Window]
+    """By the first query of a block."""
+
+
 class _ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
         super().__init__()
@@ -198,7 +226,11 @@ class WavLM(nn.Module):
                              f"{self.block}-frame block")
         keys: list[Tensor] = []
         values: list[Tensor] = []
-        windows: dict[int, tuple[int, int, Tensor, Tensor, bool]] = {}  # shared by all layers
+        # key validity per stream: cache rows older than `cached[b]` are padding
+        n_cache = 0 if state is None else state.keys[0].shape[2]
+        slot = torch.arange(-n_cache, T, device=x.device)
+        valid = slot[None, :] >= -cached[:, None]  # (B, Nc + T)
+        windows = _CallWindows(valid, bool(valid.all()), {})  # shared by all layers
         for i, layer in enumerate(modules_as(self.encoder.layers, _Layer)):
             cache = None if state is None else (state.keys[i], state.values[i])
             a = layer.attention_norm(x)
@@ -224,7 +256,7 @@ class WavLM(nn.Module):
 
     def _attention(
         self, attn: _Attention, a: Tensor, cache: tuple[Tensor, Tensor] | None, cached: Tensor,
-        phase: int, windows: dict[int, tuple[int, int, Tensor, Tensor, bool]],
+        phase: int, windows: _CallWindows,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Block-chunked sliding-window attention of T new frames over cache + new frames.
 
@@ -250,15 +282,18 @@ class WavLM(nn.Module):
             k_all, v_all, n_cache = k, v, 0
             k_next, v_next = self._roll_cache(k), self._roll_cache(v)
         device = a.device
-        # key validity per stream: cache rows older than `cached[b]` are padding
-        slot = torch.arange(-n_cache, T, device=device)
-        valid = slot[None, :] >= -cached[:, None]  # (B, Nc + T)
-        all_valid = bool(valid.all())
+        valid = windows.valid  # (B, Nc + T)
+        # the gate is above 1 where gru_rel_pos_const >= 0 (as trained), so it keeps the -inf
+        # of a masked bias: the mask is then applied once per call, not once per layer. Not
+        # in training: the gradient of gate * -inf is NaN where masked_fill's is 0
+        positive_gate = not (gate.requires_grad and torch.is_grad_enabled()) and bool(
+            (attn.gru_rel_pos_const >= 0).all())
         rel_table = self.encoder.relative_embedding.weight  # (buckets, H)
         outs = []
         for s in range(0, T, _QUERY_BLOCK):
             e = min(s + _QUERY_BLOCK, T)
-            if s not in windows:
+            w = windows.blocks.get(s)
+            if w is None:
                 q_pos = torch.arange(s, e, device=device)
                 q_end = torch.clamp(((q_pos + phase) // self.block + 1) * self.block - phase,
                                     max=T)
@@ -269,16 +304,24 @@ class WavLM(nn.Module):
                                                    self.config.num_buckets,
                                                    self.config.max_distance)
                 rel_bias = F.embedding(buckets, rel_table).permute(2, 0, 1)  # (H, Tq, Tk)
+                rel_bias = rel_bias.unsqueeze(0).to(gate.dtype)
                 allowed = (k_pos[None, :] < q_end[:, None]) & (
                     k_pos[None, :] >= q_end[:, None] - self.window)
-                windows[s] = (lo, hi, rel_bias, allowed, bool(allowed.all()))
-            lo, hi, rel_bias, allowed, whole_window = windows[s]
-            bias = gate[:, :, s:e, None] * rel_bias.unsqueeze(0).to(gate.dtype)
-            if not all_valid:
-                allowed = allowed[None] & valid[:, None, lo + n_cache:hi + n_cache]
-                bias = bias.masked_fill(~allowed[:, None], float("-inf"))
-            elif not whole_window:
-                bias = bias.masked_fill(~allowed, float("-inf"))
+                if windows.all_valid:
+                    allowed = allowed[None]  # (1, Tq, Tk)
+                else:
+                    allowed = allowed[None] & valid[:, None, lo + n_cache:hi + n_cache]
+                masked = None if bool(allowed.all()) else ~allowed[:, None]
+                masked_bias = rel_bias if masked is None else rel_bias.masked_fill(
+                    masked, float("-inf"))
+                w = windows.blocks[s] = _Window(lo, hi, rel_bias, masked, masked_bias)
+            lo, hi = w.lo, w.hi
+            if positive_gate:
+                bias = gate[:, :, s:e, None] * w.masked_bias
+            else:
+                bias = gate[:, :, s:e, None] * w.rel_bias
+                if w.masked is not None:
+                    bias = bias.masked_fill(w.masked, float("-inf"))
             keys, values = k_all, v_all
             if (lo + n_cache, hi + n_cache) != (0, k_all.shape[2]):
                 # only a window of the keys; a steady streaming step attends to all of them,
