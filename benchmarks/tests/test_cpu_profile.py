@@ -15,6 +15,7 @@ from voip_codec_bench.cpu_profile import (
     CpuInfo,
     cpu_info,
     format_cpu_info,
+    int8_layer_gbps,
     profile_stages,
     read_bandwidth_gbps,
 )
@@ -84,3 +85,13 @@ def test_read_bandwidth_is_a_rate_and_restores_the_threads() -> None:
     assert torch.get_num_threads() == before
     assert "memory read 12.5 GB/s at 1 thread, 20.0 GB/s at 2 threads" in format_cpu_info(
         CpuInfo("x", 2, {}, "AVX2", "", "2.13", 1, {1: 12.5, 2: 20.0}))
+
+
+def test_int8_layer_rate_is_a_rate_and_restores_the_threads() -> None:
+    before = torch.get_num_threads()
+    gbps = int8_layer_gbps(1, megabytes=8, repeats=1)
+    assert 0.1 < gbps < 10_000
+    assert torch.get_num_threads() == before
+    line = format_cpu_info(CpuInfo("x", 2, {}, "AVX2", "", "2.13", 1, {1: 12.5}, {1: 7.25, 2: 11.0}))
+    assert "memory read 12.5 GB/s at 1 thread; int8 layer reads 7.2 GB/s at 1 thread, 11.0 GB/s" \
+        " at 2 threads" in line

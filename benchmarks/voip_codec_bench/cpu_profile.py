@@ -23,6 +23,7 @@ chunk time of the same run in the report.
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import time
@@ -37,9 +38,10 @@ import numpy as np
 import torch
 
 from voip_codec.codec.model import FocalCodec
+from voip_codec.codec.precision import Int8Linear
 
 __all__ = ["CpuInfo", "StageProfile", "cpu_info", "format_cpu_info", "format_stage_profile",
-           "profile_stages", "read_bandwidth_gbps"]
+           "int8_layer_gbps", "profile_stages", "read_bandwidth_gbps"]
 
 _FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f",
           "avx_vnni", "avx2", "fma")
@@ -62,6 +64,9 @@ class CpuInfo:
     read_gbps: dict[int, float] = field(default_factory=dict)
     """Threads -> GB/s of one streaming read of a buffer larger than the caches
     (:func:`read_bandwidth_gbps`): what a batch-1 step that reads every weight once can reach."""
+    layer_gbps: dict[int, float] = field(default_factory=dict)
+    """Threads -> GB/s of int8 weights read by the model's own int8 layer at 4 rows, weights
+    out of cache (:func:`int8_layer_gbps`): what the int8 products of a step actually reach."""
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -108,6 +113,35 @@ def read_bandwidth_gbps(threads: int, megabytes: int = 512, repeats: int = 5) ->
         torch.set_num_threads(saved)
 
 
+def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 3) -> float:
+    """GB/s of int8 weights read by :class:`~voip_codec.codec.precision.Int8Linear` (a
+    token-path layer: split activations, oneDNN's product where the CPU has VNNI/AMX, else
+    fbgemm's) for one 80 ms chunk's 4 rows: best of ``repeats`` passes over 1024 -> 4096
+    layers holding ``megabytes`` of weights together, past the cache share, each called once
+    per pass as a step calls it, per-call quantisation included. Against
+    :func:`read_bandwidth_gbps` it shows how far the batch-1 products are from the read rate:
+    on a 2-core AMX Xeon guest (torch 2.13) 19 GB/s at 2 threads against a 32 GB/s read, and
+    4 MB layers stay near that rate from 64 to 320 MB of weights."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            first = Int8Linear.from_float(torch.nn.Linear(1024, 4096), split=True)
+            layers = [first] + [copy.deepcopy(first) for _ in range(max(megabytes // 4, 2) - 1)]
+            x = torch.randn(1, 4, 1024)
+            for layer in layers:  # packs each copy
+                layer(x)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for layer in layers:
+                    layer(x)
+                best = min(best, time.perf_counter() - start)
+        return len(layers) * 1024 * 4096 / best / 1e9
+    finally:
+        torch.set_num_threads(saved)
+
+
 def format_cpu_info(c: CpuInfo) -> str:
     """One line: model, CPUs, ISA features present, torch's dispatch level, read bandwidth."""
     have = [f for f, on in c.flags.items() if on]
@@ -115,8 +149,11 @@ def format_cpu_info(c: CpuInfo) -> str:
     read = "; memory read " + ", ".join(
         f"{gbps:.1f} GB/s at {n} thread{'s' if n > 1 else ''}"
         for n, gbps in sorted(c.read_gbps.items())) if c.read_gbps else ""
+    layer = "; int8 layer reads " + ", ".join(
+        f"{gbps:.1f} GB/s at {n} thread{'s' if n > 1 else ''}"
+        for n, gbps in sorted(c.layer_gbps.items())) if c.layer_gbps else ""
     return (f"cpu: {c.model}, {c.logical_cpus} logical CPUs; ISA: {' '.join(have) or 'none found'}; "
-            f"torch {c.torch_version} dispatches {c.torch_capability}{isa}{read}")
+            f"torch {c.torch_version} dispatches {c.torch_capability}{isa}{read}{layer}")
 
 
 @dataclass

@@ -57,6 +57,7 @@ from .cpu_profile import (
     cpu_info,
     format_cpu_info,
     format_stage_profile,
+    int8_layer_gbps,
     profile_stages,
     read_bandwidth_gbps,
 )
@@ -731,9 +732,10 @@ def run(args: argparse.Namespace) -> int:
     base, name = build_model(args.model)
     torch.set_num_threads(args.threads)
     cpu = cpu_info()
-    cpu.read_gbps = {n: read_bandwidth_gbps(n)  # each restores the thread count
-                     for n in dict.fromkeys([args.threads, *_compare_threads(args),
-                                             _calls_threads(args)])}
+    counts = dict.fromkeys([args.threads, *_compare_threads(args), _calls_threads(args)])
+    cpu.read_gbps = {n: read_bandwidth_gbps(n) for n in counts}  # each restores the threads
+    if "int8" in precisions:
+        cpu.layer_gbps = {n: int8_layer_gbps(n) for n in counts}
     if not args.json:
         print(format_cpu_info(cpu))
     speeds, calls = [], []
