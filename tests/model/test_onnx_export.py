@@ -295,13 +295,14 @@ def test_int8_graphs_from_the_cache_and_from_export(
         capsys: pytest.CaptureFixture[str]) -> None:
     """``--backend onnx --precision int8`` quantises the cached fp32 export into a folder of
     its own; ``export onnx --precision int8`` writes the same graphs; an export folder runs at
-    the precision it holds. int8 tokens mostly agree with fp32 (random weights put many
-    latents near zero, so not all do)."""
+    the precision it holds. int8 tokens agree with fp32 on at least 90 % (random weights put
+    many latents near zero)."""
     import soundfile as sf
 
     from voip_codec.cli import main
     from voip_codec.codec.loading import save_pretrained
     from voip_codec.export.backend import cache_folder
+    from voip_codec.export.quantize import QUANTIZE_REVISION
     from voip_codec.export.runtime import OnnxCodecModel
     from voip_codec.wire.tokenfile import read_token_file
 
@@ -315,9 +316,11 @@ def test_int8_graphs_from_the_cache_and_from_export(
                      model_dir, "--backend", "onnx", "--precision", precision]) == 0
         out[precision] = read_token_file(tmp_path / f"{precision}.fct").tokens
     folders = sorted(p.parent.name for p in cache_folder().rglob(MANIFEST_FILE))
-    assert len(folders) == 2 and folders[1] == folders[0] + "-int8"
+    # the int8 folder names the quantisation rules it was made with
+    assert len(folders) == 2 and folders[1] == f"{folders[0]}-int8q{QUANTIZE_REVISION}"
     assert OnnxCodecModel(cache_folder() / folders[1]).precision == "int8"
-    assert 0.5 < float(np.mean(out["int8"] == out["fp32"])) < 1.0
+    # (its token path's activations are split, about 16-bit: on this clip the tokens all agree)
+    assert float(np.mean(out["int8"] == out["fp32"])) > 0.9
     exported = tmp_path / "export_int8"
     assert main(["export", "onnx", str(exported), "--model", model_dir, "--precision", "int8",
                  "--threads", "1"]) == 0

@@ -17,6 +17,7 @@ from voip_codec.codec import FocalCodec
 from voip_codec.codec.precision import (
     Int8Linear,
     _int8_targets,
+    _onednn_int8,
     int8_calibration,
     set_precision,
 )
@@ -42,27 +43,36 @@ def int8_export(tmp_path_factory: pytest.TempPathFactory, tiny_model: FocalCodec
 
 
 def _int8_nodes(folder: Path) -> dict[str, list[onnx.NodeProto]]:
+    """The int8 products per graph: ``DynamicQuantizeMatMul`` (8-bit activations) and the
+    split products' ``MatMulInteger``."""
     out = {}
     for file in (ENCODER_FILE, DECODER_FILE):
         graph = onnx.load(str(folder / file)).graph
-        out[file] = [n for n in graph.node if n.op_type == "DynamicQuantizeMatMul"]
+        out[file] = [n for n in graph.node
+                     if n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
     return out
+
+
+def _scale_name(node: onnx.NodeProto) -> str:
+    if node.op_type == "DynamicQuantizeMatMul":
+        return node.input[2]
+    return node.input[1].removesuffix(".weight") + ".scale"
 
 
 def test_quantises_the_torch_int8_layers_with_torch_weights(
         tiny_model: FocalCodec, fp32_export: Path, int8_export: Path) -> None:
     paths = {id(m): name for name, m in tiny_model.named_modules()}
     torch_targets = [paths[id(layer)] for _, _, layer in _int8_targets(tiny_model)]
-    # torch quantises the first feed-forward block (its token path splits the activations);
-    # the graphs, whose activations are 8-bit, keep it fp32
-    assert ONNX_KEEP_FP32 == ("encoder.encoder.layers.0.feed_forward",)
+    # the graphs split the token path's activations as torch does, so they quantise the same
+    # layers (the first feed-forward block too)
+    assert ONNX_KEEP_FP32 == ()
     assert "encoder.encoder.layers.0.feed_forward.in_proj" in torch_targets
-    expected = [p for p in torch_targets if not p.startswith(ONNX_KEEP_FP32[0] + ".")]
-    assert "encoder.encoder.layers.1.feed_forward.in_proj" in expected
-    assert len(expected) == len(torch_targets) - 2
     nodes = _int8_nodes(int8_export)
-    assert sum(len(v) for v in nodes.values()) == len(expected)
+    assert sum(len(v) for v in nodes.values()) == len(torch_targets)
     assert not any(_int8_nodes(fp32_export).values())
+    # token path (encoder graph): split products; decoder graph: 8-bit activations
+    assert {n.op_type for n in nodes[ENCODER_FILE]} == {"MatMulInteger"}
+    assert {n.op_type for n in nodes[DECODER_FILE]} == {"DynamicQuantizeMatMul"}
     # every int8 weight is one of torch's Int8Linear weights (transposed to (in, out))
     torch_int8 = set_precision(copy.deepcopy(tiny_model), "int8")
     weights = {m.weight_rows().t().contiguous().numpy().tobytes(): m
@@ -73,7 +83,7 @@ def test_quantises_the_torch_int8_layers_with_torch_weights(
         q = numpy_helper.to_array(inits[node.input[1]])
         assert q.dtype == np.int8
         layer = weights[q.tobytes()]
-        scale = numpy_helper.to_array(inits[node.input[2]])
+        scale = numpy_helper.to_array(inits[_scale_name(node)])
         np.testing.assert_array_equal(scale, layer.weight_scale.numpy())
     manifest = json.loads((int8_export / MANIFEST_FILE).read_text())
     assert manifest["weights"] == "int8"
@@ -126,6 +136,40 @@ def test_int8_graph_decodes_like_torch_int8(tiny_model: FocalCodec, int8_export:
     # the same int8 arithmetic as torch (up to activation rounding), clearly not fp32's
     assert snr(ref, got) > 30.0
     assert snr(fp32, got) < snr(ref, got) - 10.0
+
+
+def test_split_int8_graph_encodes_like_torch_int8(tmp_path: Path, tiny_model: FocalCodec,
+                                                  fp32_export: Path, int8_export: Path) -> None:
+    """The split products carry the token path's activations to about 16 bits, as torch's
+    int8 layers do: the graph's tokens are torch int8's, which 8-bit activations
+    (``split_activations=False``, onnxruntime's own per-call quantisation) are not. (Against
+    fp32 this random model says little: its latents sit near zero; on the default model the
+    split took onnxruntime int8 from 98.42 % to 99.56 % agreement with fp32, 8 eval clips.)"""
+    quantize_export(tiny_model, fp32_export, tmp_path, split_activations=False)
+    torch_int8 = set_precision(copy.deepcopy(tiny_model), "int8")
+    split, plain = OnnxCodecModel(int8_export), OnnxCodecModel(tmp_path)
+    gen = torch.Generator().manual_seed(11)
+    t = torch.arange(1280 * 40) / 16000
+    sig = (0.3 * torch.sin(2 * torch.pi * 170 * t) * (0.6 + 0.4 * torch.sin(2 * torch.pi * 3 * t))
+           + 0.05 * torch.randn(t.shape, generator=gen))[None]
+    states = {"split": split.new_encoder_state(), "plain": plain.new_encoder_state()}
+    got: dict[str, list[np.ndarray]] = {"split": [], "plain": []}
+    ref = []
+    es = None
+    with torch.inference_mode():
+        for i in range(0, sig.shape[1], 1280):
+            chunk = sig[:, i:i + 1280]
+            for name, m in (("split", split), ("plain", plain)):
+                toks, states[name] = m.encode_step(chunk.numpy(), states[name])
+                got[name].append(np.asarray(toks).reshape(-1))
+            r, es = torch_int8.encode_step(chunk, es)
+            ref.append(r[0].numpy())
+    agree = {name: float(np.mean(np.concatenate(v) == np.concatenate(ref)))
+             for name, v in got.items()}
+    # torch quantises the split rows on the graph's 127 levels where it runs them on oneDNN
+    # (VNNI/AMX); fbgemm's reduced range elsewhere gives 63 (measured here: 0.994 and 0.981)
+    assert agree["split"] >= (0.99 if _onednn_int8() else 0.95)
+    assert agree["split"] > agree["plain"]
 
 
 def test_grouped_convs_adds_the_positional_products(

@@ -28,6 +28,7 @@ from ..codecs.base import (
 from ..codecs.plc import ConcealingDecoder
 from ..wire.bitpack import pack_tokens, unpack_tokens
 from .manifest import GRAPH_REVISION, MANIFEST_FILE, MANIFEST_FORMAT
+from .quantize import QUANTIZE_REVISION
 from .runtime import OnnxCodecModel, OnnxStreamState
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def export_cached(model: FocalCodec, precision: str = "fp32") -> Path:
     _check_precision(precision)
     folder = (cache_folder()
               / f"{model.fingerprint().hex()}-f{MANIFEST_FORMAT}-g{GRAPH_REVISION}"
-              f"{'' if precision == 'fp32' else '-' + precision}"
+              f"{'' if precision == 'fp32' else f'-{precision}q{QUANTIZE_REVISION}'}"
               f"{'-cal' if precision == 'int8' and model.int8_calibration else ''}")
     if (folder / MANIFEST_FILE).is_file():
         return folder

@@ -1,16 +1,18 @@
-"""int8 weights for the exported step graphs (onnxruntime dynamic quantisation).
+"""int8 weights for the exported step graphs.
 
 :func:`quantize_export` rewrites the matrix products of an fp32 export folder (written by
-:func:`voip_codec.export.onnx.export_onnx`) as onnxruntime's ``DynamicQuantizeMatMul``: the
-torch int8 path's int8 weights with one scale per output channel, activations quantised per
-call (uint8, per tensor) as torch's fbgemm kernel does. Which products are quantised is decided
-by weight, not by node name: a product is quantised when its weight initializer is byte for byte
-the (transposed) weight of a layer that :func:`voip_codec.codec.precision.set_precision` makes
-int8, so the ONNX int8 graphs keep the same layers fp32 as torch does (the stage-boundary
-projections, the compressor's last block, layers under 64 features) plus
-:data:`ONNX_KEEP_FP32`. The vocoder's kernel-7 embedding, which the export writes as one product
-of unfolded windows, is int8 in both. With ``grouped_convs=True`` the encoder's positional
-convolution (16 per-group products in the export) is quantised too; torch keeps it fp32.
+:func:`voip_codec.export.onnx.export_onnx`) with the torch int8 path's int8 weights and per
+output channel scales. Which products are quantised is decided by weight, not by node name: a
+product is quantised when its weight initializer is byte for byte the (transposed) weight of a
+layer that :func:`voip_codec.codec.precision.set_precision` makes int8, so the ONNX int8 graphs
+keep the same layers fp32 as torch does (the stage-boundary projections, the compressor's last
+block, layers under 64 features). On the token path (the encoder graph) the activations are
+split as torch splits them (:func:`_split_product`: coarse and remainder rows through one
+``MatMulInteger``, about 16-bit activations); on the decoder side a product becomes
+onnxruntime's ``DynamicQuantizeMatMul`` (uint8 activations per call, as fbgemm's). The
+vocoder's kernel-7 embedding, which the export writes as one product of unfolded windows, is
+int8 in both. With ``grouped_convs=True`` the encoder's positional convolution (16 per-group
+products in the export) is quantised too; torch keeps it fp32.
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ONNX_KEEP_FP32", "QuantizeReport", "int8_weight_digests", "quantize_export"]
 
-ONNX_KEEP_FP32: tuple[str, ...] = ("encoder.encoder.layers.0.feed_forward",)
-"""Layers the onnxruntime int8 graphs keep fp32 beyond the torch int8 choice: the first WavLM
-feed-forward block, which cost onnxruntime 0.4 points of token agreement. Torch's int8 mode
-quantises it since its token path splits the activations (about 16-bit,
-:data:`voip_codec.codec.precision.SPLIT_ACTIVATIONS`); ``DynamicQuantizeMatMul`` quantises them
-to 8 bits per call, so the graphs keep the earlier rule."""
+ONNX_KEEP_FP32: tuple[str, ...] = ()
+"""Layers the onnxruntime int8 graphs keep fp32 beyond the torch int8 choice: none since the
+graphs split the token path's activations. With 8-bit activations they kept the first WavLM
+feed-forward block (``encoder.encoder.layers.0.feed_forward``), which cost 0.4 points of token
+agreement; split, keeping it gave 99.65 / 99.71 % (eval / dev) against 99.56 / 99.75 % for the
+same layers as torch."""
 
 
 def _digest(array: np.ndarray) -> str:
@@ -86,19 +88,82 @@ def int8_weight_digests(model: FocalCodec, grouped_convs: bool = False,
     return out
 
 
+QUANTIZE_REVISION = 2
+"""Version of the int8 graph rules: export caches keep int8 folders per revision (2: the token
+path's products take split activations)."""
+
+_GAIN = 254.0
+"""The remainder rows' factor, ``2 * 127``, as torch's split layers (``precision._split_levels``)."""
+
+
+def _split_product(name: str, x: str, y: str, q: np.ndarray, scale: np.ndarray
+                   ) -> tuple[list[Any], list[Any]]:
+    """Nodes computing ``y = x @ W`` for an int8 ``W = q * scale`` (``q`` ``(in, out)``) with the
+    activations split as torch's token path splits them: ``d = max|x| / 127``, coarse rows
+    ``c = round(x / d)`` and remainder rows ``f = round((x / d - c) * 254)``, both uint8 about
+    128, through one ``MatMulInteger`` call on a new leading axis (one read of the weights),
+    then ``y = d * scale * (yc + yf / 254)``. About 16-bit activations where
+    ``DynamicQuantizeMatMul`` gives 8. Returns ``(nodes, initializers)``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def c(suffix: str) -> str:
+        return f"{name}.{suffix}"
+
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(q), c("weight")),
+        numpy_helper.from_array(scale.astype(np.float32), c("scale")),
+        numpy_helper.from_array(np.array([0], np.int64), c("axis0")),
+        numpy_helper.from_array(np.array(127.0, np.float32), c("levels")),
+        numpy_helper.from_array(np.array(1e-30, np.float32), c("tiny")),
+        numpy_helper.from_array(np.array(_GAIN, np.float32), c("gain")),
+        numpy_helper.from_array(np.array(1.0 / _GAIN, np.float32), c("inv_gain")),
+        numpy_helper.from_array(np.array(128.0, np.float32), c("zero_f")),
+        numpy_helper.from_array(np.array(128, np.uint8), c("zero_a")),
+        numpy_helper.from_array(np.array(0, np.int8), c("zero_w")),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Unsqueeze", [x, c("axis0")], [c("xu")], name=c("unsqueeze")),
+        n("Abs", [c("xu")], [c("abs")], name=c("abs_op")),
+        n("ReduceMax", [c("abs")], [c("amax")], name=c("amax_op"), keepdims=0),
+        n("Div", [c("amax"), c("levels")], [c("step0")], name=c("step0_op")),
+        n("Max", [c("step0"), c("tiny")], [c("step")], name=c("step_op")),
+        n("Div", [c("xu"), c("step")], [c("t")], name=c("t_op")),
+        n("Round", [c("t")], [c("coarse")], name=c("coarse_op")),
+        n("Sub", [c("t"), c("coarse")], [c("rest")], name=c("rest_op")),
+        n("Mul", [c("rest"), c("gain")], [c("rest_up")], name=c("rest_up_op")),
+        n("Round", [c("rest_up")], [c("fine")], name=c("fine_op")),
+        n("Concat", [c("coarse"), c("fine")], [c("rows")], name=c("rows_op"), axis=0),
+        n("Add", [c("rows"), c("zero_f")], [c("rows_u")], name=c("rows_u_op")),
+        n("Cast", [c("rows_u")], [c("rows_q")], name=c("rows_q_op"), to=TensorProto.UINT8),
+        n("MatMulInteger", [c("rows_q"), c("weight"), c("zero_a"), c("zero_w")], [c("acc")],
+          name=c("matmul")),
+        n("Cast", [c("acc")], [c("acc_f")], name=c("acc_f_op"), to=TensorProto.FLOAT),
+        n("Mul", [c("acc_f"), c("scale")], [c("scaled")], name=c("scaled_op")),
+        n("Split", [c("scaled")], [c("y_coarse"), c("y_fine")], name=c("split_op"), axis=0),
+        n("Mul", [c("y_fine"), c("inv_gain")], [c("y_fine_d")], name=c("y_fine_d_op")),
+        n("Add", [c("y_coarse"), c("y_fine_d")], [c("merged")], name=c("merged_op")),
+        n("Squeeze", [c("merged"), c("axis0")], [c("merged_s")], name=c("squeeze")),
+        n("Mul", [c("merged_s"), c("step")], [y], name=c("out_op")),
+    ]
+    return nodes, inits
+
+
 class QuantizeReport(dict[str, list[str]]):
     """Per graph file, the module paths whose products were quantised."""
 
 
 def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
                     grouped_convs: bool = False, keep_fp32: tuple[str, ...] = ONNX_KEEP_FP32,
-                    calibration: Mapping[str, Tensor] | None = None) -> QuantizeReport:
+                    calibration: Mapping[str, Tensor] | None = None,
+                    split_activations: bool = True) -> QuantizeReport:
     """Write an int8-weight copy of the export folder ``src`` to ``dst``.
 
-    Each quantised ``MatMul`` becomes a ``com.microsoft.DynamicQuantizeMatMul`` node whose int8
-    weight and per-output-channel scale are exactly the ones the torch int8 path computes
-    (:class:`~voip_codec.codec.precision.Int8Linear`, symmetric, ``[-127, 127]``); onnxruntime
-    quantises the activations per call, uint8 per tensor, as fbgemm does. onnxruntime's own
+    Each quantised ``MatMul`` gets exactly the int8 weight and per-output-channel scale the
+    torch int8 path computes (:class:`~voip_codec.codec.precision.Int8Linear`, symmetric,
+    ``[-127, 127]``): on the token path a split product (:func:`_split_product`), elsewhere a
+    ``com.microsoft.DynamicQuantizeMatMul`` node, whose activations onnxruntime quantises per
+    call, uint8 per tensor, as fbgemm does. onnxruntime's own
     ``quantize_dynamic`` gave the same token agreement; its 8-bit ``MatMulNBits`` blocks
     (weight-only, block 32/128) were worse, 96.2-98.4 % on the default model.
 
@@ -112,8 +177,10 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
         calibration: the :func:`~voip_codec.codec.precision.int8_calibration` given to
             ``set_precision``, so that the graphs get the same fitted int8 weights (None: the
             model's own ``int8_calibration`` if it has one, as ``set_precision`` does, else
-            nearest rounding). The graphs' activations stay 8-bit
-            (torch splits the token path's; see :data:`ONNX_KEEP_FP32`).
+            nearest rounding).
+        split_activations: split the token path's activations as torch does (False: 8-bit
+            ``DynamicQuantizeMatMul`` everywhere, the rule before; default model v7, 8 eval
+            clips: 98.42 % token agreement with fp32 against 99.56 % split).
 
     Returns:
         For each graph file, the quantised layers.
@@ -126,7 +193,7 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
     import onnx
     from onnx import helper, numpy_helper
 
-    from ..codec.precision import quantize_weight
+    from ..codec.precision import _splits_activations, quantize_weight
 
     src, dst = Path(src), Path(dst)
     manifest = json.loads((src / MANIFEST_FILE).read_text())
@@ -162,6 +229,16 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
             moment = None if calibration is None else calibration.get(wanted[key])
             q, scale = quantize_weight(torch.from_numpy(np.ascontiguousarray(weight.T)), moment)
             base = f"{node.name}.int8"
+            if split_activations and _splits_activations(wanted[key].split("[")[0]):
+                split_nodes, split_inits = _split_product(
+                    base, node.input[0], node.output[0], q.t().contiguous().numpy(),
+                    scale.numpy())
+                g.initializer.extend(split_inits)
+                nodes.extend(split_nodes)
+                replaced.add(init.name)
+                layers.append(wanted[key])
+                found.add(key)
+                continue
             g.initializer.extend([
                 numpy_helper.from_array(q.t().contiguous().numpy(), f"{base}.weight"),
                 numpy_helper.from_array(scale.numpy().astype(np.float32), f"{base}.scale"),
