@@ -113,7 +113,7 @@ def read_bandwidth_gbps(threads: int, megabytes: int = 512, repeats: int = 5) ->
         torch.set_num_threads(saved)
 
 
-def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 3) -> float:
+def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 5) -> float:
     """GB/s of int8 weights read by :class:`~voip_codec.codec.precision.Int8Linear` (a
     token-path layer: split activations, oneDNN's product where the CPU has VNNI/AMX, else
     fbgemm's) for one 80 ms chunk's 4 rows: best of ``repeats`` passes over 1024 -> 4096
