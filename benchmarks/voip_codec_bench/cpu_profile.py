@@ -120,8 +120,9 @@ def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 5) -> flo
     layers holding ``megabytes`` of weights together, past the cache share, each called once
     per pass as a step calls it, per-call quantisation included. Against
     :func:`read_bandwidth_gbps` it shows how far the batch-1 products are from the read rate:
-    on a 2-core AMX Xeon guest (torch 2.13) 19 GB/s at 2 threads against a 32 GB/s read, and
-    4 MB layers stay near that rate from 64 to 320 MB of weights."""
+    on a 2-core AMX Xeon guest (torch 2.13) about 8.4 GB/s at 1 thread and 13-14 GB/s at 2
+    against a 16.5 / 27-33 GB/s read (oneDNN's kernel alone, flushed weights: 19 GB/s at 2
+    threads, the same for 64 to 320 MB of 4 MB layers)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

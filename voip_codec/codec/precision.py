@@ -383,7 +383,7 @@ class Int8Linear(nn.Module):
             if self._packed is not None and not (self.split and self.in_features > 1):
                 return torch.ops.quantized.linear_dynamic(x, self._packed, not _has_vnni())
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).float().contiguous()
+        x2 = x.reshape(-1, self.in_features).contiguous()
         if x2.shape[0] == 0 or (self._packed is None and self._onednn is None):
             y = F.linear(x2, self.dequantized(), self.bias)
         elif self._onednn is not None:
