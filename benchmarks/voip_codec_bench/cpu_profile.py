@@ -92,25 +92,37 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
                    torch_version=torch.__version__, threads=torch.get_num_threads())
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """``threads`` torch threads inside the block; the previous count is restored after it."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _best_seconds(run: Callable[[], object], repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls of ``run``, after one untimed call."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def read_bandwidth_gbps(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
     """GB/s of summing a ``megabytes`` float32 buffer with ``threads`` torch threads (best of
     ``repeats``, after one untimed pass). 512 MB is past the last-level cache share of the
     machines measured (a 2-core KVM guest read 64 MB at about 24 GB/s and 256 MB and more at
     11-12 GB/s on one thread), so this is the rate at which a step that reads every weight once
     per chunk can at best go."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _torch_threads(threads):
         buf = torch.ones(megabytes * (1 << 20) // 4)
-        buf.sum()
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            buf.sum()
-            best = min(best, time.perf_counter() - start)
-        return megabytes * (1 << 20) / best / 1e9
-    finally:
-        torch.set_num_threads(saved)
+        return megabytes * (1 << 20) / _best_seconds(buf.sum, repeats) / 1e9
 
 
 def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 5) -> float:
@@ -123,24 +135,16 @@ def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 5) -> flo
     on a 2-core AMX Xeon guest (torch 2.13) about 8.4 GB/s at 1 thread and 13-14 GB/s at 2
     against a 16.5 / 27-33 GB/s read (oneDNN's kernel alone, flushed weights: 19 GB/s at 2
     threads, the same for 64 to 320 MB of 4 MB layers)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            first = Int8Linear.from_float(torch.nn.Linear(1024, 4096), split=True)
-            layers = [first] + [copy.deepcopy(first) for _ in range(max(megabytes // 4, 2) - 1)]
-            x = torch.randn(1, 4, 1024)
-            for layer in layers:  # packs each copy
+    with _torch_threads(threads), torch.inference_mode():
+        first = Int8Linear.from_float(torch.nn.Linear(1024, 4096), split=True)
+        layers = [first] + [copy.deepcopy(first) for _ in range(max(megabytes // 4, 2) - 1)]
+        x = torch.randn(1, 4, 1024)
+
+        def step() -> None:  # the untimed call packs each copy
+            for layer in layers:
                 layer(x)
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for layer in layers:
-                    layer(x)
-                best = min(best, time.perf_counter() - start)
-        return len(layers) * 1024 * 4096 / best / 1e9
-    finally:
-        torch.set_num_threads(saved)
+
+        return len(layers) * 1024 * 4096 / _best_seconds(step, repeats) / 1e9
 
 
 def format_cpu_info(c: CpuInfo) -> str:

@@ -377,22 +377,16 @@ class Int8Linear(nn.Module):
             self._pack()
         if x.dtype != torch.float32:
             x = x.float()
-        if x.dim() > 1 and x.numel():  # both kernels take the leading dimensions as they are
-            if self._onednn is not None:
-                return self._onednn_forward(x)
-            if self._packed is not None and not (self.split and self.in_features > 1):
-                return torch.ops.quantized.linear_dynamic(x, self._packed, not _has_vnni())
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).contiguous()
-        if x2.shape[0] == 0 or (self._packed is None and self._onednn is None):
-            y = F.linear(x2, self.dequantized(), self.bias)
-        elif self._onednn is not None:
-            y = self._onednn_forward(x2)
-        elif self.split and self.in_features > 1:
-            y = self._split_forward(x2)
-        else:
-            y = torch.ops.quantized.linear_dynamic(x2, self._packed, not _has_vnni())
-        return y.reshape(*lead, self.out_features)
+        if x.dim() == 1:  # the kernels want a leading dimension
+            return self.forward(x[None])[0]
+        if x.numel() == 0 or (self._packed is None and self._onednn is None):
+            return F.linear(x, self.dequantized(), self.bias)
+        # both kernels take the leading dimensions as they are
+        if self._onednn is not None:
+            return self._onednn_forward(x)
+        if self.split and self.in_features > 1:
+            return self._split_forward(x)
+        return torch.ops.quantized.linear_dynamic(x, self._packed, not _has_vnni())
 
     def _onednn_forward(self, x: Tensor) -> Tensor:
         """``x`` (..., in) as split rows (:func:`_split_levels`, quantised by the layer, no
@@ -424,12 +418,13 @@ class Int8Linear(nn.Module):
         return state
 
     def _split_forward(self, x: Tensor) -> Tensor:
-        """``x`` (rows, in) through :func:`_split_rows` and one fbgemm call."""
-        rows = x.shape[0]
+        """``x`` (..., in) as rows through :func:`_split_rows` and one fbgemm call."""
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).contiguous()
         reduce_range = not _has_vnni()
-        z, gain = _split_rows(x, 63 if reduce_range else 127)
+        z, gain = _split_rows(x2, 63 if reduce_range else 127)
         y = torch.ops.quantized.linear_dynamic(z, self._packed, reduce_range)
-        return self._merge_split(y, rows, gain)
+        return self._merge_split(y, x2.shape[0], gain).reshape(*lead, self.out_features)
 
     def _merge_split(self, y: Tensor, rows: int, gain: float) -> Tensor:
         """The output rows of a split call: ``y[:rows] + (y[rows:2 rows] - bias) / gain`` (the
@@ -587,18 +582,15 @@ class PackedLinear(nn.Module):
         """Args: x ``(..., in)`` float32. Returns ``(..., out)`` float32."""
         rows = x.numel() // self.in_features
         packed = self._packed_weight(rows) if x.dtype == torch.float32 else None
-        if packed is not None and packed[0] == "fp16" and rows and x.dim() > 1:
-            # fbgemm's fp16 product takes the leading dimensions as they are
+        if packed is None or rows == 0:
+            return F.linear(x, self.weight_rows(), self.bias)
+        if x.dim() == 1:  # the kernels want a leading dimension
+            return self.forward(x[None])[0]
+        if packed[0] == "fp16":  # fbgemm's fp16 product takes the leading dimensions as they are
             return torch.ops.quantized.linear_dynamic_fp16(x.contiguous(), packed[1])
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        if packed is None or x2.shape[0] == 0:
-            y = F.linear(x2, self.weight_rows(), self.bias)
-        elif packed[0] == "fp16":
-            y = torch.ops.quantized.linear_dynamic_fp16(x2.contiguous(), packed[1])
-        else:
-            y = torch.ops.mkldnn._linear_pointwise(x2, packed[1], self.bias, "none", [], "")
-        return y.reshape(*lead, self.out_features)
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), packed[1],
+                                               self.bias, "none", [], "")
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, layout={self.layout}"

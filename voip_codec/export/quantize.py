@@ -96,18 +96,36 @@ _GAIN = 254.0
 """The remainder rows' factor, ``2 * 127``, as torch's split layers (``precision._split_levels``)."""
 
 
-def _split_product(name: str, x: str, y: str, q: np.ndarray, scale: np.ndarray
+def _dynamic_product(node: str, x: str, y: str, q: np.ndarray, scale: np.ndarray
+                     ) -> tuple[list[Any], list[Any]]:
+    """One ``com.microsoft.DynamicQuantizeMatMul`` node replacing the product ``node``:
+    ``y = x @ W`` for an int8 ``W = q * scale`` (``q`` ``(in, out)``), the activations
+    quantised per call (uint8, per tensor) by onnxruntime. Returns ``(nodes, initializers)``."""
+    from onnx import helper, numpy_helper
+
+    base = f"{node}.int8"
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(q), f"{base}.weight"),
+        numpy_helper.from_array(scale.astype(np.float32), f"{base}.scale"),
+        numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}.zero_point"),
+    ]
+    return [helper.make_node(
+        "DynamicQuantizeMatMul", [x, f"{base}.weight", f"{base}.scale", f"{base}.zero_point"],
+        [y], name=f"{node}_int8", domain="com.microsoft")], inits
+
+
+def _split_product(node: str, x: str, y: str, q: np.ndarray, scale: np.ndarray
                    ) -> tuple[list[Any], list[Any]]:
     """Nodes computing ``y = x @ W`` for an int8 ``W = q * scale`` (``q`` ``(in, out)``) with the
     activations split as torch's token path splits them: ``d = max|x| / 127``, coarse rows
     ``c = round(x / d)`` and remainder rows ``f = round((x / d - c) * 254)``, both uint8 about
     128, through one ``MatMulInteger`` call on a new leading axis (one read of the weights),
     then ``y = d * scale * (yc + yf / 254)``. About 16-bit activations where
-    ``DynamicQuantizeMatMul`` gives 8. Returns ``(nodes, initializers)``."""
+    :func:`_dynamic_product` gives 8. Returns ``(nodes, initializers)``."""
     from onnx import TensorProto, helper, numpy_helper
 
     def c(suffix: str) -> str:
-        return f"{name}.{suffix}"
+        return f"{node}.int8.{suffix}"
 
     inits = [
         numpy_helper.from_array(np.ascontiguousarray(q), c("weight")),
@@ -228,26 +246,12 @@ def quantize_export(model: FocalCodec, src: str | Path, dst: str | Path,
 
             moment = None if calibration is None else calibration.get(wanted[key])
             q, scale = quantize_weight(torch.from_numpy(np.ascontiguousarray(weight.T)), moment)
-            base = f"{node.name}.int8"
-            if split_activations and _splits_activations(wanted[key].split("[")[0]):
-                split_nodes, split_inits = _split_product(
-                    base, node.input[0], node.output[0], q.t().contiguous().numpy(),
-                    scale.numpy())
-                g.initializer.extend(split_inits)
-                nodes.extend(split_nodes)
-                replaced.add(init.name)
-                layers.append(wanted[key])
-                found.add(key)
-                continue
-            g.initializer.extend([
-                numpy_helper.from_array(q.t().contiguous().numpy(), f"{base}.weight"),
-                numpy_helper.from_array(scale.numpy().astype(np.float32), f"{base}.scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}.zero_point"),
-            ])
-            nodes.append(helper.make_node(
-                "DynamicQuantizeMatMul",
-                [node.input[0], f"{base}.weight", f"{base}.scale", f"{base}.zero_point"],
-                list(node.output), name=f"{node.name}_int8", domain="com.microsoft"))
+            split = split_activations and _splits_activations(wanted[key].split("[")[0])
+            product = _split_product if split else _dynamic_product
+            new_nodes, new_inits = product(node.name, node.input[0], node.output[0],
+                                           q.t().contiguous().numpy(), scale.numpy())
+            g.initializer.extend(new_inits)
+            nodes.extend(new_nodes)
             replaced.add(init.name)
             layers.append(wanted[key])
             found.add(key)
