@@ -95,3 +95,7 @@ def test_int8_layer_rate_is_a_rate_and_restores_the_threads() -> None:
     line = format_cpu_info(CpuInfo("x", 2, {}, "AVX2", "", "2.13", 1, {1: 12.5}, {1: 7.25, 2: 11.0}))
     assert "memory read 12.5 GB/s at 1 thread; int8 layer reads 7.2 GB/s at 1 thread, 11.0 GB/s" \
         " at 2 threads" in line
+    own = format_cpu_info(CpuInfo("x", 2, {}, "AVX2", "", "2.13", 1, own_kernels="amx"))
+    assert "dispatches AVX2; own kernels: amx" in own
+    # the real line names what the own kernels do here
+    assert "own kernels: " in format_cpu_info(cpu_info())

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from voip_codec.cli import main
+from voip_codec.codec import kernels
 from voip_codec.codec.config import tiny_config
 from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.precision import (
@@ -107,9 +108,10 @@ def test_torch_agreement_reports_streaming_vs_offline(tiny: FocalCodec) -> None:
 
 
 def _newer_kernels() -> bool:
-    """Whether this CPU runs int8 products that the previous path did not (oneDNN's int8
-    product, fp16 weights): then the side-by-side run adds the previous path's rows."""
-    return _onednn_int8() or _FP16_PACKING
+    """Whether this CPU runs int8 products that the previous path did not (the own kernels,
+    oneDNN's int8 product, fp16 weights): then the side-by-side run adds the previous path's
+    rows."""
+    return kernels.library() is not None or _onednn_int8() or _FP16_PACKING
 
 
 def test_reference_kernels_give_the_same_tokens(tiny: FocalCodec) -> None:
@@ -126,6 +128,15 @@ def test_reference_kernels_give_the_same_tokens(tiny: FocalCodec) -> None:
         a, b = int8.sig_to_toks(x), ref.sig_to_toks(x)
     assert all(m._onednn is None for m in int8_layers)  # packed for fbgemm when first used
     assert float((a == b).float().mean()) >= 0.95
+    # the own kernels off, oneDNN's and fbgemm's products on: the very same tokens (the own
+    # int8 product reproduces them; only the convolutions' summation order may differ)
+    before = reference_kernels(copy.deepcopy(int8), "onednn")
+    assert not any(m.own for m in before.modules() if isinstance(m, Int8Linear | PackedLinear))
+    with torch.inference_mode():
+        c = before.sig_to_toks(x)
+    assert float((a == c).float().mean()) >= 0.99
+    with pytest.raises(ValueError, match="unknown kernel path"):
+        reference_kernels(copy.deepcopy(int8), "avx")
 
 
 def test_bench_speed_backend_onnx_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voip_codec.codec import kernels
 from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.precision import Int8Linear
 
@@ -67,6 +68,9 @@ class CpuInfo:
     layer_gbps: dict[int, float] = field(default_factory=dict)
     """Threads -> GB/s of int8 weights read by the model's own int8 layer at 4 rows, weights
     out of cache (:func:`int8_layer_gbps`): what the int8 products of a step actually reach."""
+    own_kernels: str = ""
+    """The project's own CPU kernels here (:mod:`voip_codec.codec.kernels`): ``"amx"``,
+    ``"avx512-vnni"``, or ``"off (<reason>)"``."""
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -86,10 +90,13 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
         capability = str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):
         capability = "unknown"
+    lib = kernels.library()
+    own = lib.isa if lib is not None else f"off ({kernels.unavailable_reason()})"
     return CpuInfo(model=model, logical_cpus=os.cpu_count() or 0,
                    flags={f: f in flags for f in _FLAGS}, torch_capability=capability,
                    onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
-                   torch_version=torch.__version__, threads=torch.get_num_threads())
+                   torch_version=torch.__version__, threads=torch.get_num_threads(),
+                   own_kernels=own)
 
 
 @contextmanager
@@ -127,14 +134,15 @@ def read_bandwidth_gbps(threads: int, megabytes: int = 512, repeats: int = 5) ->
 
 def int8_layer_gbps(threads: int, megabytes: int = 256, repeats: int = 5) -> float:
     """GB/s of int8 weights read by :class:`~voip_codec.codec.precision.Int8Linear` (a
-    token-path layer: split activations, oneDNN's product where the CPU has VNNI/AMX, else
-    fbgemm's) for one 80 ms chunk's 4 rows: best of ``repeats`` passes over 1024 -> 4096
-    layers holding ``megabytes`` of weights together, past the cache share, each called once
-    per pass as a step calls it, per-call quantisation included. Against
-    :func:`read_bandwidth_gbps` it shows how far the batch-1 products are from the read rate:
-    on a 2-core AMX Xeon guest (torch 2.13) about 8.4 GB/s at 1 thread and 13-14 GB/s at 2
-    against a 16.5 / 27-33 GB/s read (oneDNN's kernel alone, flushed weights: 19 GB/s at 2
-    threads, the same for 64 to 320 MB of 4 MB layers)."""
+    token-path layer: split activations, on the own kernel where it loads, else oneDNN's
+    product where the CPU has VNNI/AMX, else fbgemm's) for one 80 ms chunk's 4 rows: best of
+    ``repeats`` passes over 1024 -> 4096 layers holding ``megabytes`` of weights together, past
+    the cache share, each called once per pass as a step calls it, per-call quantisation
+    included. Against :func:`read_bandwidth_gbps` it shows how far the batch-1 products are
+    from the read rate. On a 2-core AMX Xeon guest (torch 2.13): the own AMX kernel 10-11 GB/s
+    at 1 thread and 19-20 GB/s at 2; oneDNN's split layer 8.4 and 13-14 GB/s; a 512 MB sum
+    16.5 and 27-33 GB/s. With 64 MB of layers (a share of the L3) the own kernel reads 29 GB/s
+    at 2 threads."""
     with _torch_threads(threads), torch.inference_mode():
         first = Int8Linear.from_float(torch.nn.Linear(1024, 4096), split=True)
         layers = [first] + [copy.deepcopy(first) for _ in range(max(megabytes // 4, 2) - 1)]
@@ -157,8 +165,9 @@ def format_cpu_info(c: CpuInfo) -> str:
     layer = "; int8 layer reads " + ", ".join(
         f"{gbps:.1f} GB/s at {n} thread{'s' if n > 1 else ''}"
         for n, gbps in sorted(c.layer_gbps.items())) if c.layer_gbps else ""
+    own = f"; own kernels: {c.own_kernels}" if c.own_kernels else ""
     return (f"cpu: {c.model}, {c.logical_cpus} logical CPUs; ISA: {' '.join(have) or 'none found'}; "
-            f"torch {c.torch_version} dispatches {c.torch_capability}{isa}{read}{layer}")
+            f"torch {c.torch_version} dispatches {c.torch_capability}{isa}{own}{read}{layer}")
 
 
 @dataclass

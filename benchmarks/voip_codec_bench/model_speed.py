@@ -19,9 +19,10 @@ measures every path *side by side*: one stream per path, each 80 ms chunk going 
 path in turn (the order rotating from chunk to chunk), so that a shared, noisy machine slows them
 alike; each path is reported as a ratio to the first one (the torch path at the first
 precision). With int8 among the precisions, the side-by-side run also steps the previous
-int8 path (``torch int8 (previous kernels)``: the same weights on fbgemm's int8 product and on
-fp32 weights for the floating-point layers, :func:`~voip_codec.codec.precision.
-reference_kernels`) where this CPU runs newer ones. The onnxruntime calls per box run the N encoders and N decoders of a tick on
+int8 path (``torch int8 (previous kernels)``, :func:`~voip_codec.codec.precision.
+reference_kernels`) where this CPU runs newer ones: the same weights on oneDNN's and fbgemm's
+products and convolutions where the own kernels (:mod:`voip_codec.codec.kernels`) run, else on
+fbgemm's int8 product and fp32 weights for the floating-point layers. The onnxruntime calls per box run the N encoders and N decoders of a tick on
 ``--threads`` worker threads at one onnxruntime thread each, so a call's encoder and decoder
 overlap on two cores.
 """
@@ -673,12 +674,19 @@ def _compare_threads(args: argparse.Namespace) -> list[int]:
             if n != args.threads]
 
 
-def _has_newer_kernels(model: FocalCodec) -> bool:
-    """Whether ``model`` runs a product that :func:`reference_kernels` would change here."""
+def _previous_path(model: FocalCodec) -> str | None:
+    """The earlier kernel path (:func:`reference_kernels`) that ``model`` is measured against
+    here: ``"onednn"`` where it runs the own kernels, ``"fbgemm"`` where it runs oneDNN's split
+    products or fbgemm's fp16 ones, None where it already runs the oldest."""
+    from voip_codec.codec import kernels
     from voip_codec.codec.precision import _FP16_PACKING, Int8Linear, _onednn_int8
 
-    return (_onednn_int8() and any(isinstance(m, Int8Linear) and m.onednn
-                                   for m in model.modules())) or _FP16_PACKING
+    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    if kernels.library() is not None and any(m.own for m in int8):
+        return "onednn"
+    if (_onednn_int8() and any(m.onednn for m in int8)) or _FP16_PACKING:
+        return "fbgemm"
+    return None
 
 
 def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCodec],
@@ -695,10 +703,12 @@ def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCod
             paths[f"torch {p}"] = _TorchPath(m, args.threads)
             for n in _compare_threads(args):
                 paths[f"torch {p} ({n} threads)"] = _TorchPath(m, n)
-            if p == "int8" and _has_newer_kernels(m):
-                # the previous int8 path beside it, same weights: fbgemm's int8 product and
-                # fp32 weights for the floating-point layers
-                ref = reference_kernels(copy.deepcopy(m))
+            previous = _previous_path(m) if p == "int8" else None
+            if previous is not None:
+                # the previous int8 path beside it, same weights: oneDNN's and fbgemm's products
+                # and convolutions (the own kernels off), or before that fbgemm's int8 product
+                # and fp32 weights for the floating-point layers
+                ref = reference_kernels(copy.deepcopy(m), previous)
                 for n in [args.threads, *_compare_threads(args)]:
                     suffix = "" if n == args.threads else f", {n} threads"
                     paths[f"torch int8 (previous kernels{suffix})"] = _TorchPath(ref, n)

@@ -135,6 +135,7 @@ def test_runtime_wheel_holds_no_benchmarks(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"voip_codec", "signaling"}
     assert "voip_codec/codecs/av.py" in names and "voip_codec/cli.py" in names
+    assert "voip_codec/codec/kernels.cpp" in names  # the own kernels build from it on first use
     assert not [n for n in names if "bench" in n.lower()], "benchmark code in the runtime wheel"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "voip_codec.cli_plugins" not in zipfile.ZipFile(wheel).read(entry_points).decode()

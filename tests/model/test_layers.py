@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import voip_codec.codec.layers as layers_module
+from voip_codec.codec import kernels
 from voip_codec.codec.layers import (
     _RING_HEADROOM,
     _Ring,
@@ -16,6 +18,8 @@ from voip_codec.codec.layers import (
     depthwise_causal_conv,
     grouped_causal_conv,
     modules_as,
+    own_convolutions_off,
+    three_bf16_conv,
 )
 
 _RING_ATTR = "_voip_ring"
@@ -172,3 +176,65 @@ def test_channels_last_conv_matches_conv1d_and_follows_weight_updates() -> None:
                 torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
                 assert got.is_contiguous()
                 conv.weight.mul_(-0.5)
+
+
+@pytest.mark.skipif(kernels.library() is None,
+                    reason=f"the own kernels do not load here: {kernels.unavailable_reason()}")
+def test_own_convolution_kernels_match_torch() -> None:
+    """The own depthwise and grouped convolution kernels compute torch's convolution (to
+    summation order) for channel counts off their blocks, 1-20 frames, batches and 1-512 taps;
+    a long input gives, frame by frame, the numbers of its streaming steps; gradients and
+    weights turned off take torch's kernels."""
+    torch.manual_seed(11)
+    for c, k, groups in ((100, 7, 100), (1024, 512, 1024), (16, 1, 16), (96, 31, 96),
+                         (192, 128, 16), (70, 5, 10), (40, 3, 1)):
+        conv = torch.nn.Conv1d(c, c, k, groups=groups)
+        for frames, batch in ((4, 1), (1, 2), (20, 1)):
+            ext = torch.randn(batch, k - 1 + frames, c)
+            with torch.inference_mode():
+                want = conv(ext.transpose(1, 2)).transpose(1, 2)
+                got = (depthwise_causal_conv(ext, conv.weight, conv.bias) if groups == c
+                       else grouped_causal_conv(ext, conv.weight, conv.bias, groups))
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    assert layers_module._OWN.get(conv.weight) is not None  # the own kernel ran
+    # the depthwise kernel sums each frame alone: streaming steps equal one offline call
+    conv = torch.nn.Conv1d(64, 64, 9, groups=64)
+    ext = torch.randn(1, 8 + 40, 64)
+    with torch.inference_mode():
+        whole = depthwise_causal_conv(ext, conv.weight, conv.bias)
+        steps = torch.cat([depthwise_causal_conv(ext[:, s:s + 8 + 4], conv.weight, conv.bias)
+                           for s in range(0, 40, 4)], dim=1)
+    assert torch.equal(whole, steps)
+    # with gradients, torch's kernel runs (and gives gradients)
+    ext.requires_grad_(True)
+    depthwise_causal_conv(ext, conv.weight, conv.bias).sum().backward()
+    assert ext.grad is not None
+    # a weight turned off keeps oneDNN's kernels
+    other = torch.nn.Conv1d(64, 64, 9, groups=64)
+    own_convolutions_off([other.weight])
+    with torch.inference_mode():
+        depthwise_causal_conv(ext.detach(), other.weight, other.bias)
+    assert layers_module._OWN.get(other.weight) is None
+
+
+@pytest.mark.skipif(kernels.library() is None or not kernels.library().amx,  # type: ignore[union-attr]
+                    reason="three-product bf16 convolutions need the own kernels and AMX")
+def test_three_bf16_convolution_is_about_fp32_accurate() -> None:
+    """The front end's strided convolutions as three bf16 products with fp32 sums: within
+    2e-5 of the largest output of a float64 convolution (fp32 itself: about 1e-6), for the
+    full-size shapes, odd widths, several frames and a batch."""
+    torch.manual_seed(12)
+    for c_in, c_out, k, stride, length, batch in ((1, 512, 10, 5, 1289, 1),
+                                                  (512, 512, 3, 2, 258, 1),
+                                                  (70, 33, 3, 1, 20, 2), (64, 48, 2, 2, 17, 1)):
+        conv = torch.nn.Conv1d(c_in, c_out, k, stride=stride, bias=False)
+        ext = torch.randn(batch, length, c_in)
+        with torch.inference_mode():
+            got = three_bf16_conv(ext, conv.weight, stride)
+            want = conv.double()(ext.double().transpose(1, 2)).transpose(1, 2)
+        assert got is not None and got.shape == want.shape
+        err = float((got.double() - want).abs().max() / want.abs().max())
+        assert err < 2e-5, (c_in, c_out, k, err)
+    with torch.enable_grad():  # gradients wanted: not this kernel
+        assert three_bf16_conv(ext.requires_grad_(True), conv.float().weight, stride) is None

@@ -16,6 +16,7 @@ from torch import nn
 from tests._shared import speech_clips
 from voip_codec.audio import read_audio
 from voip_codec.cli import main
+from voip_codec.codec import kernels
 from voip_codec.codec.config import ConfigError
 from voip_codec.codec.focal import _FocalDownScale
 from voip_codec.codec.layers import causal_windows, modules_as
@@ -37,7 +38,7 @@ from voip_codec.codec.precision import (
     save_calibration,
     set_precision,
 )
-from voip_codec.codec.wavlm import _Layer
+from voip_codec.codec.wavlm import _ConvBlock, _Layer
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,11 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
         assert block.feed_forward.in_proj.split and block.attention.qkv_proj.split
     decoder_side = [x for x in m.decompressor.modules() if isinstance(x, Int8Linear)]
     assert decoder_side and not any(x.split for x in decoder_side)
+    # the front end's convolutions run as three bf16 products (where the CPU has AMX)
+    blocks = modules_as(m.encoder.feature_extractor.layers, _ConvBlock)
+    assert blocks and all(b.three_bf16 for b in blocks)
+    assert not any(b.three_bf16 for b in modules_as(fp32.encoder.feature_extractor.layers,
+                                                    _ConvBlock))
     # the compressor's last block (whose output signs are the tokens) stays fp32 as a whole
     assert not any(isinstance(x, Int8Linear) for x in compressor[-1].modules())
     assert isinstance(compressor[-1].focal_block.modulation.context_proj, PackedLinear)
@@ -140,7 +146,9 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
     # the packed float layers compute their float layer's map to fp16-weight accuracy (fp32
     # where fbgemm's fp16 product is missing), in all layouts, for streaming and offline row
     # counts, and follow in-place weight updates
-    tol = 2e-3 if _FP16_PACKING else 1e-5
+    own = kernels.library() is not None
+    half = own or _FP16_PACKING
+    tol = 2e-3 if half else 1e-5
     for layer in (nn.Linear(96, 80), nn.Conv1d(96, 80, 1), nn.ConvTranspose1d(96, 80, 1)):
         p = PackedLinear.from_float(layer)
         assert p.weight.shape == layer.weight.shape and p.weight.dtype == torch.float32
@@ -151,9 +159,9 @@ def test_int8_layers(fp32: FocalCodec, models: dict[str, FocalCodec]) -> None:
                     layer, nn.Linear) else layer(x)
                 got = p(x)
             assert p._packed is not None and p._packed[1] is not None
-            assert p._packed[1][0] == ("fp16" if _FP16_PACKING else "fp32")
+            assert p._packed[1][0] == ("own" if own else "fp16" if _FP16_PACKING else "fp32")
             assert float((got - ref).abs().max() / ref.abs().max()) < tol
-            if _FP16_PACKING:  # the fp16 weight's rounding, not the activations'
+            if half:  # the fp16 weight's rounding, not the activations'
                 w16 = p.weight_rows().half().float()
                 torch.testing.assert_close(got, F.linear(x, w16, p.bias), rtol=1e-5, atol=1e-5)
         with torch.no_grad():
@@ -285,6 +293,13 @@ def _fbgemm_packed(layer: Int8Linear) -> object:
     return _fbgemm_pack(layer.weight_rows().contiguous(), layer.weight_scale, layer.bias)
 
 
+def _off_own(layer: Int8Linear) -> Int8Linear:
+    """``layer`` on the oneDNN/fbgemm products (the own kernel off), packed again."""
+    layer.own = False
+    layer._pack()
+    return layer
+
+
 @pytest.mark.skipif(not _onednn_int8(), reason="oneDNN's int8 product needs VNNI or AMX")
 def test_onednn_split_layers_match_fbgemm() -> None:
     """Where oneDNN's int8 product takes the split layers, their rows are quantised on the
@@ -294,9 +309,9 @@ def test_onednn_split_layers_match_fbgemm() -> None:
     gives NaN rows instead of a failure; copies and pickles pack their own weight."""
     torch.manual_seed(3)
     layer = nn.Linear(256, 128)
-    plain = Int8Linear.from_float(layer)
+    plain = _off_own(Int8Linear.from_float(layer))
     assert plain._onednn is None and plain._packed is not None
-    q = Int8Linear.from_float(layer, split=True)
+    q = _off_own(Int8Linear.from_float(layer, split=True))
     assert q._onednn is not None and q._packed is None  # one packed copy, not two
     packed = _fbgemm_packed(q)
     inputs = [torch.randn(4, 256), torch.rand(4, 256) + 0.5, -torch.rand(4, 256) - 0.5,
@@ -320,6 +335,55 @@ def test_onednn_split_layers_match_fbgemm() -> None:
         bad[1, 7] = float("nan")
         out = q(bad)
         assert out.shape == (2, 128) and bool(out.isnan().any())
+
+
+@pytest.mark.skipif(kernels.library() is None or not _onednn_int8(),
+                    reason=f"the own kernels do not load here: {kernels.unavailable_reason()}")
+@pytest.mark.parametrize("amx", [True, False], ids=["amx", "vnni"])
+def test_own_int8_kernel_equals_onednn_and_fbgemm(amx: bool) -> None:
+    """The own int8 product gives the outputs of the products it replaces: oneDNN's split
+    product for split layers, fbgemm's dynamic product for plain ones, on AMX and on AVX-512
+    VNNI alike; over widths that are not multiples of its blocks, 1 to 500 rows, ranges with
+    and without 0, zeros and tiny activations. A NaN input takes the float product (NaN rows,
+    no failure); copies and pickles keep working."""
+    lib = kernels.library()
+    assert lib is not None
+    if amx and not lib.amx:
+        pytest.skip("this CPU or kernel does not offer AMX tiles")
+    torch.manual_seed(5)
+    for k, n in ((256, 128), (100, 70), (1024, 2051), (64, 16)):
+        layer = nn.Linear(k, n)
+        for split in (True, False):
+            own = Int8Linear.from_float(layer, split=split)
+            assert own._own is not None and own._onednn is None and own._packed is None
+            ref = _off_own(Int8Linear.from_float(layer, split=split))
+            packed, colsum = own._own
+            inputs = [torch.randn(4, k), torch.rand(1, k) + 0.5, -torch.rand(3, k) - 0.5,
+                      torch.zeros(2, k), torch.randn(37, k) * 5, torch.randn(500, k),
+                      torch.randn(4, k) * 1e-4, torch.rand(2, 3, k)]
+            with torch.inference_mode():
+                for x in inputs:
+                    got = lib.linear(x, split, packed, colsum, own.weight_scale, own.bias, amx)
+                    assert got is not None
+                    want = ref(x)
+                    if split or x.numel() // k <= 64:
+                        scale = float(want.abs().max()) or 1.0
+                        assert float((got - want).abs().max()) <= 1e-6 * scale, (k, n, x.shape)
+                    else:  # fbgemm rounds a few of many plain rows' activations the other way
+                        exact = F.linear(x, own.dequantized(), own.bias)
+                        assert float((got - exact).abs().max()) <= 1.05 * float(
+                            (want - exact).abs().max()), (k, n, x.shape)
+                        assert float((got - want).abs().mean()) <= 1e-4 * float(
+                            want.abs().mean()), (k, n, x.shape)
+    with torch.inference_mode():
+        bad = torch.randn(2, own.in_features)
+        bad[1, 7] = float("nan")
+        out = own(bad)
+        assert out.shape == (2, own.out_features) and bool(out[1].isnan().all())
+        assert not bool(out[0].isnan().any())
+        x = torch.randn(4, own.in_features)
+        for twin in (copy.deepcopy(own), pickle.loads(pickle.dumps(own))):
+            assert torch.equal(twin(x), own(x))
 
 
 def test_fitted_weights_lower_the_output_error() -> None:

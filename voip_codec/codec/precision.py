@@ -52,8 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernels
 from .config import ConfigError
-from .layers import linear_weight
+from .layers import linear_weight, own_convolutions_off
 
 if TYPE_CHECKING:
     from .model import FocalCodec
@@ -313,6 +314,12 @@ class Int8Linear(nn.Module):
         self.onednn = True
         """A split layer uses oneDNN's int8 product where the CPU offers it
         (:func:`reference_kernels` turns it off, for side-by-side measurements)."""
+        self.own = True
+        """Every int8 layer uses the project's own product (:mod:`.kernels`, AMX or AVX-512
+        VNNI) where it loads: the same outputs as oneDNN's split and fbgemm's plain products,
+        in one call per layer (:func:`reference_kernels` turns it off)."""
+        self._own: tuple[Tensor, Tensor] | None = None
+        """The own kernel's packed weight and int32 column sums."""
         self._stale = True  # packed weight out of date (packed on first use)
 
     @classmethod
@@ -350,12 +357,16 @@ class Int8Linear(nn.Module):
         return self.weight_rows().float() * self.weight_scale[:, None]
 
     def _pack(self) -> None:
-        """(Re)build the packed weight from ``weight``/``weight_scale``/``bias``: oneDNN's for a
-        split layer where :func:`_onednn_int8`, else fbgemm's (one of them, not both: each is a
-        copy of the weights)."""
+        """(Re)build the packed weight from ``weight``/``weight_scale``/``bias``: the own
+        kernel's where it loads, else oneDNN's for a split layer where :func:`_onednn_int8`, else
+        fbgemm's (one of them: each is a copy of the weights)."""
         self._stale = False
-        self._packed = self._onednn = None
+        self._packed = self._onednn = self._own = None
         q = self.weight_rows().contiguous()
+        kernel = kernels.library() if self.own else None
+        if kernel is not None:
+            self._own = kernel.pack(q)
+            return
         if self.split and self.in_features > 1 and self.onednn and _onednn_int8():
             try:
                 packed = torch.ops.onednn.qlinear_prepack(q, None)
@@ -379,9 +390,17 @@ class Int8Linear(nn.Module):
             x = x.float()
         if x.dim() == 1:  # the kernels want a leading dimension
             return self.forward(x[None])[0]
-        if x.numel() == 0 or (self._packed is None and self._onednn is None):
+        if x.numel() == 0 or (self._packed is None and self._onednn is None
+                              and self._own is None):
             return F.linear(x, self.dequantized(), self.bias)
-        # both kernels take the leading dimensions as they are
+        # the kernels take the leading dimensions as they are
+        if self._own is not None:
+            kernel = kernels.library()
+            assert kernel is not None  # packed by it
+            y = kernel.linear(x, self.split and self.in_features > 1, *self._own,
+                              self.weight_scale, self.bias)
+            # None: NaN/inf in x; the float product passes them on, as fbgemm's does
+            return F.linear(x, self.dequantized(), self.bias) if y is None else y
         if self._onednn is not None:
             return self._onednn_forward(x)
         if self.split and self.in_features > 1:
@@ -538,6 +557,10 @@ class PackedLinear(nn.Module):
         self.fp16 = True
         """Read fp16 weights where fbgemm offers the product (:func:`reference_kernels` turns
         it off)."""
+        self.own = True
+        """Read them through the project's own fp16 product (:mod:`.kernels`) where it loads:
+        the same sums as fbgemm's, in the same order (equal outputs), 2.2-2.6x faster at batch 1
+        and 2 threads (:func:`reference_kernels` turns it off)."""
 
     @classmethod
     def from_float(cls, layer: _FloatLayer) -> PackedLinear:
@@ -556,8 +579,10 @@ class PackedLinear(nn.Module):
         return _rows(self.weight, self.layout, self.out_features, self.in_features)
 
     def _packed_weight(self, rows: int) -> tuple[str, object] | None:
-        """``("fp16", fbgemm packed params)``, ``("fp32", oneDNN packed tensor)`` or None."""
-        fp16 = _FP16_PACKING and self.fp16
+        """``("own", fp16 weights packed for the own kernel)``, ``("fp16", fbgemm packed
+        params)``, ``("fp32", oneDNN packed tensor)`` or None."""
+        own = kernels.library() if self.fp16 and self.own else None
+        fp16 = (_FP16_PACKING or own is not None) and self.fp16
         if not (fp16 or _LINEAR_PACKING) or torch.jit.is_tracing():
             return None
         try:
@@ -568,7 +593,9 @@ class PackedLinear(nn.Module):
         if self._packed is None or self._packed[0] != key:
             packed: tuple[str, object] | None = None
             w = self.weight_rows().contiguous()
-            if fp16 and bool(w.abs().max() < _FP16_MAX):
+            if own is not None and bool(w.abs().max() < _FP16_MAX):
+                packed = ("own", own.pack_half(w))
+            elif fp16 and _FP16_PACKING and bool(w.abs().max() < _FP16_MAX):
                 packed = ("fp16", torch.ops.quantized.linear_prepack_fp16(w, self.bias))
             elif _LINEAR_PACKING:
                 try:
@@ -586,6 +613,12 @@ class PackedLinear(nn.Module):
             return F.linear(x, self.weight_rows(), self.bias)
         if x.dim() == 1:  # the kernels want a leading dimension
             return self.forward(x[None])[0]
+        if packed[0] == "own":
+            lib = kernels.library()
+            assert lib is not None  # packed by it
+            packed_half = packed[1]
+            assert isinstance(packed_half, Tensor)
+            return lib.half_linear(x, packed_half, self.out_features, self.bias)
         if packed[0] == "fp16":  # fbgemm's fp16 product takes the leading dimensions as they are
             return torch.ops.quantized.linear_dynamic_fp16(x.contiguous(), packed[1])
         y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), packed[1],
@@ -603,18 +636,36 @@ class PackedLinear(nn.Module):
         return state
 
 
-def reference_kernels(model: _M) -> _M:
-    """Put an int8 model on the products of the previous int8 path, in place: fbgemm's int8
-    product instead of oneDNN's, and fp32 weights instead of fp16 ones for the floating-point
-    layers (oneDNN's packed fp32 product). Same tokens to float rounding (fp16 weights: about
-    2e-4 relative); for ``voip-codec bench speed``'s side-by-side row of the previous path."""
+def reference_kernels(model: _M, path: str = "fbgemm") -> _M:
+    """Put an int8 model on the products of an earlier int8 path, in place, for
+    ``voip-codec bench speed``'s side-by-side rows (same weights):
+
+    * ``"onednn"``: the own kernels off (:mod:`.kernels`): oneDNN's product for the split
+      layers, fbgemm's for the plain ones and for the fp16 weights of the floating-point layers,
+      oneDNN's fp32 convolutions (also for the front end, which int8 mode otherwise runs as
+      three bf16 products). The same outputs to float rounding: the own int8 and fp16
+      products reproduce the others exactly, the convolutions differ in summation order and
+      the front end by about 5e-6 relative.
+    * ``"fbgemm"``: fbgemm's int8 product everywhere and fp32 weights for the floating-point
+      layers (oneDNN's packed fp32 product). Same tokens to float rounding (fp16 weights: about
+      2e-4 relative).
+    """
+    from .wavlm import _ConvBlock
+
+    if path not in ("onednn", "fbgemm"):
+        raise ValueError(f"unknown kernel path {path!r}; choose onednn or fbgemm")
+    own_convolutions_off(m.weight for m in model.modules() if isinstance(m, nn.Conv1d))
     for m in model.modules():
         if isinstance(m, Int8Linear):
-            m.onednn = False
+            m.own = False
+            m.onednn = m.onednn and path == "onednn"
             m._stale = True
         elif isinstance(m, PackedLinear):
-            m.fp16 = False
+            m.own = False
+            m.fp16 = m.fp16 and path == "onednn"
             m._packed = None
+        elif isinstance(m, _ConvBlock):  # the WavLM front end: fp32 convolutions
+            m.three_bf16 = False
     return model
 
 
@@ -675,7 +726,14 @@ def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
 
 def _pack_fp32_layers(model: nn.Module) -> None:
     """Swap the linear and kernel-1 layers that int8 mode leaves fp32 (with at least
-    :data:`MIN_FEATURES` inputs and outputs) for :class:`PackedLinear`."""
+    :data:`MIN_FEATURES` inputs and outputs) for :class:`PackedLinear`, and put the WavLM
+    front end's convolutions on three bf16 products where the CPU has AMX
+    (:func:`~.layers.three_bf16_conv`; fp32 elsewhere)."""
+    from .wavlm import _ConvBlock
+
+    for block in model.modules():
+        if isinstance(block, _ConvBlock):
+            block.three_bf16 = True
     for _, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) or (_dense_conv(child)

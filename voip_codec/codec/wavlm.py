@@ -28,6 +28,7 @@ from .layers import (
     channels_last_conv,
     grouped_causal_conv,
     modules_as,
+    three_bf16_conv,
 )
 from .state import StreamState
 
@@ -110,11 +111,17 @@ class _ConvBlock(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, bias=False)
         self.norm = nn.LayerNorm(c_out, eps=1e-5)
+        self.three_bf16 = False
+        """Convolve as three bf16 products where the CPU has AMX (:func:`three_bf16_conv`;
+        int8 mode sets it)."""
 
     def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         kernel = self.conv.kernel_size[0]
         ext, context = causal_extend(x, context, kernel - 1, "replicate")
-        y = channels_last_conv(ext, self.conv.weight, None, self.conv.stride[0])
+        y = three_bf16_conv(ext, self.conv.weight, self.conv.stride[0]) if (
+            self.three_bf16) else None
+        if y is None:
+            y = channels_last_conv(ext, self.conv.weight, None, self.conv.stride[0])
         return F.gelu(self.norm(y)), context
 
 

@@ -1,0 +1,68 @@
+"""The own CPU kernels' loader: where they cannot run, the model keeps torch's kernels and says
+why (see voip_codec.codec.kernels)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from voip_codec.codec import kernels
+
+PROBE = """
+import torch
+from voip_codec.codec import kernels
+from voip_codec.codec.precision import Int8Linear
+lib = kernels.library()
+layer = Int8Linear.from_float(torch.nn.Linear(64, 64), split=True)
+print(lib is not None, layer._own is not None, kernels.unavailable_reason())
+print(float(layer(torch.ones(2, 64)).abs().sum()) > 0)
+"""
+
+
+def _probe(tmp_path: Path, **env: str) -> list[str]:
+    run_env = {**os.environ, "VOIP_CODEC_CACHE": str(tmp_path / "cache"), **env}
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                          env=run_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.splitlines()
+
+
+def test_switched_off_or_without_a_compiler_the_model_keeps_torch_kernels(tmp_path: Path
+                                                                          ) -> None:
+    off = _probe(tmp_path, VOIP_CODEC_KERNELS="0")
+    assert off == ["False False VOIP_CODEC_KERNELS=0", "True"]
+    if kernels.library() is None:
+        pytest.skip(f"the own kernels do not load here: {kernels.unavailable_reason()}")
+    missing = _probe(tmp_path, CXX=str(tmp_path / "no-such-compiler"))
+    assert missing == ["False False no C++ compiler (set CXX, or install g++)", "True"]
+
+
+@pytest.mark.skipif(kernels.library() is None,
+                    reason=f"the own kernels do not load here: {kernels.unavailable_reason()}")
+def test_builds_once_into_the_cache_and_reuses_it(tmp_path: Path) -> None:
+    first = _probe(tmp_path)
+    assert first == ["True True None", "True"]
+    built = list((tmp_path / "cache").rglob("*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    assert _probe(tmp_path) == first
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.so")] == [stamp]
+
+
+@pytest.mark.skipif(kernels.library() is None,
+                    reason=f"the own kernels do not load here: {kernels.unavailable_reason()}")
+def test_half_weight_product_sums_in_fp32() -> None:
+    """fp16 weights, fp32 activations and sums: the float product of the rounded weights."""
+    lib = kernels.library()
+    assert lib is not None
+    torch.manual_seed(1)
+    for k, n, rows in ((96, 80, 4), (1024, 2051, 1), (100, 33, 300)):
+        w, b, x = torch.randn(n, k) / k ** 0.5, torch.randn(n), torch.randn(rows, k)
+        got = lib.half_linear(x, lib.pack_half(w), n, b)
+        want = torch.nn.functional.linear(x, w.half().float(), b)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

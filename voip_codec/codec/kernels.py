@@ -1,0 +1,303 @@
+"""The project's own int8 product for batch-1 streaming steps (AMX or AVX-512 VNNI).
+
+At batch 1 an int8 layer reads every weight once per call and does little arithmetic with it,
+so its speed is the rate at which it streams the weights. oneDNN's and fbgemm's int8 products
+read them at about half of what the memory gives (a 2-core AMX Xeon guest: 13-14 GB/s at 2
+threads against a 27-33 GB/s read), and each layer costs about a dozen operator calls for the
+quantisation around them. ``kernels.cpp`` does one layer in one call: quantise the
+activations (per tensor, uint8; the token path's split rule or fbgemm's plain rule), stream the
+packed weights through AMX tiles (or VNNI) with software prefetch, scale back, merge, add bias.
+
+The source ships with the package and is compiled on first use with the system's C++ compiler
+(``$CXX``, else ``g++``/``c++``/``clang++``; about a second, no torch headers) into
+``$VOIP_CODEC_CACHE`` or ``~/.cache/voip-codec/kernels/<hash>/``, then loaded with ctypes. It
+links OpenMP by soname, so it shares the libgomp that torch loaded and its thread pool.
+
+Where it cannot run, :func:`library` returns None and :class:`~.precision.Int8Linear` keeps the
+oneDNN/fbgemm products, with the reason in :func:`unavailable_reason`: not x86-64 Linux, a CPU
+without AVX-512 VNNI, no compiler, a failed build, a torch whose OpenMP is not libgomp, or
+``VOIP_CODEC_KERNELS=0`` in the environment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["KernelLibrary", "library", "unavailable_reason"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw",
+         "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mamx-tile", "-mamx-int8", "-mamx-bf16", "-mfma")
+"""Compiler flags: the instruction sets are chosen at run time (AMX only where the CPU and the
+kernel allow it), the code is never run on a CPU without AVX-512 VNNI."""
+
+ENV_SWITCH = "VOIP_CODEC_KERNELS"
+"""``0`` turns the kernel off (the oneDNN/fbgemm products run instead)."""
+
+_reason: list[str] = []
+
+
+@dataclass(frozen=True)
+class KernelLibrary:
+    """The loaded kernel and what this CPU lets it use."""
+
+    lib: ctypes.CDLL
+    amx: bool
+    """AMX tiles (else AVX-512 VNNI)."""
+
+    @property
+    def isa(self) -> str:
+        return "amx" if self.amx else "avx512-vnni"
+
+    def pack(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """int8 weight rows ``(N, K)`` -> (packed weight bytes, int32 column sums ``(N,)``)."""
+        w = rows.detach().to(torch.int8).contiguous()
+        n, k = w.shape
+        packed = torch.empty(int(self.lib.vc_packed_bytes(n, k)), dtype=torch.int8)
+        colsum = torch.empty(n, dtype=torch.int32)
+        self.lib.vc_pack(w.data_ptr(), n, k, packed.data_ptr(), colsum.data_ptr())
+        return packed, colsum
+
+    def linear(self, x: Tensor, split: bool, packed: Tensor, colsum: Tensor, scale: Tensor,
+               bias: Tensor | None, amx: bool | None = None) -> Tensor | None:
+        """``x`` ``(..., K)`` float32 through the int8 product; None when ``x`` holds NaN/inf
+        (the caller falls back to the float product, which passes them on)."""
+        x = x.contiguous()
+        k = x.shape[-1]
+        n_out = colsum.shape[0]
+        out = torch.empty(*x.shape[:-1], n_out)
+        rows = x.numel() // k if k else 0
+        rc = self.lib.vc_linear(
+            x.data_ptr(), rows, k, int(split), packed.data_ptr(), colsum.data_ptr(),
+            scale.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), n_out,
+            torch.get_num_threads(), int(self.amx if amx is None else amx and self.amx))
+        return None if rc else out
+
+
+    def pack_half(self, rows: Tensor) -> Tensor:
+        """fp32 weight rows ``(N, K)`` as fp16 (round to nearest) packed for :meth:`half_linear`."""
+        w = rows.detach().float().contiguous()
+        n, k = w.shape
+        packed = torch.empty(int(self.lib.vc_half_bytes(n, k)) // 2, dtype=torch.int16)
+        self.lib.vc_half_pack(w.data_ptr(), n, k, packed.data_ptr())
+        return packed
+
+    def half_linear(self, x: Tensor, packed: Tensor, n_out: int, bias: Tensor | None) -> Tensor:
+        """``x`` ``(..., K)`` float32 times fp16 weights (:meth:`pack_half`), fp32 sums."""
+        x = x.contiguous()
+        k = x.shape[-1]
+        out = torch.empty(*x.shape[:-1], n_out)
+        self.lib.vc_half_linear(x.data_ptr(), x.numel() // k if k else 0, k, packed.data_ptr(),
+                                None if bias is None else bias.data_ptr(), out.data_ptr(), n_out,
+                                torch.get_num_threads())
+        return out
+
+    def pack_grouped(self, weight: Tensor, groups: int) -> Tensor:
+        """A Conv1d weight ``(c_out, c_in / groups, kernel)`` packed for :meth:`grouped`."""
+        w = weight.detach().float().contiguous()
+        c_out, cin_g, k = w.shape
+        packed = torch.empty(int(self.lib.vc_grouped_bytes(c_out, cin_g, k, groups)) // 4)
+        self.lib.vc_grouped_pack(w.data_ptr(), c_out, cin_g, k, groups, packed.data_ptr())
+        return packed
+
+    def grouped(self, extended: Tensor, packed: Tensor, shape: tuple[int, int, int], groups: int,
+                bias: Tensor | None) -> Tensor:
+        """Grouped stride-1 convolution of ``extended`` ``(batch, length, c_in)`` float32 with a
+        weight of ``shape`` ``(c_out, c_in / groups, kernel)`` (:meth:`pack_grouped`):
+        ``(batch, length - kernel + 1, c_out)``."""
+        x = extended.contiguous()
+        b, length, c_in = x.shape
+        c_out, _, k = shape
+        out = torch.empty(b, max(length - k + 1, 0), c_out)
+        self.lib.vc_grouped(x.data_ptr(), b, length, c_in, packed.data_ptr(), k, groups, c_out,
+                            None if bias is None else bias.data_ptr(), out.data_ptr(),
+                            torch.get_num_threads())
+        return out
+
+    def pack_bf16x3(self, weight: Tensor) -> Tensor:
+        """A Conv1d weight ``(c_out, c_in, kernel)`` as window-order rows, packed in bf16 high
+        and low parts for :meth:`bf16x3_conv` (AMX only)."""
+        w = weight.detach().float().permute(0, 2, 1).reshape(weight.shape[0], -1).contiguous()
+        n, k = w.shape
+        packed = torch.empty(int(self.lib.vc_bf16x3_bytes(n, k)) // 2, dtype=torch.int16)
+        self.lib.vc_bf16x3_pack(w.data_ptr(), n, k, packed.data_ptr())
+        return packed
+
+    def bf16x3_conv(self, extended: Tensor, packed: Tensor, shape: tuple[int, int, int],
+                    stride: int, bias: Tensor | None) -> Tensor:
+        """Dense strided convolution of ``extended`` ``(batch, length, c_in)`` float32 with a
+        weight of ``shape`` ``(c_out, c_in, kernel)`` (:meth:`pack_bf16x3`), in three bf16
+        AMX products with fp32 sums: ``(batch, (length - kernel) // stride + 1, c_out)``."""
+        x = extended.contiguous()
+        b, length, c_in = x.shape
+        c_out, _, k = shape
+        out = torch.empty(b, max((length - k) // stride + 1, 0) if length >= k else 0, c_out)
+        self.lib.vc_bf16x3_windows(x.data_ptr(), b, length, c_in, k, stride, packed.data_ptr(),
+                                   None if bias is None else bias.data_ptr(), out.data_ptr(),
+                                   c_out, torch.get_num_threads())
+        return out
+
+    def pack_depthwise(self, weight: Tensor) -> Tensor:
+        """A depthwise Conv1d weight ``(channels, 1, kernel)`` packed for :meth:`depthwise`."""
+        w = weight.detach().float().contiguous()
+        c, _, k = w.shape
+        taps = torch.empty(int(self.lib.vc_depthwise_bytes(c, k)) // 4)
+        self.lib.vc_depthwise_pack(w.data_ptr(), c, k, taps.data_ptr())
+        return taps
+
+    def depthwise(self, extended: Tensor, taps: Tensor, kernel: int, bias: Tensor | None
+                  ) -> Tensor:
+        """Depthwise stride-1 convolution of ``extended`` ``(batch, length, channels)`` float32
+        with ``taps`` (:meth:`pack_depthwise`): ``(batch, length - kernel + 1, channels)``."""
+        x = extended.contiguous()
+        b, length, c = x.shape
+        out = torch.empty(b, max(length - kernel + 1, 0), c)
+        self.lib.vc_depthwise(x.data_ptr(), b, length, c, taps.data_ptr(), kernel,
+                              None if bias is None else bias.data_ptr(), out.data_ptr(),
+                              torch.get_num_threads())
+        return out
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`library` returned None (None when it loaded or was not tried yet)."""
+    return _reason[0] if _reason else None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _compiler() -> str | None:
+    env = os.environ.get("CXX")
+    if env:
+        return shutil.which(env)
+    return next((p for c in ("g++", "c++", "clang++") if (p := shutil.which(c))), None)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("VOIP_CODEC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "voip-codec")
+    return Path(root) / "kernels"
+
+
+def _build(cxx: str) -> Path:
+    """The compiled library for this source, flags and compiler (built once, atomically)."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout.splitlines()[:1]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((cxx, *FLAGS, *version)).encode())
+    folder = _cache_dir() / key.hexdigest()[:16]
+    target = folder / "libvoipcodec_kernels.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        built = Path(tmp) / target.name
+        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(built)],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or ["no output"]
+            first = next((line for line in lines if "error" in line), lines[-1])
+            raise RuntimeError(f"{Path(cxx).name} failed: {first.strip()}")
+        os.replace(built, target)
+    return target
+
+
+def _gomp_files() -> set[str]:
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return set()
+    return {line.split()[-1] for line in maps.splitlines()
+            if "libgomp" in line or "libiomp" in line or "libomp" in line}
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> KernelLibrary | None:
+    """The kernel for this process, built and loaded on first call; None where it cannot run
+    (see :func:`unavailable_reason`)."""
+    def off(reason: str) -> None:
+        _reason[:] = [reason]
+        log.info("own int8 kernel off: %s", reason)
+
+    if os.environ.get(ENV_SWITCH, "1").strip() in ("0", "off", "false", "no"):
+        off(f"{ENV_SWITCH}=0")
+        return None
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        off(f"needs x86-64 Linux, not {platform.system()} {platform.machine()}")
+        return None
+    flags = _cpu_flags()
+    if "avx512_vnni" not in flags or "avx512bw" not in flags:
+        off("the CPU has no AVX-512 VNNI")
+        return None
+    cxx = _compiler()
+    if cxx is None:
+        off("no C++ compiler (set CXX, or install g++)")
+        return None
+    before = _gomp_files()
+    try:
+        path = _build(cxx)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        off(f"build failed: {exc}")
+        return None
+    if before and _gomp_files() != before:
+        # a second OpenMP runtime would run its own thread pool beside torch's
+        off(f"torch's OpenMP runtime is not the libgomp the kernel links ({sorted(before)})")
+        return None
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.vc_amx_permit.restype = i32
+    lib.vc_packed_bytes.restype = i64
+    lib.vc_packed_bytes.argtypes = [i64, i64]
+    lib.vc_pack.restype = None
+    lib.vc_pack.argtypes = [p, i64, i64, p, p]
+    lib.vc_linear.restype = i32
+    lib.vc_linear.argtypes = [p, i64, i64, i32, p, p, p, p, p, i64, i32, i32]
+    lib.vc_depthwise.restype = None
+    lib.vc_depthwise.argtypes = [p, i64, i64, i64, p, i64, p, p, i32]
+    lib.vc_half_bytes.restype = i64
+    lib.vc_half_bytes.argtypes = [i64, i64]
+    lib.vc_half_pack.restype = None
+    lib.vc_half_pack.argtypes = [p, i64, i64, p]
+    lib.vc_half_linear.restype = None
+    lib.vc_half_linear.argtypes = [p, i64, i64, p, p, p, i64, i32]
+    lib.vc_grouped_bytes.restype = i64
+    lib.vc_grouped_bytes.argtypes = [i64, i64, i64, i64]
+    lib.vc_grouped_pack.restype = None
+    lib.vc_grouped_pack.argtypes = [p, i64, i64, i64, i64, p]
+    lib.vc_grouped.restype = None
+    lib.vc_grouped.argtypes = [p, i64, i64, i64, p, i64, i64, i64, p, p, i32]
+    lib.vc_bf16x3_bytes.restype = i64
+    lib.vc_bf16x3_bytes.argtypes = [i64, i64]
+    lib.vc_bf16x3_pack.restype = None
+    lib.vc_bf16x3_pack.argtypes = [p, i64, i64, p]
+    lib.vc_bf16x3_windows.restype = None
+    lib.vc_bf16x3_windows.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, i64, i32]
+    lib.vc_depthwise_bytes.restype = i64
+    lib.vc_depthwise_bytes.argtypes = [i64, i64]
+    lib.vc_depthwise_pack.restype = None
+    lib.vc_depthwise_pack.argtypes = [p, i64, i64, p]
+    amx = "amx_int8" in flags and "amx_tile" in flags and bool(lib.vc_amx_permit())
+    _reason.clear()
+    return KernelLibrary(lib, amx)
