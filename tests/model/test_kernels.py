@@ -32,6 +32,18 @@ def _probe(tmp_path: Path, **env: str) -> list[str]:
     return proc.stdout.splitlines()
 
 
+def test_kernels_load_where_the_cpu_can_run_them() -> None:
+    """On x86-64 Linux with AVX-512 VNNI the own kernels must load (a missing compiler or a
+    failed build would silently leave the slower kernels: this says so instead)."""
+    flags = kernels._cpu_flags()
+    if not ("avx512_vnni" in flags and "avx512bw" in flags and sys.platform == "linux"
+            and os.uname().machine == "x86_64") or os.environ.get(kernels.ENV_SWITCH) == "0":
+        pytest.skip("this CPU cannot run the own kernels (they need AVX-512 VNNI)")
+    lib = kernels.library()
+    assert lib is not None, kernels.unavailable_reason()
+    assert lib.amx == ("amx_int8" in flags and "amx_tile" in flags and "amx_bf16" in flags)
+
+
 def test_switched_off_or_without_a_compiler_the_model_keeps_torch_kernels(tmp_path: Path
                                                                           ) -> None:
     off = _probe(tmp_path, VOIP_CODEC_KERNELS="0")

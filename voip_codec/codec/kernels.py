@@ -1,22 +1,35 @@
-"""The project's own int8 product for batch-1 streaming steps (AMX or AVX-512 VNNI).
+"""The project's own CPU kernels for batch-1 streaming steps (x86-64, AVX-512 VNNI / AMX).
 
-At batch 1 an int8 layer reads every weight once per call and does little arithmetic with it,
-so its speed is the rate at which it streams the weights. oneDNN's and fbgemm's int8 products
-read them at about half of what the memory gives (a 2-core AMX Xeon guest: 13-14 GB/s at 2
-threads against a 27-33 GB/s read), and each layer costs about a dozen operator calls for the
-quantisation around them. ``kernels.cpp`` does one layer in one call: quantise the
-activations (per tensor, uint8; the token path's split rule or fbgemm's plain rule), stream the
-packed weights through AMX tiles (or VNNI) with software prefetch, scale back, merge, add bias.
+At batch 1 a streaming step reads every weight once per 80 ms chunk and does little arithmetic
+with it, and each layer costs a dozen operator calls around its product. oneDNN's and fbgemm's
+batch-1 int8 products read the weights at about half the memory's rate on a 2-core AMX Xeon
+guest (13-14 GB/s at 2 threads against a 27-33 GB/s read), and oneDNN's depthwise convolution
+spends 50-75 us on 4 frames of 1024 channels. ``kernels.cpp`` holds:
+
+* ``vc_linear``: one int8 layer in one call: quantise the activations (per tensor, uint8; the
+  token path's split rule or fbgemm's plain rule), stream the packed weights through AMX tiles
+  (or AVX-512 VNNI) with software prefetch, scale back, merge the split rows, add the bias.
+  Its outputs equal oneDNN's split product and fbgemm's plain product (same roundings, same
+  float order; fbgemm rounds a few activations of long inputs the other way).
+* ``vc_half_linear``: fp16 weights, fp32 activations and sums (the layers int8 mode keeps in
+  floating point), equal to fbgemm's fp16 product.
+* ``vc_depthwise``, ``vc_grouped``: fp32 depthwise and grouped stride-1 convolutions of
+  channels-last sequences (the focal levels, the vocoder, the positional convolution).
+* ``vc_bf16x3_windows``: a strided convolution as three bf16 AMX products with fp32 sums (the
+  int8 front end: about 5e-6 relative error against fp32's 1e-6, at bf16 tile speed).
 
 The source ships with the package and is compiled on first use with the system's C++ compiler
 (``$CXX``, else ``g++``/``c++``/``clang++``; about a second, no torch headers) into
 ``$VOIP_CODEC_CACHE`` or ``~/.cache/voip-codec/kernels/<hash>/``, then loaded with ctypes. It
-links OpenMP by soname, so it shares the libgomp that torch loaded and its thread pool.
+links OpenMP by soname, so it shares the libgomp that torch loaded and its thread pool; each call
+takes ``torch.get_num_threads()`` threads.
 
-Where it cannot run, :func:`library` returns None and :class:`~.precision.Int8Linear` keeps the
-oneDNN/fbgemm products, with the reason in :func:`unavailable_reason`: not x86-64 Linux, a CPU
-without AVX-512 VNNI, no compiler, a failed build, a torch whose OpenMP is not libgomp, or
-``VOIP_CODEC_KERNELS=0`` in the environment.
+Where they cannot run, :func:`library` returns None and the model keeps torch's kernels, with the
+reason in :func:`unavailable_reason`: not x86-64 Linux, a CPU without AVX-512 VNNI, no compiler, a
+failed build, a torch whose OpenMP is not libgomp, or ``VOIP_CODEC_KERNELS=0`` in the environment.
+The AMX kernels also need the CPU's AMX (int8 and bf16) and the Linux kernel's permission to use
+its tiles; without them the int8 product runs on VNNI and the front end on oneDNN's fp32
+convolution.
 """
 
 from __future__ import annotations
@@ -298,6 +311,7 @@ def library() -> KernelLibrary | None:
     lib.vc_depthwise_bytes.argtypes = [i64, i64]
     lib.vc_depthwise_pack.restype = None
     lib.vc_depthwise_pack.argtypes = [p, i64, i64, p]
-    amx = "amx_int8" in flags and "amx_tile" in flags and bool(lib.vc_amx_permit())
+    amx = (all(f in flags for f in ("amx_tile", "amx_int8", "amx_bf16"))
+           and bool(lib.vc_amx_permit()))
     _reason.clear()
     return KernelLibrary(lib, amx)

@@ -8,8 +8,10 @@ chunk at full size), so smaller weights are faster:
 * ``"int8"``: the linear layers, the kernel-1 (pointwise) convolutions and the dense stride-1
   convolutions (the vocoder's kernel-7 embedding, applied to unfolded windows) hold int8 weights
   with one fp32 scale per output channel (symmetric, zero point 0); activations stay fp32 and are
-  quantised dynamically per call (per tensor, uint8) for fbgemm's int8 product, or for oneDNN's
-  (AMX / AVX-512 VNNI) in the token path's split layers on CPUs with VNNI or AMX. Depthwise/
+  quantised dynamically per call (per tensor, uint8). The product is the project's own
+  (:mod:`.kernels`: AMX or AVX-512 VNNI, one call per layer) where it loads, else fbgemm's, or
+  oneDNN's in the token path's split layers on CPUs with VNNI or AMX; all give the same outputs.
+  Depthwise/
   grouped convolutions, norms, the relative-position table and small layers (fewer than
   :data:`MIN_FEATURES` inputs or outputs, e.g. the final 16-bit latent projection whose signs
   are the tokens) stay fp32; the stage-boundary projections (:data:`KEEP_FP32`) and the
@@ -277,9 +279,11 @@ class Int8Linear(nn.Module):
     activations for the weight read of one call. ``split`` is a rule of the model's layout
     (:func:`_splits_activations`), not stored in checkpoints.
 
-    A split layer runs on oneDNN's int8 matrix product where :func:`_onednn_int8` (AMX or
-    AVX-512 VNNI): its rows are quantised here, on the step ``max|x| / 127`` itself, so no range
-    row is needed and the results equal fbgemm's split to float rounding (about 1e-7 relative;
+    Every layer runs on the project's own int8 product where it loads (:mod:`.kernels`, AMX
+    or AVX-512 VNNI: quantisation, product and merge in one call, outputs equal to the products
+    below; measured in the README's speed section). Otherwise a split layer runs on oneDNN's
+    int8 matrix product where :func:`_onednn_int8` (AMX or AVX-512 VNNI): its rows are
+    quantised here, on the step ``max|x| / 127`` itself, so no range row is needed and the results equal fbgemm's split to float rounding (about 1e-7 relative;
     for activations below fbgemm's smallest scale, 6.1e-5 per step, closer to the float
     product, as fbgemm raises that step). Measured on a Xeon with AMX, torch 2.13 (full-size
     int8 step, 140 chunks interleaved): encode 35.5 against 40.9 ms at 1 thread, 24.2 against
