@@ -404,35 +404,56 @@ void vc_half_linear(const float* x, int64_t n, int64_t K, const uint16_t* packed
   }
 }
 
-// Grouped stride-1 convolution of channels-last sequences ("valid" positions), fp32:
+// Grouped stride-1 convolution of channels-last sequences ("valid" positions), fp32 sums:
 // x (B, L, C_in), weight (C_out, C_in / groups, k), out (B, L - k + 1, C_out). The weight is
 // packed by vc_grouped_pack as, per group and block of 16 output channels, (k, C_in / groups, 16)
-// contiguous, so each task streams its block once for all frames. Each output sums taps, then
-// input channels, in order from an fp32 zero, and adds the bias last.
-int64_t vc_grouped_bytes(int64_t c_out, int64_t cin_g, int64_t k, int64_t groups) {
+// contiguous, in fp32 or (half = 1) fp16, so each task streams its block once for all frames.
+// Each output sums taps, then input channels, in order from an fp32 zero, and adds the bias last.
+int64_t vc_grouped_bytes(int64_t c_out, int64_t cin_g, int64_t k, int64_t groups, int half) {
   const int64_t cout_g = c_out / groups;
-  return groups * ((cout_g + 15) / 16 * 16) * cin_g * k * 4;
+  return groups * ((cout_g + 15) / 16 * 16) * cin_g * k * (half ? 2 : 4);
 }
 
 void vc_grouped_pack(const float* w, int64_t c_out, int64_t cin_g, int64_t k, int64_t groups,
-                     float* packed) {
+                     int half, void* packed) {
   const int64_t cout_g = c_out / groups, blocks = (cout_g + 15) / 16;
-  memset(packed, 0, (size_t)vc_grouped_bytes(c_out, cin_g, k, groups));
+  memset(packed, 0, (size_t)vc_grouped_bytes(c_out, cin_g, k, groups, half));
   for (int64_t o = 0; o < c_out; ++o) {
     const int64_t g = o / cout_g, og = o % cout_g, b = og / 16, lane = og % 16;
-    float* dst = packed + ((g * blocks + b) * k * cin_g) * 16;
+    const int64_t base = ((g * blocks + b) * k * cin_g) * 16;
     for (int64_t i = 0; i < cin_g; ++i)
-      for (int64_t j = 0; j < k; ++j) dst[(j * cin_g + i) * 16 + lane] = w[(o * cin_g + i) * k + j];
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t at = base + (j * cin_g + i) * 16 + lane;
+        const float v = w[(o * cin_g + i) * k + j];
+        if (half)
+          ((uint16_t*)packed)[at] = (uint16_t)_mm_extract_epi16(
+              _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT), 0);
+        else
+          ((float*)packed)[at] = v;
+      }
   }
 }
 
-void vc_grouped(const float* x, int64_t B, int64_t L, int64_t c_in, const float* packed,
-                int64_t k, int64_t groups, int64_t c_out, const float* bias, float* out,
-                int threads) {
+}  // extern "C"
+
+namespace {
+
+template <bool Half>
+inline __m512 load_taps(const void* w, int64_t at) {
+  if constexpr (Half)
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)w + at)));
+  else
+    return _mm512_loadu_ps((const float*)w + at);
+}
+
+template <bool Half>
+void grouped_tasks(const float* x, int64_t B, int64_t L, int64_t c_in, const void* packed,
+                   int64_t k, int64_t groups, int64_t c_out, const float* bias, float* out,
+                   int threads) {
   const int64_t T = L - k + 1;
-  if (T <= 0 || B <= 0) return;
   const int64_t cin_g = c_in / groups, cout_g = c_out / groups, blocks = (cout_g + 15) / 16;
   const int64_t fblocks = (T + 7) / 8, tasks = B * groups * blocks * fblocks;
+  const int64_t ahead = Half ? 1024 : 512;  // elements: 2 KB ahead
 #pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static) if (tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t fb = task % fblocks, gb = (task / fblocks) % (groups * blocks);
@@ -440,15 +461,16 @@ void vc_grouped(const float* x, int64_t B, int64_t L, int64_t c_in, const float*
     const int64_t t0 = fb * 8, frames = T - t0 < 8 ? T - t0 : 8;
     const int64_t o0 = blk * 16, width = cout_g - o0 < 16 ? cout_g - o0 : 16;
     const __mmask16 mask = (__mmask16)(width >= 16 ? 0xFFFF : (1u << width) - 1u);
-    const float* wb = packed + (gb * k * cin_g) * 16;
+    const int64_t wb = (gb * k * cin_g) * 16;
     const float* xb = x + (b * L + t0) * c_in + g * cin_g;
     __m512 acc[8];
     for (int f = 0; f < 8; ++f) acc[f] = _mm512_setzero_ps();
     for (int64_t j = 0; j < k; ++j) {
-      const float* wj = wb + j * cin_g * 16;
+      const int64_t wj = wb + j * cin_g * 16;
       for (int64_t i = 0; i < cin_g; ++i) {
-        _mm_prefetch((const char*)(wj + i * 16 + 512), _MM_HINT_T0);
-        const __m512 w = _mm512_loadu_ps(wj + i * 16);
+        const int64_t at = wj + i * 16;
+        _mm_prefetch((const char*)packed + (at + ahead) * (Half ? 2 : 4), _MM_HINT_T0);
+        const __m512 w = load_taps<Half>(packed, at);
         const float* xi = xb + j * c_in + i;
         for (int64_t f = 0; f < frames; ++f)
           acc[f] = _mm512_fmadd_ps(_mm512_set1_ps(xi[f * c_in]), w, acc[f]);
@@ -459,6 +481,20 @@ void vc_grouped(const float* x, int64_t B, int64_t L, int64_t c_in, const float*
       _mm512_mask_storeu_ps(out + (b * T + t0 + f) * c_out + g * cout_g + o0, mask,
                             _mm512_add_ps(acc[f], bv));
   }
+}
+
+}  // namespace
+
+extern "C" {
+
+void vc_grouped(const float* x, int64_t B, int64_t L, int64_t c_in, const void* packed,
+                int64_t k, int64_t groups, int64_t c_out, int half, const float* bias, float* out,
+                int threads) {
+  if (L - k + 1 <= 0 || B <= 0) return;
+  if (half)
+    grouped_tasks<true>(x, B, L, c_in, packed, k, groups, c_out, bias, out, threads);
+  else
+    grouped_tasks<false>(x, B, L, c_in, packed, k, groups, c_out, bias, out, threads);
 }
 
 // Strided convolution of channels-last sequences as a product over windows, in three bf16

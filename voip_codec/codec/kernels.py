@@ -120,24 +120,28 @@ class KernelLibrary:
                                 torch.get_num_threads())
         return out
 
-    def pack_grouped(self, weight: Tensor, groups: int) -> Tensor:
-        """A Conv1d weight ``(c_out, c_in / groups, kernel)`` packed for :meth:`grouped`."""
+    def pack_grouped(self, weight: Tensor, groups: int, half: bool = False) -> Tensor:
+        """A Conv1d weight ``(c_out, c_in / groups, kernel)`` packed for :meth:`grouped`, in
+        fp32 or (``half``) fp16 (round to nearest)."""
         w = weight.detach().float().contiguous()
         c_out, cin_g, k = w.shape
-        packed = torch.empty(int(self.lib.vc_grouped_bytes(c_out, cin_g, k, groups)) // 4)
-        self.lib.vc_grouped_pack(w.data_ptr(), c_out, cin_g, k, groups, packed.data_ptr())
+        size = int(self.lib.vc_grouped_bytes(c_out, cin_g, k, groups, int(half)))
+        packed = torch.empty(size // 2, dtype=torch.int16) if half else torch.empty(size // 4)
+        self.lib.vc_grouped_pack(w.data_ptr(), c_out, cin_g, k, groups, int(half),
+                                 packed.data_ptr())
         return packed
 
     def grouped(self, extended: Tensor, packed: Tensor, shape: tuple[int, int, int], groups: int,
                 bias: Tensor | None) -> Tensor:
         """Grouped stride-1 convolution of ``extended`` ``(batch, length, c_in)`` float32 with a
-        weight of ``shape`` ``(c_out, c_in / groups, kernel)`` (:meth:`pack_grouped`):
-        ``(batch, length - kernel + 1, c_out)``."""
+        weight of ``shape`` ``(c_out, c_in / groups, kernel)`` (:meth:`pack_grouped`; fp16
+        when ``packed`` is int16), fp32 sums: ``(batch, length - kernel + 1, c_out)``."""
         x = extended.contiguous()
         b, length, c_in = x.shape
         c_out, _, k = shape
         out = torch.empty(b, max(length - k + 1, 0), c_out)
         self.lib.vc_grouped(x.data_ptr(), b, length, c_in, packed.data_ptr(), k, groups, c_out,
+                            int(packed.dtype == torch.int16),
                             None if bias is None else bias.data_ptr(), out.data_ptr(),
                             torch.get_num_threads())
         return out
@@ -296,11 +300,11 @@ def library() -> KernelLibrary | None:
     lib.vc_half_linear.restype = None
     lib.vc_half_linear.argtypes = [p, i64, i64, p, p, p, i64, i32]
     lib.vc_grouped_bytes.restype = i64
-    lib.vc_grouped_bytes.argtypes = [i64, i64, i64, i64]
+    lib.vc_grouped_bytes.argtypes = [i64, i64, i64, i64, i32]
     lib.vc_grouped_pack.restype = None
-    lib.vc_grouped_pack.argtypes = [p, i64, i64, i64, i64, p]
+    lib.vc_grouped_pack.argtypes = [p, i64, i64, i64, i64, i32, p]
     lib.vc_grouped.restype = None
-    lib.vc_grouped.argtypes = [p, i64, i64, i64, p, i64, i64, i64, p, p, i32]
+    lib.vc_grouped.argtypes = [p, i64, i64, i64, p, i64, i64, i64, i32, p, p, i32]
     lib.vc_bf16x3_bytes.restype = i64
     lib.vc_bf16x3_bytes.argtypes = [i64, i64]
     lib.vc_bf16x3_pack.restype = None

@@ -231,7 +231,7 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None)
     Returns:
         ``(batch, time, channels)``, contiguous.
     """
-    taps = _own_packed(extended, weight, bias, weight.shape[0])
+    taps = _own_packed(extended, weight, bias, "depthwise")
     if taps is not None:
         lib = kernels.library()
         assert lib is not None  # packed by it
@@ -241,7 +241,7 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None)
 
 _OWN: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
 """Convolution weights packed for the own kernels (:mod:`.kernels`), per weight tensor:
-``(key, packed)``, the key as in :data:`_PACKED` plus the groups."""
+``(key, packed)``, the key as in :data:`_PACKED` plus the kind of packing and the groups."""
 
 
 _OWN_OFF: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
@@ -255,15 +255,19 @@ def own_convolutions_off(weights: Iterable[Tensor]) -> None:
         _OWN_OFF[w] = True
 
 
-def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int
-                ) -> Tensor | None:
-    """``weight`` packed for the own depthwise (``groups`` = channels), grouped or (``groups``
-    = -1) three-product bf16 convolution kernel, or None where they do not serve: not fp32 on the CPU, gradients wanted, tracing, or
-    the kernels not loaded here. Measured on a Xeon with AMX guest, torch 2.13, 2 threads,
-    4 frames: 1024-channel depthwise 7-18 taps 6-9 us against 50-75 us for oneDNN's packed
-    convolution, 512 taps 102 against 224 us (the same sums in the same order: equal outputs);
-    the full-size positional conv (1024 channels, 16 groups, 128 taps, 32 MB of weights)
-    1.54 against 1.69 ms, the default model's (192 channels) 43 against 115 us (summation order
+def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, kind: str,
+                groups: int = 1) -> Tensor | None:
+    """``weight`` packed for one of the own convolution kernels, or None where they do not
+    serve: not fp32 on the CPU, gradients wanted, tracing, the weight turned off
+    (:func:`own_convolutions_off`), or the kernels not loaded here. ``kind``: ``"depthwise"``,
+    ``"grouped"`` (fp32 weights), ``"grouped16"`` (fp16 weights) or ``"bf16x3"``
+    (:func:`three_bf16_conv`).
+
+    Measured on a Xeon with AMX guest, torch 2.13, 2 threads, 4 frames: 1024-channel depthwise
+    7-18 taps 6-9 us against 50-75 us for oneDNN's packed convolution, 512 taps 102 against
+    224 us (the same sums in the same order: equal outputs); the full-size positional conv
+    (1024 channels, 16 groups, 128 taps, 32 MB of fp32 weights) 1.54 against 1.69 ms, 0.57 ms
+    on fp16 weights; the default model's (192 channels) 43 against 115 us (summation order
     differs: about 1e-6 relative)."""
     if (weight.dtype != torch.float32 or extended.dtype != torch.float32
             or weight.device.type != "cpu" or torch.jit.is_tracing()
@@ -275,15 +279,14 @@ def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: i
     if lib is None:
         return None
     try:
-        key = (weight._version, weight.data_ptr(), groups)
+        key = (weight._version, weight.data_ptr(), kind, groups)
     except RuntimeError:  # made in inference mode: no version counter shows in-place changes
         return None
     entry = _OWN.get(weight)
     if entry is None or entry[0] != key:
-        depthwise = groups == weight.shape[0] and weight.shape[1] == 1
-        packed = (lib.pack_bf16x3(weight) if groups == -1  # three_bf16_conv's
-                  else lib.pack_depthwise(weight) if depthwise
-                  else lib.pack_grouped(weight, groups))
+        packed = (lib.pack_depthwise(weight) if kind == "depthwise"
+                  else lib.pack_bf16x3(weight) if kind == "bf16x3"
+                  else lib.pack_grouped(weight, groups, half=kind == "grouped16"))
         entry = (key, packed)
         _OWN[weight] = entry
     packed_weight: Tensor = entry[1]
@@ -298,16 +301,22 @@ def three_bf16_conv(extended: Tensor, weight: Tensor, stride: int) -> Tensor | N
     convolutions are compute-bound in fp32 (about 195 M multiply-adds per 80 ms chunk at full
     size). Measured on a Xeon with AMX guest, torch 2.13: see the README's speed section."""
     lib = kernels.library()
-    if lib is None or not lib.amx or _own_packed(extended, weight, None, -1) is None:
+    packed = _own_packed(extended, weight, None, "bf16x3") if lib is not None and lib.amx else None
+    if lib is None or packed is None:
         return None
-    packed = _OWN[weight][1]
     c_out, c_in, k = weight.shape
     return lib.bf16x3_conv(extended, packed, (c_out, c_in, k), stride, None)
 
 
-def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int
-                        ) -> Tensor:
+def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
+                        half: bool = False) -> Tensor:
     """Grouped (or dense, ``groups=1``) stride-1 convolution over a left-extended sequence.
+
+    Where the own kernels load (:mod:`.kernels`), fp32 inputs of a few frames take the own
+    grouped kernel (:func:`_own_packed`); with ``half`` (int8 mode's positional conv) inputs of
+    every length take it on fp16 weights with fp32 sums (about 2e-4 relative, as int8 mode's
+    other floating-point layers), so streaming and offline compute each frame alike. The rest
+    of this paragraph is the path without them.
 
     For a few output frames (streaming) in fp32 this is :func:`channels_last_conv` on a
     oneDNN-packed weight (3.7 ms for the 1024-channel, kernel-128, 16-group positional conv on
@@ -326,14 +335,15 @@ def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, g
         weight: ``(c_out, c_in / groups, kernel)``.
         bias: ``(c_out,)`` or None.
         groups: convolution groups.
+        half: read fp16 weights (own kernels only; fp32 elsewhere).
 
     Returns:
         ``(batch, time, c_out)``.
     """
     kernel = weight.shape[-1]
     T = extended.shape[1] - kernel + 1
-    if T <= 16:
-        packed = _own_packed(extended, weight, bias, groups)
+    if T <= 16 or half:
+        packed = _own_packed(extended, weight, bias, "grouped16" if half else "grouped", groups)
         if packed is not None:
             lib = kernels.library()
             assert lib is not None  # packed by it

@@ -646,15 +646,16 @@ def reference_kernels(model: _M, path: str = "fbgemm") -> _M:
 
     * ``"onednn"``: the own kernels off (:mod:`.kernels`): oneDNN's product for the split
       layers, fbgemm's for the plain ones and for the fp16 weights of the floating-point layers,
-      oneDNN's fp32 convolutions (also for the front end, which int8 mode otherwise runs as
-      three bf16 products). The same outputs to float rounding: the own int8 and fp16
-      products reproduce the others exactly, the convolutions differ in summation order and
-      the front end by about 5e-6 relative.
+      oneDNN's fp32 convolutions (also for the front end and the positional convolution,
+      which int8 mode otherwise runs as three bf16 products and on fp16 weights). The same
+      tokens to float rounding: the own int8 and fp16 products reproduce the others exactly,
+      the convolutions differ in summation order, the front end by about 5e-6 relative and
+      the positional convolution by its fp16 weights (about 2e-4).
     * ``"fbgemm"``: fbgemm's int8 product everywhere and fp32 weights for the floating-point
       layers (oneDNN's packed fp32 product). Same tokens to float rounding (fp16 weights: about
       2e-4 relative).
     """
-    from .wavlm import _ConvBlock
+    from .wavlm import _ConvBlock, _PositionalConv
 
     if path not in ("onednn", "fbgemm"):
         raise ValueError(f"unknown kernel path {path!r}; choose onednn or fbgemm")
@@ -670,6 +671,8 @@ def reference_kernels(model: _M, path: str = "fbgemm") -> _M:
             m._packed = None
         elif isinstance(m, _ConvBlock):  # the WavLM front end: fp32 convolutions
             m.three_bf16 = False
+        elif isinstance(m, _PositionalConv):
+            m.half_weights = False
     return model
 
 
@@ -730,14 +733,18 @@ def _int8_targets(model: nn.Module) -> list[tuple[nn.Module, str, _FloatLayer]]:
 
 def _pack_fp32_layers(model: nn.Module) -> None:
     """Swap the linear and kernel-1 layers that int8 mode leaves fp32 (with at least
-    :data:`MIN_FEATURES` inputs and outputs) for :class:`PackedLinear`, and put the WavLM
-    front end's convolutions on three bf16 products where the CPU has AMX
-    (:func:`~.layers.three_bf16_conv`; fp32 elsewhere)."""
-    from .wavlm import _ConvBlock
+    :data:`MIN_FEATURES` inputs and outputs) for :class:`PackedLinear`, put the WavLM front
+    end's convolutions on three bf16 products where the CPU has AMX
+    (:func:`~.layers.three_bf16_conv`) and its positional convolution on fp16 weights
+    (:func:`~.layers.grouped_causal_conv`'s ``half``), both where the own kernels load (fp32
+    elsewhere)."""
+    from .wavlm import _ConvBlock, _PositionalConv
 
     for block in model.modules():
         if isinstance(block, _ConvBlock):
             block.three_bf16 = True
+        elif isinstance(block, _PositionalConv):
+            block.half_weights = True
     for _, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) or (_dense_conv(child)

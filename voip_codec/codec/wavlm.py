@@ -139,11 +139,15 @@ class _PositionalConv(nn.Module):
     def __init__(self, dim: int, kernel: int, groups: int) -> None:
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, kernel, groups=groups)
+        self.half_weights = False
+        """Read fp16 weights through the own kernel (:func:`grouped_causal_conv`'s ``half``;
+        int8 mode sets it)."""
 
     def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         kernel = self.conv.kernel_size[0]
         ext, context = causal_extend(x, context, kernel - 1, "replicate")
-        y = grouped_causal_conv(ext, self.conv.weight, self.conv.bias, self.conv.groups)
+        y = grouped_causal_conv(ext, self.conv.weight, self.conv.bias, self.conv.groups,
+                                half=self.half_weights)
         return x + F.gelu(y), context
 
 

@@ -121,11 +121,13 @@ def _append_frames_traced(context: Tensor, x: Tensor, dim: int, keep: int
     return extended, extended.narrow(dim, extended.shape[dim] - keep, keep)
 
 
-def _grouped_traced(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int
-                    ) -> Tensor:
+def _grouped_traced(extended: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
+                    half: bool = False) -> Tensor:
     """``layers.grouped_causal_conv`` for a few frames as one 2-D matrix product per group over
     the unfolded windows, so that every weight is a 2-D initializer that
-    :mod:`voip_codec.export.quantize` can give int8 weights (a batched 3-D product cannot be)."""
+    :mod:`voip_codec.export.quantize` can give int8 weights (a batched 3-D product cannot be).
+    ``half`` (fp16 weights in torch's int8 mode) does not apply: graphs are traced from fp32
+    models, and their weights are what the initializers hold."""
     c_out, c_in_g, kernel = weight.shape
     B, L, _ = extended.shape
     T = L - kernel + 1
