@@ -25,6 +25,7 @@ print(float(layer(torch.ones(2, 64)).abs().sum()) > 0)
 
 
 def _probe(tmp_path: Path, **env: str) -> list[str]:
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     run_env = {**os.environ, "VOIP_CODEC_CACHE": str(tmp_path / "cache"), **env}
     proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                           env=run_env, timeout=300)
@@ -64,6 +65,11 @@ def test_builds_once_into_the_cache_and_reuses_it(tmp_path: Path) -> None:
     stamp = built[0].stat().st_mtime_ns
     assert _probe(tmp_path) == first
     assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.so")] == [stamp]
+    # an unwritable cache (here: a file where the folder should be) builds in the temp folder
+    (tmp_path / "blocked").write_text("not a folder")
+    assert _probe(tmp_path, VOIP_CODEC_CACHE=str(tmp_path / "blocked"),
+                  TMPDIR=str(tmp_path / "tmp")) == first
+    assert list((tmp_path / "tmp").rglob("libvoipcodec_kernels.so"))
 
 
 @pytest.mark.skipif(kernels.library() is None,

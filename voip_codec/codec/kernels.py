@@ -20,8 +20,8 @@ spends 50-75 us on 4 frames of 1024 channels. ``kernels.cpp`` holds:
 
 The source ships with the package and is compiled on first use with the system's C++ compiler
 (``$CXX``, else ``g++``/``c++``/``clang++``; about a second, no torch headers) into
-``$VOIP_CODEC_CACHE`` or ``~/.cache/voip-codec/kernels/<hash>/``, then loaded with ctypes. It
-links OpenMP by soname, so it shares the libgomp that torch loaded and its thread pool; each call
+``$VOIP_CODEC_CACHE`` or ``~/.cache/voip-codec/kernels/<hash>/`` (the temporary folder where
+that cannot be written), then loaded with ctypes. It links OpenMP by soname, so it shares the libgomp that torch loaded and its thread pool; each call
 takes ``torch.get_num_threads()`` threads.
 
 Where they cannot run, :func:`library` returns None and the model keeps torch's kernels, with the
@@ -224,11 +224,19 @@ def _build(cxx: str) -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                              timeout=60).stdout.splitlines()[:1]
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join((cxx, *FLAGS, *version)).encode())
-    folder = _cache_dir() / key.hexdigest()[:16]
+    name = key.hexdigest()[:16]
+    folder = _cache_dir() / name
     target = folder / "libvoipcodec_kernels.so"
     if target.exists():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable cache (a read-only home): this user's temporary folder
+        folder = Path(tempfile.gettempdir()) / f"voip-codec-kernels-{os.getuid()}" / name
+        target = folder / target.name
+        if target.exists():
+            return target
+        folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         built = Path(tmp) / target.name
         proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(built)],
