@@ -1,4 +1,7 @@
-// The int8 product of voip_codec's int8 layers at batch 1 (see int8_kernel.py).
+// voip_codec's own CPU kernels for batch-1 streaming steps (built and loaded by kernels.py):
+// the int8 product (vc_linear), the fp16-weight product (vc_half_linear), depthwise and grouped
+// convolutions (vc_depthwise, vc_grouped) and the three-product bf16 convolution
+// (vc_bf16x3_windows). Each has its own comment below; this one is the int8 product's.
 //
 // y = dequant(quant(x) @ W^T) + bias for fp32 x (rows, K), int8 W (N, K) with one fp32 scale per
 // output column, in one call: the activations are quantised here (per tensor, uint8), the
@@ -33,10 +36,7 @@ namespace {
 
 constexpr int kBlock = 16;       // output columns per block
 constexpr int kDepth = 64;       // K per AMX tile row (bytes)
-#ifndef VC_AMX_PREFETCH
-#define VC_AMX_PREFETCH 8192
-#endif
-constexpr int kAmxPrefetch = VC_AMX_PREFETCH;
+constexpr int kAmxPrefetch = 8192;
 constexpr int kVnniPrefetch = 2048;
 
 struct TileConfig {
@@ -47,12 +47,38 @@ struct TileConfig {
   uint8_t rows[16];
 };
 
-// Quantisation of one call's activations: q holds `rows` rows of Kp bytes (K..Kp zero), offset
-// is the zero point times the weight column sums, scale the step.
+inline int64_t ceil_div(int64_t a, int64_t m) { return (a + m - 1) / m; }
+inline int64_t round_up(int64_t a, int64_t m) { return ceil_div(a, m) * m; }
+
+// The blocks [b0, b1) of `blocks` that this OpenMP thread takes (contiguous, so each thread
+// streams one range of packed weights).
+inline void thread_blocks(int64_t blocks, int64_t* b0, int64_t* b1) {
+  const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+  const int64_t per = (blocks + nt - 1) / nt;
+  *b0 = id * per < blocks ? id * per : blocks;
+  *b1 = *b0 + per < blocks ? *b0 + per : blocks;
+}
+
+// This thread's AMX tile configuration: tile t has rows[t] rows of 64 bytes (0: unused).
+void configure_tiles(const int (&rows)[8]) {
+  TileConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = (uint8_t)rows[t];
+    cfg.colsb[t] = rows[t] ? 64 : 0;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+inline uint16_t to_half(float v) {
+  return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+// The quantisation of one call's activations (the rows themselves are written to q).
 struct Quantised {
-  int64_t rows;     // rows of q (2 * n for split, n for plain)
-  float step;       // activation step
-  int32_t zero;     // activation zero point
+  float step;    // activation step
+  int32_t zero;  // activation zero point
 };
 
 bool finite_range(const float* x, int64_t total, float* lo, float* hi) {
@@ -97,7 +123,7 @@ Quantised quantise_split(const float* x, int64_t n, int64_t K, int64_t Kp, float
       qf[k] = (uint8_t)(int)(f + 128.0f);
     }
   }
-  return {2 * n, (float)step, 128};
+  return {(float)step, 128};
 }
 
 // fbgemm's dynamic rule (quant_utils ChooseQuantizationParams, qmin 0, qmax 255, no reduced
@@ -134,7 +160,7 @@ Quantised quantise_plain(const float* x, int64_t n, int64_t K, int64_t Kp, float
       qr[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
     }
   }
-  return {n, step, zero};
+  return {step, zero};
 }
 
 // acc (rows x 16 int32) for one block of columns, AMX: rows in tiles of up to 16.
@@ -195,13 +221,13 @@ int vc_amx_permit(void) {
 
 // Bytes of packed weights for (N, K): blocks of 16 columns, K padded to 64.
 int64_t vc_packed_bytes(int64_t N, int64_t K) {
-  return (N + kBlock - 1) / kBlock * kBlock * ((K + kDepth - 1) / kDepth * kDepth);
+  return round_up(N, kBlock) * round_up(K, kDepth);
 }
 
 // Pack int8 weights w (N, K) row-major into `packed` (vc_packed_bytes) and write the column sums.
 void vc_pack(const int8_t* w, int64_t N, int64_t K, int8_t* packed, int32_t* colsum) {
-  const int64_t Kp = (K + kDepth - 1) / kDepth * kDepth, blocks = (N + kBlock - 1) / kBlock;
-  memset(packed, 0, (size_t)(blocks * kBlock * Kp));
+  const int64_t Kp = round_up(K, kDepth);
+  memset(packed, 0, (size_t)vc_packed_bytes(N, K));
   for (int64_t col = 0; col < N; ++col) {
     int8_t* base = packed + (col / kBlock) * kBlock * Kp + (col % kBlock) * 4;
     int32_t sum = 0;
@@ -220,31 +246,25 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
   if (n <= 0) return 0;
   float lo, hi;
   if (!finite_range(x, n * K, &lo, &hi)) return 1;
-  const int64_t Kp = (K + kDepth - 1) / kDepth * kDepth;
+  const int64_t Kp = round_up(K, kDepth);
   const int64_t qrows = split ? 2 * n : n;
   // AMX tiles take 16 rows at a time: pad to a multiple of 16 with zero rows
-  const int64_t padded = amx ? (qrows + 15) / 16 * 16 : qrows;
+  const int64_t padded = amx ? round_up(qrows, 16) : qrows;
   thread_local std::vector<uint8_t> qbuf;
   qbuf.assign((size_t)(padded * Kp), 0);
   uint8_t* q = qbuf.data();
   Quantised qa = split ? quantise_split(x, n, K, Kp, lo, hi, q) : quantise_plain(x, n, K, Kp, lo, hi, q);
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t blocks = ceil_div(N, kBlock);
   const float alpha = 1.0f / 254.0f;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
   {
-    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t per = (blocks + nt - 1) / nt, b0 = id * per;
-    const int64_t b1 = b0 + per < blocks ? b0 + per : blocks;
+    int64_t b0, b1;
+    thread_blocks(blocks, &b0, &b1);
     std::vector<int32_t> acc((size_t)(padded * kBlock));
     if (amx && b0 < b1) {
-      TileConfig cfg;
-      memset(&cfg, 0, sizeof cfg);
       const int tile_rows = padded < 16 ? (int)padded : 16;
-      cfg.palette = 1;
-      cfg.rows[0] = tile_rows; cfg.colsb[0] = 64;  // accumulators
-      cfg.rows[1] = tile_rows; cfg.colsb[1] = 64;  // activations
-      cfg.rows[2] = 16; cfg.colsb[2] = 64;         // weights
-      _tile_loadconfig(&cfg);
+      // accumulators, activations, weights
+      configure_tiles({tile_rows, tile_rows, 16, 0, 0, 0, 0, 0});
     }
     for (int64_t b = b0; b < b1; ++b) {
       const int8_t* wb = packed + b * kBlock * Kp;
@@ -277,11 +297,10 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
 // channels, each (k, 64) contiguous, so one task streams its taps. Each output sums its taps in
 // order from an fp32 zero and adds the bias last, whatever the length, so a stream's steps give
 // the same numbers as one offline call. Tasks: 64 channels x 4 frames (16 accumulators).
-int64_t vc_depthwise_bytes(int64_t C, int64_t k) { return (C + 63) / 64 * 64 * k * 4; }
+int64_t vc_depthwise_bytes(int64_t C, int64_t k) { return round_up(C, 64) * k * 4; }
 
 void vc_depthwise_pack(const float* w, int64_t C, int64_t k, float* taps) {
-  const int64_t chunks = (C + 63) / 64;
-  memset(taps, 0, (size_t)(chunks * 64 * k * 4));
+  memset(taps, 0, (size_t)vc_depthwise_bytes(C, k));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t j = 0; j < k; ++j) taps[((c / 64) * k + j) * 64 + c % 64] = w[c * k + j];
 }
@@ -290,7 +309,7 @@ void vc_depthwise(const float* x, int64_t B, int64_t L, int64_t C, const float* 
                   const float* bias, float* out, int threads) {
   const int64_t T = L - k + 1;
   if (T <= 0 || B <= 0) return;
-  const int64_t chunks = (C + 63) / 64, tblocks = (T + 3) / 4;
+  const int64_t chunks = ceil_div(C, 64), tblocks = ceil_div(T, 4);
   const int64_t tasks = B * tblocks * chunks;
 #pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static) if (tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
@@ -334,17 +353,13 @@ void vc_depthwise(const float* x, int64_t B, int64_t L, int64_t C, const float* 
 // out (n, N) = x (n, K) @ W^T + bias, W packed by vc_half_pack as blocks of 32 output columns,
 // each (K, 32) fp16 contiguous. Each output sums k in order from an fp32 zero (fused
 // multiply-adds) and adds the bias last.
-int64_t vc_half_bytes(int64_t N, int64_t K) { return (N + 31) / 32 * 32 * K * 2; }
+int64_t vc_half_bytes(int64_t N, int64_t K) { return round_up(N, 32) * K * 2; }
 
 void vc_half_pack(const float* w, int64_t N, int64_t K, uint16_t* packed) {
-  const int64_t blocks = (N + 31) / 32;
-  memset(packed, 0, (size_t)(blocks * 32 * K * 2));
+  memset(packed, 0, (size_t)vc_half_bytes(N, K));
   for (int64_t col = 0; col < N; ++col)
-    for (int64_t k = 0; k < K; ++k) {
-      __m128 v = _mm_set_ss(w[col * K + k]);
-      packed[((col / 32) * K + k) * 32 + col % 32] =
-          (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT), 0);
-    }
+    for (int64_t k = 0; k < K; ++k)
+      packed[((col / 32) * K + k) * 32 + col % 32] = to_half(w[col * K + k]);
 }
 
 }  // extern "C"
@@ -383,12 +398,11 @@ extern "C" {
 void vc_half_linear(const float* x, int64_t n, int64_t K, const uint16_t* packed,
                     const float* bias, float* out, int64_t N, int threads) {
   if (n <= 0) return;
-  const int64_t blocks = (N + 31) / 32;
+  const int64_t blocks = ceil_div(N, 32);
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
   {
-    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t per = (blocks + nt - 1) / nt, b0 = id * per;
-    const int64_t b1 = b0 + per < blocks ? b0 + per : blocks;
+    int64_t b0, b1;
+    thread_blocks(blocks, &b0, &b1);
     alignas(64) float acc[8 * 32];
     for (int64_t b = b0; b < b1; ++b) {
       const uint16_t* wb = packed + b * K * 32;
@@ -411,12 +425,12 @@ void vc_half_linear(const float* x, int64_t n, int64_t K, const uint16_t* packed
 // Each output sums taps, then input channels, in order from an fp32 zero, and adds the bias last.
 int64_t vc_grouped_bytes(int64_t c_out, int64_t cin_g, int64_t k, int64_t groups, int half) {
   const int64_t cout_g = c_out / groups;
-  return groups * ((cout_g + 15) / 16 * 16) * cin_g * k * (half ? 2 : 4);
+  return groups * round_up(cout_g, 16) * cin_g * k * (half ? 2 : 4);
 }
 
 void vc_grouped_pack(const float* w, int64_t c_out, int64_t cin_g, int64_t k, int64_t groups,
                      int half, void* packed) {
-  const int64_t cout_g = c_out / groups, blocks = (cout_g + 15) / 16;
+  const int64_t cout_g = c_out / groups, blocks = ceil_div(cout_g, 16);
   memset(packed, 0, (size_t)vc_grouped_bytes(c_out, cin_g, k, groups, half));
   for (int64_t o = 0; o < c_out; ++o) {
     const int64_t g = o / cout_g, og = o % cout_g, b = og / 16, lane = og % 16;
@@ -426,8 +440,7 @@ void vc_grouped_pack(const float* w, int64_t c_out, int64_t cin_g, int64_t k, in
         const int64_t at = base + (j * cin_g + i) * 16 + lane;
         const float v = w[(o * cin_g + i) * k + j];
         if (half)
-          ((uint16_t*)packed)[at] = (uint16_t)_mm_extract_epi16(
-              _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT), 0);
+          ((uint16_t*)packed)[at] = to_half(v);
         else
           ((float*)packed)[at] = v;
       }
@@ -451,8 +464,8 @@ void grouped_tasks(const float* x, int64_t B, int64_t L, int64_t c_in, const voi
                    int64_t k, int64_t groups, int64_t c_out, const float* bias, float* out,
                    int threads) {
   const int64_t T = L - k + 1;
-  const int64_t cin_g = c_in / groups, cout_g = c_out / groups, blocks = (cout_g + 15) / 16;
-  const int64_t fblocks = (T + 7) / 8, tasks = B * groups * blocks * fblocks;
+  const int64_t cin_g = c_in / groups, cout_g = c_out / groups, blocks = ceil_div(cout_g, 16);
+  const int64_t fblocks = ceil_div(T, 8), tasks = B * groups * blocks * fblocks;
   const int64_t ahead = Half ? 1024 : 512;  // elements: 2 KB ahead
 #pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static) if (tasks > 1)
   for (int64_t task = 0; task < tasks; ++task) {
@@ -506,7 +519,7 @@ void vc_grouped(const float* x, int64_t B, int64_t L, int64_t c_in, const void* 
 // are packed by vc_bf16x3_pack as blocks of 16 output channels, each (K / 2, 16, 2) bf16, K
 // padded to 32, high parts first, then low parts.
 int64_t vc_bf16x3_bytes(int64_t N, int64_t K) {
-  return 2 * ((N + 15) / 16 * 16) * ((K + 31) / 32 * 32) * 2;
+  return 2 * round_up(N, 16) * round_up(K, 32) * 2;
 }
 
 static inline uint16_t bf16_round(float v) {
@@ -524,8 +537,8 @@ static inline float bf16_value(uint16_t h) {
 }
 
 void vc_bf16x3_pack(const float* w, int64_t N, int64_t K, uint16_t* packed) {
-  const int64_t Kp = (K + 31) / 32 * 32, blocks = (N + 15) / 16, half = blocks * 16 * Kp;
-  memset(packed, 0, (size_t)(2 * half * 2));
+  const int64_t Kp = round_up(K, 32), half = round_up(N, 16) * Kp;
+  memset(packed, 0, (size_t)vc_bf16x3_bytes(N, K));
   for (int64_t col = 0; col < N; ++col)
     for (int64_t k = 0; k < K; ++k) {
       const float v = w[col * K + k];
@@ -541,8 +554,8 @@ void vc_bf16x3_windows(const float* x, int64_t B, int64_t L, int64_t C, int64_t 
                        int threads) {
   if (B <= 0 || L < k) return;
   const int64_t T = (L - k) / stride + 1, M = B * T, K = k * C;
-  const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 15) / 16 * 16;
-  const int64_t blocks = (N + 15) / 16, half = blocks * 16 * Kp;
+  const int64_t Kp = round_up(K, 32), Mp = round_up(M, 16);
+  const int64_t blocks = ceil_div(N, 16), half = blocks * 16 * Kp;
   thread_local std::vector<uint16_t> abuf;
   abuf.assign((size_t)(2 * Mp * Kp), 0);
   uint16_t* ah = abuf.data();
@@ -568,18 +581,11 @@ void vc_bf16x3_windows(const float* x, int64_t B, int64_t L, int64_t C, int64_t 
   const int64_t depth = Kp / 32;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
   {
-    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t per = (blocks + nt - 1) / nt, b0 = id * per;
-    const int64_t b1 = b0 + per < blocks ? b0 + per : blocks;
+    int64_t b0, b1;
+    thread_blocks(blocks, &b0, &b1);
     if (b0 < b1) {
-      TileConfig cfg;
-      memset(&cfg, 0, sizeof cfg);
-      cfg.palette = 1;
-      for (int t = 0; t < 8; ++t) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-      }
-      _tile_loadconfig(&cfg);
+      // two accumulators, activation high and low parts, two blocks' weight high and low parts
+      configure_tiles({16, 16, 16, 16, 16, 16, 16, 16});
       alignas(64) float c[2][16 * 16];
       for (int64_t b = b0; b < b1; b += 2) {
         // two blocks of 16 output channels share each activation tile (one block at the end)
