@@ -36,7 +36,7 @@ def _probe(tmp_path: Path, **env: str) -> list[str]:
 def test_kernels_load_where_the_cpu_can_run_them() -> None:
     """On x86-64 Linux with AVX-512 VNNI the own kernels must load (a missing compiler or a
     failed build would silently leave the slower kernels: this says so instead)."""
-    flags = kernels._cpu_flags()
+    flags = kernels.cpu_flags()
     if not ("avx512_vnni" in flags and "avx512bw" in flags and sys.platform == "linux"
             and os.uname().machine == "x86_64") or os.environ.get(kernels.ENV_SWITCH) == "0":
         pytest.skip("this CPU cannot run the own kernels (they need AVX-512 VNNI)")

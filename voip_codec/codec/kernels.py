@@ -21,8 +21,9 @@ spends 50-75 us on 4 frames of 1024 channels. ``kernels.cpp`` holds:
 The source ships with the package and is compiled on first use with the system's C++ compiler
 (``$CXX``, else ``g++``/``c++``/``clang++``; about a second, no torch headers) into
 ``$VOIP_CODEC_CACHE`` or ``~/.cache/voip-codec/kernels/<hash>/`` (the temporary folder where
-that cannot be written), then loaded with ctypes. It links OpenMP by soname, so it shares the libgomp that torch loaded and its thread pool; each call
-takes ``torch.get_num_threads()`` threads.
+that cannot be written), then loaded with ctypes. It links OpenMP by soname, so it shares the
+libgomp that torch loaded and its thread pool; each call takes ``torch.get_num_threads()``
+threads.
 
 Where they cannot run, :func:`library` returns None and the model keeps torch's kernels, with the
 reason in :func:`unavailable_reason`: not x86-64 Linux, a CPU without AVX-512 VNNI, no compiler, a
@@ -49,20 +50,49 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["KernelLibrary", "library", "unavailable_reason"]
+from ..cache import cache_home
+
+__all__ = ["KernelLibrary", "cpu_flags", "library", "unavailable_reason"]
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw",
-         "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mamx-tile", "-mamx-int8", "-mamx-bf16", "-mfma")
+         "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mamx-tile",
+         "-mamx-int8", "-mamx-bf16", "-mfma")
 """Compiler flags: the instruction sets are chosen at run time (AMX only where the CPU and the
 kernel allow it), the code is never run on a CPU without AVX-512 VNNI."""
 
 ENV_SWITCH = "VOIP_CODEC_KERNELS"
-"""``0`` turns the kernel off (the oneDNN/fbgemm products run instead)."""
+"""``0`` turns the kernels off (torch's kernels run instead)."""
+
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
+    "vc_amx_permit": (_I32, []),
+    "vc_packed_bytes": (_I64, [_I64, _I64]),
+    "vc_pack": (None, [_P, _I64, _I64, _P, _P]),
+    "vc_linear": (_I32, [_P, _I64, _I64, _I32, _P, _P, _P, _P, _P, _I64, _I32, _I32]),
+    "vc_half_bytes": (_I64, [_I64, _I64]),
+    "vc_half_pack": (None, [_P, _I64, _I64, _P]),
+    "vc_half_linear": (None, [_P, _I64, _I64, _P, _P, _P, _I64, _I32]),
+    "vc_depthwise_bytes": (_I64, [_I64, _I64]),
+    "vc_depthwise_pack": (None, [_P, _I64, _I64, _P]),
+    "vc_depthwise": (None, [_P, _I64, _I64, _I64, _P, _I64, _P, _P, _I32]),
+    "vc_grouped_bytes": (_I64, [_I64, _I64, _I64, _I64, _I32]),
+    "vc_grouped_pack": (None, [_P, _I64, _I64, _I64, _I64, _I32, _P]),
+    "vc_grouped": (None, [_P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _I32, _P, _P, _I32]),
+    "vc_bf16x3_bytes": (_I64, [_I64, _I64]),
+    "vc_bf16x3_pack": (None, [_P, _I64, _I64, _P]),
+    "vc_bf16x3_windows": (None, [_P, _I64, _I64, _I64, _I64, _I64, _P, _P, _P, _I64, _I32]),
+}
+"""Result and argument types of every function ``kernels.cpp`` exports."""
 
 _reason: list[str] = []
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    """The data pointer of an optional tensor (NULL for None)."""
+    return None if t is None else t.data_ptr()
 
 
 @dataclass(frozen=True)
@@ -97,10 +127,9 @@ class KernelLibrary:
         rows = x.numel() // k if k else 0
         rc = self.lib.vc_linear(
             x.data_ptr(), rows, k, int(split), packed.data_ptr(), colsum.data_ptr(),
-            scale.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), n_out,
+            scale.data_ptr(), _ptr(bias), out.data_ptr(), n_out,
             torch.get_num_threads(), int(self.amx if amx is None else amx and self.amx))
         return None if rc else out
-
 
     def pack_half(self, rows: Tensor) -> Tensor:
         """fp32 weight rows ``(N, K)`` as fp16 (round to nearest) packed for :meth:`half_linear`."""
@@ -116,7 +145,7 @@ class KernelLibrary:
         k = x.shape[-1]
         out = torch.empty(*x.shape[:-1], n_out)
         self.lib.vc_half_linear(x.data_ptr(), x.numel() // k if k else 0, k, packed.data_ptr(),
-                                None if bias is None else bias.data_ptr(), out.data_ptr(), n_out,
+                                _ptr(bias), out.data_ptr(), n_out,
                                 torch.get_num_threads())
         return out
 
@@ -142,7 +171,7 @@ class KernelLibrary:
         out = torch.empty(b, max(length - k + 1, 0), c_out)
         self.lib.vc_grouped(x.data_ptr(), b, length, c_in, packed.data_ptr(), k, groups, c_out,
                             int(packed.dtype == torch.int16),
-                            None if bias is None else bias.data_ptr(), out.data_ptr(),
+                            _ptr(bias), out.data_ptr(),
                             torch.get_num_threads())
         return out
 
@@ -165,7 +194,7 @@ class KernelLibrary:
         c_out, _, k = shape
         out = torch.empty(b, max((length - k) // stride + 1, 0) if length >= k else 0, c_out)
         self.lib.vc_bf16x3_windows(x.data_ptr(), b, length, c_in, k, stride, packed.data_ptr(),
-                                   None if bias is None else bias.data_ptr(), out.data_ptr(),
+                                   _ptr(bias), out.data_ptr(),
                                    c_out, torch.get_num_threads())
         return out
 
@@ -185,7 +214,7 @@ class KernelLibrary:
         b, length, c = x.shape
         out = torch.empty(b, max(length - kernel + 1, 0), c)
         self.lib.vc_depthwise(x.data_ptr(), b, length, c, taps.data_ptr(), kernel,
-                              None if bias is None else bias.data_ptr(), out.data_ptr(),
+                              _ptr(bias), out.data_ptr(),
                               torch.get_num_threads())
         return out
 
@@ -195,15 +224,17 @@ def unavailable_reason() -> str | None:
     return _reason[0] if _reason else None
 
 
-def _cpu_flags() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def _compiler() -> str | None:
@@ -214,9 +245,8 @@ def _compiler() -> str | None:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("VOIP_CODEC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "voip-codec")
-    return Path(root) / "kernels"
+    override = os.environ.get("VOIP_CODEC_CACHE")
+    return (Path(override) if override else cache_home()) / "kernels"
 
 
 def _build(cxx: str) -> Path:
@@ -264,7 +294,7 @@ def library() -> KernelLibrary | None:
     (see :func:`unavailable_reason`)."""
     def off(reason: str) -> None:
         _reason[:] = [reason]
-        log.info("own int8 kernel off: %s", reason)
+        log.info("own CPU kernels off: %s", reason)
 
     if os.environ.get(ENV_SWITCH, "1").strip() in ("0", "off", "false", "no"):
         off(f"{ENV_SWITCH}=0")
@@ -272,7 +302,7 @@ def library() -> KernelLibrary | None:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         off(f"needs x86-64 Linux, not {platform.system()} {platform.machine()}")
         return None
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if "avx512_vnni" not in flags or "avx512bw" not in flags:
         off("the CPU has no AVX-512 VNNI")
         return None
@@ -291,38 +321,10 @@ def library() -> KernelLibrary | None:
         # a second OpenMP runtime would run its own thread pool beside torch's
         off(f"torch's OpenMP runtime is not the libgomp the kernel links ({sorted(before)})")
         return None
-    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.vc_amx_permit.restype = i32
-    lib.vc_packed_bytes.restype = i64
-    lib.vc_packed_bytes.argtypes = [i64, i64]
-    lib.vc_pack.restype = None
-    lib.vc_pack.argtypes = [p, i64, i64, p, p]
-    lib.vc_linear.restype = i32
-    lib.vc_linear.argtypes = [p, i64, i64, i32, p, p, p, p, p, i64, i32, i32]
-    lib.vc_depthwise.restype = None
-    lib.vc_depthwise.argtypes = [p, i64, i64, i64, p, i64, p, p, i32]
-    lib.vc_half_bytes.restype = i64
-    lib.vc_half_bytes.argtypes = [i64, i64]
-    lib.vc_half_pack.restype = None
-    lib.vc_half_pack.argtypes = [p, i64, i64, p]
-    lib.vc_half_linear.restype = None
-    lib.vc_half_linear.argtypes = [p, i64, i64, p, p, p, i64, i32]
-    lib.vc_grouped_bytes.restype = i64
-    lib.vc_grouped_bytes.argtypes = [i64, i64, i64, i64, i32]
-    lib.vc_grouped_pack.restype = None
-    lib.vc_grouped_pack.argtypes = [p, i64, i64, i64, i64, i32, p]
-    lib.vc_grouped.restype = None
-    lib.vc_grouped.argtypes = [p, i64, i64, i64, p, i64, i64, i64, i32, p, p, i32]
-    lib.vc_bf16x3_bytes.restype = i64
-    lib.vc_bf16x3_bytes.argtypes = [i64, i64]
-    lib.vc_bf16x3_pack.restype = None
-    lib.vc_bf16x3_pack.argtypes = [p, i64, i64, p]
-    lib.vc_bf16x3_windows.restype = None
-    lib.vc_bf16x3_windows.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, i64, i32]
-    lib.vc_depthwise_bytes.restype = i64
-    lib.vc_depthwise_bytes.argtypes = [i64, i64]
-    lib.vc_depthwise_pack.restype = None
-    lib.vc_depthwise_pack.argtypes = [p, i64, i64, p]
+    for name, (result, arguments) in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.restype = result
+        function.argtypes = arguments
     amx = (all(f in flags for f in ("amx_tile", "amx_int8", "amx_bf16"))
            and bool(lib.vc_amx_permit()))
     _reason.clear()

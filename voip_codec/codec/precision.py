@@ -124,11 +124,7 @@ def check_precision(name: object) -> str:
 @functools.lru_cache(maxsize=1)
 def _has_vnni() -> bool:
     """True when the CPU multiplies u8 x s8 without 16-bit saturation (VNNI / AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return not kernels.cpu_flags().isdisjoint(("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 @functools.lru_cache(maxsize=1)

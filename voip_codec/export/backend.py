@@ -9,7 +9,6 @@ later runs reuse the export. The graphs compute what the torch steps compute (se
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..cache import cache_home
 from ..codecs.base import (
     Codec,
     CodecInfo,
@@ -51,8 +51,7 @@ BACKENDS = ("torch", "onnx")
 
 def cache_folder() -> Path:
     """Where exports made on the fly are kept."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "voip-codec" / "onnx"
+    return cache_home() / "onnx"
 
 
 ONNX_PRECISIONS = ("fp32", "int8")
