@@ -138,6 +138,16 @@ first convolution sees 1289 samples). Longer, offline inputs use the unpacked we
 costs them one reorder per call, as packing would, without keeping a copy per length."""
 
 
+def weight_version(weight: Tensor) -> tuple[int, int] | None:
+    """A key that changes when ``weight`` does (its version counter and storage), for copies
+    packed from it; None for a tensor made in inference mode, which has no version counter to
+    show in-place changes."""
+    try:
+        return weight._version, weight.data_ptr()
+    except RuntimeError:
+        return None
+
+
 def _packed_weight(weight: Tensor, stride: int, groups: int, shape: tuple[int, ...]
                    ) -> Tensor | None:
     """``weight`` as a height-1 kernel, packed by oneDNN for inputs of ``shape``,
@@ -147,9 +157,8 @@ def _packed_weight(weight: Tensor, stride: int, groups: int, shape: tuple[int, .
             or (weight.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing()
             or not _ONEDNN_PACKING or shape[-1] > _PACKED_MAX_LENGTH):
         return None
-    try:
-        key = (weight._version, weight.data_ptr())
-    except RuntimeError:  # made in inference mode: no version counter shows in-place changes
+    key = weight_version(weight)
+    if key is None:
         return None
     entry = _PACKED.get(weight)
     if entry is None or entry[0] != key:
@@ -231,10 +240,9 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None)
     Returns:
         ``(batch, time, channels)``, contiguous.
     """
-    taps = _own_packed(extended, weight, bias, "depthwise")
-    if taps is not None:
-        lib = kernels.library()
-        assert lib is not None  # packed by it
+    own = _own_packed(extended, weight, bias, "depthwise")
+    if own is not None:
+        lib, taps = own
         return lib.depthwise(extended, taps, weight.shape[-1], bias)
     return channels_last_conv(extended, weight, bias, groups=weight.shape[0])
 
@@ -256,8 +264,8 @@ def own_convolutions_off(weights: Iterable[Tensor]) -> None:
 
 
 def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, kind: str,
-                groups: int = 1) -> Tensor | None:
-    """``weight`` packed for one of the own convolution kernels, or None where they do not
+                groups: int = 1) -> tuple[kernels.KernelLibrary, Tensor] | None:
+    """The own kernels and ``weight`` packed for one of their convolutions, or None where they do not
     serve: not fp32 on the CPU, gradients wanted, tracing, the weight turned off
     (:func:`own_convolutions_off`), or the kernels not loaded here. ``kind``: ``"depthwise"``,
     ``"grouped"`` (fp32 weights), ``"grouped16"`` (fp16 weights) or ``"bf16x3"``
@@ -276,12 +284,10 @@ def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, kind: str
             or (bias is not None and bias.dtype != torch.float32) or weight in _OWN_OFF):
         return None
     lib = kernels.library()
-    if lib is None:
+    version = weight_version(weight)
+    if lib is None or version is None or (kind == "bf16x3" and not lib.amx):
         return None
-    try:
-        key = (weight._version, weight.data_ptr(), kind, groups)
-    except RuntimeError:  # made in inference mode: no version counter shows in-place changes
-        return None
+    key = (*version, kind, groups)
     entry = _OWN.get(weight)
     if entry is None or entry[0] != key:
         packed = (lib.pack_depthwise(weight) if kind == "depthwise"
@@ -290,7 +296,7 @@ def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, kind: str
         entry = (key, packed)
         _OWN[weight] = entry
     packed_weight: Tensor = entry[1]
-    return packed_weight
+    return lib, packed_weight
 
 
 def three_bf16_conv(extended: Tensor, weight: Tensor, stride: int) -> Tensor | None:
@@ -300,10 +306,10 @@ def three_bf16_conv(extended: Tensor, weight: Tensor, stride: int) -> Tensor | N
     conditions of :func:`_own_packed`). int8 mode runs the WavLM front end this way: its
     convolutions are compute-bound in fp32 (about 195 M multiply-adds per 80 ms chunk at full
     size). Measured on a Xeon with AMX guest, torch 2.13: see the README's speed section."""
-    lib = kernels.library()
-    packed = _own_packed(extended, weight, None, "bf16x3") if lib is not None and lib.amx else None
-    if lib is None or packed is None:
+    own = _own_packed(extended, weight, None, "bf16x3")
+    if own is None:
         return None
+    lib, packed = own
     c_out, c_in, k = weight.shape
     return lib.bf16x3_conv(extended, packed, (c_out, c_in, k), stride, None)
 
@@ -342,13 +348,13 @@ def grouped_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, g
     """
     kernel = weight.shape[-1]
     T = extended.shape[1] - kernel + 1
-    if T <= 16 or half:
-        packed = _own_packed(extended, weight, bias, "grouped16" if half else "grouped", groups)
-        if packed is not None:
-            lib = kernels.library()
-            assert lib is not None  # packed by it
-            c_out, cin_g, k = weight.shape
-            return lib.grouped(extended, packed, (c_out, cin_g, k), groups, bias)
+    own = (_own_packed(extended, weight, bias, "grouped16" if half else "grouped", groups)
+           if T <= 16 or half else None)
+    if own is not None:
+        lib, packed = own
+        c_out, cin_g, k = weight.shape
+        return lib.grouped(extended, packed, (c_out, cin_g, k), groups, bias)
+    if T <= 16:
         if extended.dtype == torch.float32:
             # on a packed weight when oneDNN offers one (fp32 only): the full-size positional
             # conv's step took 3.7 ms packed against 4.8 ms as the matrix product (1 thread)

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from . import kernels
 from .config import ConfigError
-from .layers import linear_weight, own_convolutions_off
+from .layers import linear_weight, own_convolutions_off, weight_version
 
 if TYPE_CHECKING:
     from .model import FocalCodec
@@ -587,11 +587,10 @@ class PackedLinear(nn.Module):
         fp16 = (_FP16_PACKING or own is not None) and self.fp16
         if not (fp16 or _LINEAR_PACKING) or torch.jit.is_tracing():
             return None
-        try:
-            key = (self.weight._version, self.weight.data_ptr(),
-                   0 if fp16 else max(rows, 1))
-        except RuntimeError:  # made in inference mode: in-place changes would not show
+        version = weight_version(self.weight)
+        if version is None:  # made in inference mode: in-place changes would not show
             return None
+        key = (*version, 0 if fp16 else max(rows, 1))
         if self._packed is None or self._packed[0] != key:
             packed: tuple[str, object] | None = None
             w = self.weight_rows().contiguous()
@@ -653,10 +652,10 @@ def reference_kernels(model: _M, path: str = "fbgemm") -> _M:
       layers (oneDNN's packed fp32 product). Same tokens to float rounding (fp16 weights: about
       2e-4 relative).
     """
-    from .wavlm import _ConvBlock, _PositionalConv
-
     if path not in ("onednn", "fbgemm"):
         raise ValueError(f"unknown kernel path {path!r}; choose onednn or fbgemm")
+    # every convolution on torch's kernels: also the front end's three bf16 products and the
+    # positional convolution's fp16 weights, which only the own kernels offer
     own_convolutions_off(m.weight for m in model.modules() if isinstance(m, nn.Conv1d))
     for m in model.modules():
         if isinstance(m, Int8Linear):
@@ -667,10 +666,6 @@ def reference_kernels(model: _M, path: str = "fbgemm") -> _M:
             m.own = False
             m.fp16 = m.fp16 and path == "onednn"
             m._packed = None
-        elif isinstance(m, _ConvBlock):  # the WavLM front end: fp32 convolutions
-            m.three_bf16 = False
-        elif isinstance(m, _PositionalConv):
-            m.half_weights = False
     return model
 
 
