@@ -51,7 +51,12 @@ from voip_codec.codec.batch import StreamBatch
 from voip_codec.codec.config import full_size_config, tiny_config
 from voip_codec.codec.loading import from_pretrained
 from voip_codec.codec.model import DecoderState, EncoderState, FocalCodec
-from voip_codec.codec.precision import check_precision, reference_kernels, set_precision
+from voip_codec.codec.precision import (
+    check_precision,
+    previous_kernel_path,
+    reference_kernels,
+    set_precision,
+)
 
 from .cpu_profile import (
     StageProfile,
@@ -674,21 +679,6 @@ def _compare_threads(args: argparse.Namespace) -> list[int]:
             if n != args.threads]
 
 
-def _previous_path(model: FocalCodec) -> str | None:
-    """The earlier kernel path (:func:`reference_kernels`) that ``model`` is measured against
-    here: ``"onednn"`` where it runs the own kernels, ``"fbgemm"`` where it runs oneDNN's split
-    products or fbgemm's fp16 ones, None where it already runs the oldest."""
-    from voip_codec.codec import kernels
-    from voip_codec.codec.precision import _FP16_PACKING, Int8Linear, _onednn_int8
-
-    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
-    if kernels.library() is not None and any(m.own for m in int8):
-        return "onednn"
-    if (_onednn_int8() and any(m.onednn for m in int8)) or _FP16_PACKING:
-        return "fbgemm"
-    return None
-
-
 def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCodec],
                       base: FocalCodec) -> tuple[list[SideBySide], list[CallsPerBox]]:
     with tempfile.TemporaryDirectory(prefix="bench-speed-onnx-") as tmp:
@@ -703,7 +693,7 @@ def _run_side_by_side(args: argparse.Namespace, torch_models: dict[str, FocalCod
             paths[f"torch {p}"] = _TorchPath(m, args.threads)
             for n in _compare_threads(args):
                 paths[f"torch {p} ({n} threads)"] = _TorchPath(m, n)
-            previous = _previous_path(m) if p == "int8" else None
+            previous = previous_kernel_path(m) if p == "int8" else None
             if previous is not None:
                 # the previous int8 path beside it, same weights: oneDNN's and fbgemm's products
                 # and convolutions (the own kernels off), or before that fbgemm's int8 product

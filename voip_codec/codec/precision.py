@@ -74,6 +74,7 @@ __all__ = [
     "int8_calibration",
     "load_calibration",
     "model_precision",
+    "previous_kernel_path",
     "save_calibration",
     "quantize_weight",
     "reference_kernels",
@@ -635,6 +636,18 @@ class PackedLinear(nn.Module):
         state = dict(super().__getstate__())
         state["_packed"] = None
         return state
+
+
+def previous_kernel_path(model: nn.Module) -> str | None:
+    """The earlier kernel path (:func:`reference_kernels`) to measure an int8 ``model``
+    against on this machine: ``"onednn"`` where it runs the own kernels, ``"fbgemm"`` where it
+    runs oneDNN's split products or fbgemm's fp16 ones, None where it already runs the oldest."""
+    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    if kernels.library() is not None and any(m.own for m in int8):
+        return "onednn"
+    if (_onednn_int8() and any(m.onednn for m in int8)) or _FP16_PACKING:
+        return "fbgemm"
+    return None
 
 
 def reference_kernels(model: _M, path: str = "fbgemm") -> _M:
