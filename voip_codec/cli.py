@@ -260,10 +260,10 @@ def add_file_commands(sub: Any) -> None:
                             "model.safetensors, a .json path, a hub id found in the local "
                             "Hugging Face cache, or focalcodec-65k|4k|2k")
         add_threads_argument(p)
-        p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+        p.add_argument("--precision", choices=("fp32", "bf16", "int8", "int4"), default=None,
                        help="compute precision (default: as stored in the checkpoint; fp32 "
-                            "checkpoints convert to bf16/int8 on load, see README 'Fast CPU "
-                            "inference')")
+                            "checkpoints convert to bf16/int8/int4 on load, see README 'Fast "
+                            "CPU inference'; int4: int8 tokens, 4-bit decoder weights)")
 
     def backend_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--backend", choices=("torch", "onnx"), default="torch",

@@ -25,7 +25,7 @@ from .wire_bench import add_arguments as add_wire_arguments
 
 __all__ = ["PRECISION_CHOICES", "add_parser"]
 
-PRECISION_CHOICES: tuple[str, ...] = ("fp32", "bf16", "int8")
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "bf16", "int8", "int4")
 """Precisions of ``bench speed`` (``voip_codec.codec.precision.PRECISIONS``, which needs torch
 to import)."""
 
@@ -37,8 +37,8 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
     add_threads_argument(parser)
     parser.add_argument("--precision", nargs="+", default=list(PRECISION_CHOICES), metavar="P",
-                        help="precisions to measure in this run, of fp32 bf16 int8 (default: "
-                             "all three)")
+                        help="precisions to measure in this run, of fp32 bf16 int8 int4 "
+                             "(default: all four)")
     parser.add_argument("--no-calls", action="store_true",
                         help="skip the calls-per-box search")
     parser.add_argument("--calls-budget-ms", type=float, default=80.0, metavar="MS",

@@ -6,7 +6,7 @@ streaming real-time factor, the offline real-time factor of the same audio in th
 the peak resident memory after streaming (before the offline pass, which needs more memory).
 Random weights are fine: speed does not depend on their values.
 
-Each requested precision (``--precision fp32 bf16 int8``, all three by default) is measured in
+Each requested precision (``--precision fp32 bf16 int8 int4``, all four by default) is measured in
 the same run, followed by *calls per box*: the largest number N of full-duplex calls (N encode
 streams + N decode streams stepped together by :class:`~voip_codec.codec.batch.StreamBatch`
 every tick) whose tick time stays under the 80 ms chunk at p95. ``--agreement`` instead

@@ -84,3 +84,39 @@ def test_half_weight_product_sums_in_fp32() -> None:
         got = lib.half_linear(x, lib.pack_half(w), n, b)
         want = torch.nn.functional.linear(x, w.half().float(), b)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(kernels.library() is None,
+                    reason=f"the own kernels do not load here: {kernels.unavailable_reason()}")
+@pytest.mark.parametrize("split", [False, True])
+def test_four_bit_product_sums_each_group_exactly(split: bool) -> None:
+    """Integer activations from -128 to 127 quantise exactly (step 1, zero point 128, split
+    remainders 0), so each group's int32 sum is exact and the output is the float product
+    of the 4-bit weights to fp32 rounding: the group sums are scaled and added in fp32 and the
+    zero point's share (128 x the scaled column sums) comes off at the end, so the error is a
+    few fp32 steps of the sum of |(x + 128) w|, not of the (smaller) result."""
+    lib = kernels.library()
+    assert lib is not None
+    torch.manual_seed(2)
+    for k, n, rows, group in ((100, 37, 3, 32), (1024, 4096, 4, 64), (72, 16, 13, 8),
+                              (64, 40, 1, 64), (200, 33, 300, 64)):
+        q = torch.randint(-8, 8, (n, k), dtype=torch.int8)
+        scale = torch.rand(n, -(-k // group)) + 0.5
+        b = torch.randn(n)
+        x = torch.randint(-128, 128, (rows, k)).float()
+        x[:, 0], x[:, -1] = -128.0, 127.0  # every row spans the range: step 1 for any rows
+        if split:  # the split rule's step is max|x| / 127
+            x = x.clamp(-127, 127)
+        w = q.double() * scale.double().repeat_interleave(group, 1)[:, :k]
+        want = (x.double() @ w.t() + b.double()).float()
+        got = lib.q4_linear(x, split, group, *lib.pack_q4(q, scale, group), b)
+        assert got is not None
+        bound = ((x.double().abs() + 128) @ w.abs().t()).float()
+        assert bool(((got - want).abs() <= 1e-6 * bound + 1e-5).all())
+        got_1d = lib.q4_linear(x[:1], split, group, *lib.pack_q4(q, scale, group), None)
+        assert got_1d is not None
+        assert bool(((got_1d - (want[:1] - b)).abs() <= 1e-6 * bound[:1] + 1e-5).all())
+    nan = torch.zeros(2, 64)
+    nan[1, 3] = float("inf")
+    assert lib.q4_linear(nan, False, 64, *lib.pack_q4(torch.zeros(16, 64, dtype=torch.int8),
+                                                     torch.ones(16, 1), 64), None) is None

@@ -291,6 +291,121 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
   return 0;
 }
 
+// 4-bit weights (the decoder side at "int8-w4"): y = dequant(quant(x) @ W^T) + bias, W (N, K) as
+// signed 4-bit values with one fp32 scale per output column and group of G inputs (G a multiple
+// of 8, K padded to G). The activations are quantised as in vc_linear (plain or split rule).
+// Packing: blocks of 16 output columns, inside a block K/8 octets of 64 bytes; byte 4c + j of
+// octet o holds w[c, 8o + j] in its low nibble and w[c, 8o + 4 + j] in its high nibble, so one
+// 64-byte load gives two VPDPBUSD weight registers (16 columns x 4 inputs each) after a nibble
+// table lookup. The group scales are packed per block as (K / G, 16) floats. Each group's int32
+// sum is scaled into an fp32 sum; the activation zero point comes off at the end through the
+// precomputed column terms sum_g s_g sum_{k in g} w_k (vc_q4 callers pass them as `colterm`).
+int64_t vc_q4_bytes(int64_t N, int64_t K, int64_t G) { return round_up(N, kBlock) * round_up(K, G) / 2; }
+
+void vc_q4_pack(const int8_t* w, int64_t N, int64_t K, int64_t G, uint8_t* packed) {
+  const int64_t Kp = round_up(K, G);
+  memset(packed, 0, (size_t)vc_q4_bytes(N, K, G));
+  for (int64_t col = 0; col < N; ++col) {
+    uint8_t* base = packed + (col / kBlock) * kBlock * Kp / 2 + (col % kBlock) * 4;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t o = k / 8, j = k % 8;
+      const uint8_t nib = (uint8_t)(w[col * K + k] & 0x0F);
+      base[o * 64 + (j & 3)] |= j < 4 ? nib : (uint8_t)(nib << 4);
+    }
+  }
+}
+
+}  // extern "C"
+
+namespace {
+
+constexpr int kQ4Prefetch = 2048;
+
+template <int R>
+void rows_q4(const uint8_t* q, int64_t Kp, int64_t G, const uint8_t* wb, const float* sb,
+             float* out) {
+  const __m512i lut = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1));
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 f[R];
+  for (int r = 0; r < R; ++r) f[r] = _mm512_setzero_ps();
+  const int64_t groups = Kp / G, octets = G / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_si512();
+    for (int64_t o = 0; o < octets; ++o) {
+      const uint8_t* p = wb + (g * octets + o) * 64;
+      _mm_prefetch((const char*)(p + kQ4Prefetch), _MM_HINT_T0);
+      const __m512i w = _mm512_loadu_si512((const void*)p);
+      const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(w, low));
+      const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(w, 4), low));
+      const int64_t k = g * G + o * 8;
+      for (int r = 0; r < R; ++r) {
+        int32_t v0, v1;
+        memcpy(&v0, q + r * Kp + k, 4);
+        memcpy(&v1, q + r * Kp + k + 4, 4);
+        a[r] = _mm512_dpbusd_epi32(a[r], _mm512_set1_epi32(v0), lo);
+        a[r] = _mm512_dpbusd_epi32(a[r], _mm512_set1_epi32(v1), hi);
+      }
+    }
+    const __m512 s = _mm512_loadu_ps(sb + g * 16);
+    for (int r = 0; r < R; ++r) f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), s, f[r]);
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + r * kBlock, f[r]);
+}
+
+using Q4Fn = void (*)(const uint8_t*, int64_t, int64_t, const uint8_t*, const float*, float*);
+const Q4Fn kRowsQ4[9] = {nullptr,    rows_q4<1>, rows_q4<2>, rows_q4<3>, rows_q4<4>,
+                         rows_q4<5>, rows_q4<6>, rows_q4<7>, rows_q4<8>};
+
+}  // namespace
+
+extern "C" {
+
+// out (n, N) = the 4-bit product of x (n, K); `scales` (blocks, K / G, 16) and `colterm` (N,)
+// as packed above. Returns 0, or 1 when x holds NaN/inf (out untouched).
+int vc_q4_linear(const float* x, int64_t n, int64_t K, int split, int64_t G, const uint8_t* packed,
+                 const float* scales, const float* colterm, const float* bias, float* out,
+                 int64_t N, int threads) {
+  if (n <= 0) return 0;
+  float lo, hi;
+  if (!finite_range(x, n * K, &lo, &hi)) return 1;
+  const int64_t Kp = round_up(K, G);
+  const int64_t qrows = split ? 2 * n : n;
+  thread_local std::vector<uint8_t> qbuf;
+  qbuf.assign((size_t)(qrows * Kp), 0);
+  uint8_t* q = qbuf.data();
+  Quantised qa = split ? quantise_split(x, n, K, Kp, lo, hi, q) : quantise_plain(x, n, K, Kp, lo, hi, q);
+  const int64_t blocks = ceil_div(N, kBlock), groups = Kp / G;
+  const float alpha = 1.0f / 254.0f;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+  {
+    int64_t b0, b1;
+    thread_blocks(blocks, &b0, &b1);
+    std::vector<float> acc((size_t)(qrows * kBlock));
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* wb = packed + b * kBlock * Kp / 2;
+      const float* sb = scales + b * groups * 16;
+      for (int64_t r0 = 0; r0 < qrows; r0 += 8) {
+        const int64_t R = qrows - r0 < 8 ? qrows - r0 : 8;
+        kRowsQ4[R](q + r0 * Kp, Kp, G, wb, sb, acc.data() + r0 * kBlock);
+      }
+      const int64_t c0 = b * kBlock, width = N - c0 < kBlock ? N - c0 : kBlock;
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t col = c0 + j;
+        const float offset = (float)qa.zero * colterm[col];
+        for (int64_t r = 0; r < n; ++r) {
+          float y = (acc[r * kBlock + j] - offset) * qa.step;
+          if (split) y = fmaf((acc[(n + r) * kBlock + j] - offset) * qa.step, alpha, y);
+          if (bias) y += bias[col];
+          out[r * N + col] = y;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 // Depthwise stride-1 convolution of channels-last sequences ("valid" positions):
 // out[b, t, c] = bias[c] + sum_j w[c, j] * x[b, t + j, c], with x (B, L, C) and
 // out (B, L - k + 1, C). `taps` is the weight packed by vc_depthwise_pack: chunks of 64

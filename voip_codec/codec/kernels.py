@@ -11,6 +11,9 @@ spends 50-75 us on 4 frames of 1024 channels. ``kernels.cpp`` holds:
   (or AVX-512 VNNI) with software prefetch, scale back, merge the split rows, add the bias.
   Its outputs equal oneDNN's split product and fbgemm's plain product (same roundings, same
   float order; fbgemm rounds a few activations of long inputs the other way).
+* ``vc_q4_linear``: the same for 4-bit weights with one scale per output column and group of
+  inputs (int4 mode's decoder side): two weights per byte, unpacked by a table lookup into
+  VNNI registers; half the bytes of the int8 product for the same activations.
 * ``vc_half_linear``: fp16 weights, fp32 activations and sums (the layers int8 mode keeps in
   floating point), equal to fbgemm's fp16 product.
 * ``vc_depthwise``, ``vc_grouped``: fp32 depthwise and grouped stride-1 convolutions of
@@ -72,6 +75,9 @@ _SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "vc_packed_bytes": (_I64, [_I64, _I64]),
     "vc_pack": (None, [_P, _I64, _I64, _P, _P]),
     "vc_linear": (_I32, [_P, _I64, _I64, _I32, _P, _P, _P, _P, _P, _I64, _I32, _I32]),
+    "vc_q4_bytes": (_I64, [_I64, _I64, _I64]),
+    "vc_q4_pack": (None, [_P, _I64, _I64, _I64, _P]),
+    "vc_q4_linear": (_I32, [_P, _I64, _I64, _I32, _I64, _P, _P, _P, _P, _P, _I64, _I32]),
     "vc_half_bytes": (_I64, [_I64, _I64]),
     "vc_half_pack": (None, [_P, _I64, _I64, _P]),
     "vc_half_linear": (None, [_P, _I64, _I64, _P, _P, _P, _I64, _I32]),
@@ -129,6 +135,36 @@ class KernelLibrary:
             x.data_ptr(), rows, k, int(split), packed.data_ptr(), colsum.data_ptr(),
             scale.data_ptr(), _ptr(bias), out.data_ptr(), n_out,
             torch.get_num_threads(), int(self.amx if amx is None else amx and self.amx))
+        return None if rc else out
+
+    def pack_q4(self, values: Tensor, scale: Tensor, group: int) -> tuple[Tensor, Tensor, Tensor]:
+        """4-bit weight rows ``(N, K)`` (int8 values in [-8, 7]) with their ``(N, ceil(K /
+        group))`` fp32 scales -> (packed nibbles, scales packed per block of 16 columns, fp32
+        column terms ``sum_g scale_g * sum(values in g)`` for the activation zero point)."""
+        q = values.detach().to(torch.int8).contiguous()
+        n, k = q.shape
+        packed = torch.empty(int(self.lib.vc_q4_bytes(n, k, group)), dtype=torch.uint8)
+        self.lib.vc_q4_pack(q.data_ptr(), n, k, group, packed.data_ptr())
+        groups = -(-k // group)
+        padded = torch.zeros(-(-n // 16) * 16, groups)
+        padded[:n] = scale.float()
+        blocks = padded.view(-1, 16, groups).transpose(1, 2).contiguous()
+        sums = torch.nn.functional.pad(q.float(), (0, groups * group - k)).view(n, groups, group)
+        colterm = (sums.sum(-1) * scale.float()).sum(-1).contiguous()
+        return packed, blocks, colterm
+
+    def q4_linear(self, x: Tensor, split: bool, group: int, packed: Tensor, scales: Tensor,
+                  colterm: Tensor, bias: Tensor | None) -> Tensor | None:
+        """``x`` ``(..., K)`` float32 through the 4-bit product (:meth:`pack_q4`'s weights);
+        None when ``x`` holds NaN/inf."""
+        x = x.contiguous()
+        k = x.shape[-1]
+        n_out = colterm.shape[0]
+        out = torch.empty(*x.shape[:-1], n_out)
+        rows = x.numel() // k if k else 0
+        rc = self.lib.vc_q4_linear(
+            x.data_ptr(), rows, k, int(split), group, packed.data_ptr(), scales.data_ptr(),
+            colterm.data_ptr(), _ptr(bias), out.data_ptr(), n_out, torch.get_num_threads())
         return None if rc else out
 
     def pack_half(self, rows: Tensor) -> Tensor:

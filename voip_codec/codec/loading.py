@@ -14,7 +14,7 @@
 Weights load strictly: a missing or unexpected key, or a shape mismatch, is an error naming it.
 Legacy (v0.0.1) checkpoints with separate ``q_proj``/``k_proj``/``v_proj`` are remapped.
 
-Lower-precision checkpoints (``save_pretrained(model, dir, precision="bf16" | "int8")``, see
+Lower-precision checkpoints (``save_pretrained(model, dir, precision="bf16" | "int8" | "int4")``, see
 :mod:`voip_codec.codec.precision`) keep ``config.json`` and the official key names; the
 safetensors metadata records ``voip_codec.precision`` and the fp32 model's fingerprint, and int8
 layers add ``<name>.weight_scale`` beside their int8 ``<name>.weight``. They load strictly into
@@ -183,10 +183,12 @@ def load_state_dict_strict(model: FocalCodec, state: dict[str, Tensor], origin: 
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
     )
-    dtypes = sorted(  # int8 weights must stay int8 (a float would be silently truncated)
+    dtypes = sorted(  # int8 and packed 4-bit weights must keep their dtype (a float would be
+        # silently truncated, int8 values read as nibble pairs would be wrong)
         f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}"
         for k in set(own) & set(state)
-        if (own[k].dtype == torch.int8) != (state[k].dtype == torch.int8)
+        if own[k].dtype != state[k].dtype and not (
+            own[k].is_floating_point() and state[k].is_floating_point())
     )
     if missing or unexpected or shapes or dtypes:
         def few(xs: list[str]) -> str:
@@ -249,9 +251,9 @@ def from_pretrained(
         source: where the checkpoint is.
         device: where the model goes.
         dtype: legacy; ``torch.bfloat16`` is the same as ``precision="bf16"``.
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; None keeps the stored precision. An
-            fp32 checkpoint converts to any precision on load; a bf16/int8 checkpoint loads only
-            at its own precision.
+        precision: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"int4"``; None keeps the stored
+            precision. An fp32 checkpoint converts to any precision on load; a bf16/int8/int4
+            checkpoint loads only at its own precision.
 
     Raises:
         CheckpointError: checkpoint not found, or its weights do not match its config.
@@ -276,8 +278,8 @@ def from_pretrained(
         raise ConfigError(f"{weights_path} is stored at {stored}; it loads only as {stored} "
                           f"(convert to {precision} from the fp32 checkpoint instead)")
     model = FocalCodec(config, model_id=model_id)
-    if stored == "int8":
-        int8_skeleton(model)
+    if stored in ("int8", "int4"):
+        int8_skeleton(model, stored)
     load_state_dict_strict(model, state, str(weights_path))
     if stored == "bf16":
         model.to(torch.bfloat16)
@@ -306,7 +308,7 @@ def save_pretrained(model: FocalCodec, directory: str | os.PathLike[str],
     Args:
         model: the model (left unchanged).
         directory: created if needed.
-        precision: store at ``"bf16"`` or ``"int8"`` (converted from an fp32 model), or None
+        precision: store at ``"bf16"``, ``"int8"`` or ``"int4"`` (converted from an fp32 model), or None
             for the model's own precision. fp32 files are exactly the official format.
     """
     import copy

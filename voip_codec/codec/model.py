@@ -129,7 +129,7 @@ class FocalCodec(nn.Module):
 
     @property
     def precision(self) -> str:
-        """``"fp32"``, ``"bf16"`` or ``"int8"`` (see :mod:`voip_codec.codec.precision`)."""
+        """``"fp32"``, ``"bf16"``, ``"int8"`` or ``"int4"`` (see :mod:`voip_codec.codec.precision`)."""
         from .precision import model_precision
 
         return model_precision(self)
@@ -286,8 +286,9 @@ class FocalCodec(nn.Module):
     def num_parameters(self) -> int:
         """Total parameter count (the weights of int8 mode's layers, held as buffers,
         included)."""
-        from .precision import Int8Linear, PackedLinear
+        from .precision import Int4Linear, Int8Linear, PackedLinear
 
-        int8 = sum(m.weight.numel() + (0 if m.bias is None else m.bias.numel())
-                   for m in self.modules() if isinstance(m, (Int8Linear, PackedLinear)))
-        return int8 + sum(p.numel() for p in self.parameters())
+        held = sum(m.out_features * m.in_features + (0 if m.bias is None else m.bias.numel())
+                   for m in self.modules()
+                   if isinstance(m, (Int4Linear, Int8Linear, PackedLinear)))
+        return held + sum(p.numel() for p in self.parameters())

@@ -62,7 +62,7 @@ def _transport_args(p: argparse.ArgumentParser) -> None:
                    help="what computes a FocalCodec codec: torch (default) or onnxruntime "
                         "(the model exported once into the cache; faster at 1 thread, needs "
                         "the onnx extra)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8", "int4"), default=None,
                    help="compute precision of a FocalCodec codec (default: as stored; the "
                         "full-size models run in real time at int8, see README 'Speed'); "
                         "tokens, and so the peer, do not depend on it; onnx: fp32 or int8")
