@@ -120,3 +120,41 @@ def test_four_bit_product_sums_each_group_exactly(split: bool) -> None:
     nan[1, 3] = float("inf")
     assert lib.q4_linear(nan, False, 64, *lib.pack_q4(torch.zeros(16, 64, dtype=torch.int8),
                                                      torch.ones(16, 1), 64), None) is None
+
+
+@pytest.mark.skipif(kernels.library() is None,
+                    reason=f"the own kernels do not load here: {kernels.unavailable_reason()}")
+def test_fused_gelu_matches_torch() -> None:
+    """The GELU in the kernels' epilogues (int8, 4-bit, depthwise) against ``F.gelu`` of the
+    same kernel's output: within about 1e-7 x |x| (erf to 1.5e-7)."""
+    lib = kernels.library()
+    assert lib is not None
+    gelu = torch.nn.functional.gelu
+    torch.manual_seed(5)
+    x = torch.randn(5, 200) * 3
+    x[0, :8] = torch.tensor([0.0, -0.0, 1e-6, -1e-6, 12.0, -12.0, 30.0, -30.0])
+    w = torch.randint(-127, 128, (70, 200), dtype=torch.int8)
+    packed, colsum = lib.pack(w)
+    scale, bias = torch.rand(70) * 0.01, torch.randn(70)
+    for split in (False, True):
+        plain = lib.linear(x, split, packed, colsum, scale, bias)
+        fused = lib.linear(x, split, packed, colsum, scale, bias, gelu=True)
+        assert plain is not None and fused is not None
+        torch.testing.assert_close(fused, gelu(plain), rtol=0, atol=3e-7 * (1 + plain.abs().max()))
+    q4 = lib.pack_q4(torch.randint(-8, 8, (70, 200), dtype=torch.int8), torch.rand(70, 4), 64)
+    plain4 = lib.q4_linear(x, False, 64, *q4, bias)
+    fused4 = lib.q4_linear(x, False, 64, *q4, bias, gelu=True)
+    assert plain4 is not None and fused4 is not None
+    torch.testing.assert_close(fused4, gelu(plain4), rtol=0, atol=3e-7 * (1 + plain4.abs().max()))
+    ext = torch.randn(2, 9, 100) * 4
+    taps = lib.pack_depthwise(torch.randn(100, 1, 6))
+    fused_dw = lib.depthwise(ext, taps, 6, None, gelu=True)
+    assert fused_dw.shape == (2, 4, 100)
+    torch.testing.assert_close(fused_dw, gelu(lib.depthwise(ext, taps, 6, None)), rtol=0,
+                               atol=1e-5)
+    # the special values: GELU(0) = 0 exactly, large |x| saturates to x or 0
+    edge = torch.tensor([[0.0, 20.0, -20.0, 1e-30] + [0.0] * 60])
+    out = lib.linear(edge, False, *lib.pack(torch.eye(64, dtype=torch.int8)), torch.ones(64),
+                     None, gelu=True)
+    assert out is not None
+    torch.testing.assert_close(out, gelu(edge), rtol=2e-2, atol=1e-6)

@@ -22,6 +22,7 @@ from .layers import (
     Snake,
     causal_extend,
     depthwise_causal_conv,
+    linear_gelu,
     modules_as,
     pointwise,
 )
@@ -67,7 +68,7 @@ class _FocalModulation(nn.Module):
             ext, new_ctx = causal_extend(ctx, None if contexts is None else contexts[i],
                                          conv.kernel_size[0] - 1, "replicate")
             new_contexts.append(new_ctx)
-            ctx = F.gelu(depthwise_causal_conv(ext, conv.weight, conv.bias))
+            ctx = depthwise_causal_conv(ext, conv.weight, conv.bias, gelu=True)
             term = ctx * gates[..., i:i + 1]
             total = term if total is None else total + term
         assert total is not None
@@ -148,7 +149,7 @@ class _ChunkFeedForward(nn.Module):
         if pad:
             x = F.pad(x, (0, 0, 0, pad))
         v = x.reshape(B, -1, self.chunk * C)
-        v = v + self.out_proj(F.gelu(self.in_proj(v)))
+        v = v + self.out_proj(linear_gelu(self.in_proj, v))
         return v.reshape(B, -1, C)[:, :T]
 
 

@@ -74,16 +74,17 @@ _SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "vc_amx_permit": (_I32, []),
     "vc_packed_bytes": (_I64, [_I64, _I64]),
     "vc_pack": (None, [_P, _I64, _I64, _P, _P]),
-    "vc_linear": (_I32, [_P, _I64, _I64, _I32, _P, _P, _P, _P, _P, _I64, _I32, _I32]),
+    "vc_linear": (_I32, [_P, _I64, _I64, _I32, _P, _P, _P, _P, _P, _I64, _I32, _I32, _I32]),
     "vc_q4_bytes": (_I64, [_I64, _I64, _I64]),
     "vc_q4_pack": (None, [_P, _I64, _I64, _I64, _P]),
-    "vc_q4_linear": (_I32, [_P, _I64, _I64, _I32, _I64, _P, _P, _P, _P, _P, _I64, _I32]),
+    "vc_q4_linear": (_I32, [_P, _I64, _I64, _I32, _I64, _P, _P, _P, _P, _P, _I64, _I32,
+                             _I32]),
     "vc_half_bytes": (_I64, [_I64, _I64]),
     "vc_half_pack": (None, [_P, _I64, _I64, _P]),
     "vc_half_linear": (None, [_P, _I64, _I64, _P, _P, _P, _I64, _I32]),
     "vc_depthwise_bytes": (_I64, [_I64, _I64]),
     "vc_depthwise_pack": (None, [_P, _I64, _I64, _P]),
-    "vc_depthwise": (None, [_P, _I64, _I64, _I64, _P, _I64, _P, _P, _I32]),
+    "vc_depthwise": (None, [_P, _I64, _I64, _I64, _P, _I64, _P, _P, _I32, _I32]),
     "vc_grouped_bytes": (_I64, [_I64, _I64, _I64, _I64, _I32]),
     "vc_grouped_pack": (None, [_P, _I64, _I64, _I64, _I64, _I32, _P]),
     "vc_grouped": (None, [_P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _I32, _P, _P, _I32]),
@@ -123,9 +124,11 @@ class KernelLibrary:
         return packed, colsum
 
     def linear(self, x: Tensor, split: bool, packed: Tensor, colsum: Tensor, scale: Tensor,
-               bias: Tensor | None, amx: bool | None = None) -> Tensor | None:
-        """``x`` ``(..., K)`` float32 through the int8 product; None when ``x`` holds NaN/inf
-        (the caller falls back to the float product, which passes them on)."""
+               bias: Tensor | None, amx: bool | None = None, gelu: bool = False
+               ) -> Tensor | None:
+        """``x`` ``(..., K)`` float32 through the int8 product (then the exact GELU, about 1e-7
+        from torch's, with ``gelu``); None when ``x`` holds NaN/inf (the caller falls back to
+        the float product, which passes them on)."""
         x = x.contiguous()
         k = x.shape[-1]
         n_out = colsum.shape[0]
@@ -134,7 +137,8 @@ class KernelLibrary:
         rc = self.lib.vc_linear(
             x.data_ptr(), rows, k, int(split), packed.data_ptr(), colsum.data_ptr(),
             scale.data_ptr(), _ptr(bias), out.data_ptr(), n_out,
-            torch.get_num_threads(), int(self.amx if amx is None else amx and self.amx))
+            torch.get_num_threads(), int(self.amx if amx is None else amx and self.amx),
+            int(gelu))
         return None if rc else out
 
     def pack_q4(self, values: Tensor, scale: Tensor, group: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,9 +158,9 @@ class KernelLibrary:
         return packed, blocks, colterm
 
     def q4_linear(self, x: Tensor, split: bool, group: int, packed: Tensor, scales: Tensor,
-                  colterm: Tensor, bias: Tensor | None) -> Tensor | None:
-        """``x`` ``(..., K)`` float32 through the 4-bit product (:meth:`pack_q4`'s weights);
-        None when ``x`` holds NaN/inf."""
+                  colterm: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor | None:
+        """``x`` ``(..., K)`` float32 through the 4-bit product (:meth:`pack_q4`'s weights;
+        then GELU as in :meth:`linear`); None when ``x`` holds NaN/inf."""
         x = x.contiguous()
         k = x.shape[-1]
         n_out = colterm.shape[0]
@@ -164,7 +168,8 @@ class KernelLibrary:
         rows = x.numel() // k if k else 0
         rc = self.lib.vc_q4_linear(
             x.data_ptr(), rows, k, int(split), group, packed.data_ptr(), scales.data_ptr(),
-            colterm.data_ptr(), _ptr(bias), out.data_ptr(), n_out, torch.get_num_threads())
+            colterm.data_ptr(), _ptr(bias), out.data_ptr(), n_out, torch.get_num_threads(),
+            int(gelu))
         return None if rc else out
 
     def pack_half(self, rows: Tensor) -> Tensor:
@@ -242,16 +247,16 @@ class KernelLibrary:
         self.lib.vc_depthwise_pack(w.data_ptr(), c, k, taps.data_ptr())
         return taps
 
-    def depthwise(self, extended: Tensor, taps: Tensor, kernel: int, bias: Tensor | None
-                  ) -> Tensor:
+    def depthwise(self, extended: Tensor, taps: Tensor, kernel: int, bias: Tensor | None,
+                  gelu: bool = False) -> Tensor:
         """Depthwise stride-1 convolution of ``extended`` ``(batch, length, channels)`` float32
-        with ``taps`` (:meth:`pack_depthwise`): ``(batch, length - kernel + 1, channels)``."""
+        with ``taps`` (:meth:`pack_depthwise`): ``(batch, length - kernel + 1, channels)``,
+        then GELU as in :meth:`linear` with ``gelu``."""
         x = extended.contiguous()
         b, length, c = x.shape
         out = torch.empty(b, max(length - kernel + 1, 0), c)
         self.lib.vc_depthwise(x.data_ptr(), b, length, c, taps.data_ptr(), kernel,
-                              _ptr(bias), out.data_ptr(),
-                              torch.get_num_threads())
+                              _ptr(bias), out.data_ptr(), torch.get_num_threads(), int(gelu))
         return out
 
 

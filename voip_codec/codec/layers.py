@@ -227,7 +227,8 @@ def _packed_conv(extended: Tensor, weight: Tensor, bias: Tensor | None, stride: 
     return out.squeeze(2).transpose(1, 2).contiguous()
 
 
-def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None,
+                          gelu: bool = False) -> Tensor:
     """Depthwise convolution over an already left-extended sequence ("valid" positions only),
     streaming (a few frames) and offline alike: :func:`channels_last_conv` with one group per
     channel.
@@ -236,6 +237,8 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None)
         extended: ``(batch, kernel - 1 + time, channels)``.
         weight: ``(channels, 1, kernel)`` (the Conv1d layout).
         bias: ``(channels,)`` or None.
+        gelu: apply the exact GELU to the result (in the own kernel's epilogue where it runs,
+            about 1e-7 from ``F.gelu``).
 
     Returns:
         ``(batch, time, channels)``, contiguous.
@@ -243,8 +246,9 @@ def depthwise_causal_conv(extended: Tensor, weight: Tensor, bias: Tensor | None)
     own = _own_packed(extended, weight, bias, "depthwise")
     if own is not None:
         lib, taps = own
-        return lib.depthwise(extended, taps, weight.shape[-1], bias)
-    return channels_last_conv(extended, weight, bias, groups=weight.shape[0])
+        return lib.depthwise(extended, taps, weight.shape[-1], bias, gelu)
+    y = channels_last_conv(extended, weight, bias, groups=weight.shape[0])
+    return F.gelu(y) if gelu else y
 
 
 _OWN: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
@@ -479,4 +483,12 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x ``(..., dim)``. Returns ``(..., dim)``."""
-        return self.out_proj(F.gelu(self.in_proj(x)))
+        return self.out_proj(linear_gelu(self.in_proj, x))
+
+
+def linear_gelu(layer: nn.Module, x: Tensor) -> Tensor:
+    """``F.gelu(layer(x))``; a quantised layer that can fuse the GELU into its product
+    (``fuses_gelu``, :class:`~.precision.Int8Linear`) is called with ``gelu=True``."""
+    if getattr(layer, "fuses_gelu", False):
+        return layer(x, gelu=True)
+    return F.gelu(layer(x))

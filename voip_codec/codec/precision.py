@@ -394,30 +394,39 @@ class Int8Linear(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
         self._pack()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x ``(..., in)`` float32. Returns ``(..., out)`` float32."""
+    fuses_gelu = True
+    """``forward(x, gelu=True)`` is ``F.gelu(forward(x))`` (:func:`~.layers.linear_gelu`)."""
+
+    def forward(self, x: Tensor, gelu: bool = False) -> Tensor:
+        """Args: x ``(..., in)`` float32; ``gelu``: apply the exact GELU to the result (in the
+        own kernel's epilogue where it runs, about 1e-7 from ``F.gelu``). Returns ``(..., out)``
+        float32."""
         if self._stale:
             self._pack()
         if x.dtype != torch.float32:
             x = x.float()
         if x.dim() == 1:  # the kernels want a leading dimension
-            return self.forward(x[None])[0]
-        if x.numel() == 0 or (self._packed is None and self._onednn is None
-                              and self._own is None):
-            return F.linear(x, self.dequantized(), self.bias)
-        # the kernels take the leading dimensions as they are
-        if self._own is not None:
+            return self.forward(x[None], gelu)[0]
+        if self._own is not None and x.numel():
+            # the kernels take the leading dimensions as they are
             kernel = kernels.library()
             assert kernel is not None  # packed by it
             y = kernel.linear(x, self.split and self.in_features > 1, *self._own,
-                              self.weight_scale, self.bias)
-            # None: NaN/inf in x; the float product passes them on, as fbgemm's does
-            return F.linear(x, self.dequantized(), self.bias) if y is None else y
-        if self._onednn is not None:
-            return self._onednn_forward(x)
-        if self.split and self.in_features > 1:
-            return self._split_forward(x)
-        return torch.ops.quantized.linear_dynamic(x, self._packed, not _has_vnni())
+                              self.weight_scale, self.bias, gelu=gelu)
+            if y is not None:
+                return y
+            # NaN/inf in x: the float product passes them on, as fbgemm's does
+            y = F.linear(x, self.dequantized(), self.bias)
+        elif x.numel() == 0 or (self._packed is None and self._onednn is None
+                                and self._own is None):
+            y = F.linear(x, self.dequantized(), self.bias)
+        elif self._onednn is not None:
+            y = self._onednn_forward(x)
+        elif self.split and self.in_features > 1:
+            y = self._split_forward(x)
+        else:
+            y = torch.ops.quantized.linear_dynamic(x, self._packed, not _has_vnni())
+        return F.gelu(y) if gelu else y
 
     def _onednn_forward(self, x: Tensor) -> Tensor:
         """``x`` (..., in) as split rows (:func:`_split_levels`, quantised by the layer, no
@@ -593,24 +602,29 @@ class Int4Linear(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
         self._stale = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x ``(..., in)`` float32. Returns ``(..., out)`` float32."""
+    fuses_gelu = True
+    """As :attr:`Int8Linear.fuses_gelu`."""
+
+    def forward(self, x: Tensor, gelu: bool = False) -> Tensor:
+        """Args: x ``(..., in)`` float32; ``gelu`` as in :meth:`Int8Linear.forward`. Returns
+        ``(..., out)`` float32."""
         if self._stale:
             self._pack()
         if x.dtype != torch.float32:
             x = x.float()
         if self._own is not None and x.numel():
             if x.dim() == 1:
-                return self.forward(x[None])[0]
+                return self.forward(x[None], gelu)[0]
             kernel = kernels.library()
             assert kernel is not None  # packed by it
-            y = kernel.q4_linear(x, False, self.group, *self._own, self.bias)
+            y = kernel.q4_linear(x, False, self.group, *self._own, self.bias, gelu=gelu)
             if y is not None:
                 return y
             # NaN/inf in x: the float product passes them on
         if self._dense is None:
             self._dense = self.dequantized()
-        return F.linear(x, self._dense, self.bias)
+        y = F.linear(x, self._dense, self.bias)
+        return F.gelu(y) if gelu else y
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, group={self.group}"

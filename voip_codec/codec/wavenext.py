@@ -10,11 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WaveNeXtConfig
-from .layers import causal_extend, causal_windows, depthwise_causal_conv, grouped_causal_conv
+from .layers import (
+    causal_extend,
+    causal_windows,
+    depthwise_causal_conv,
+    grouped_causal_conv,
+    linear_gelu,
+)
 from .state import StreamState
 
 __all__ = ["WaveNeXt", "WaveNeXtState"]
@@ -39,7 +44,7 @@ class _Block(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         ext, context = causal_extend(x, context, self.dwconv.kernel_size[0] - 1, "zeros")
         h = depthwise_causal_conv(ext, self.dwconv.weight, self.dwconv.bias)
-        h = self.pwconv2(F.gelu(self.pwconv1(self.norm(h))))
+        h = self.pwconv2(linear_gelu(self.pwconv1, self.norm(h)))
         return x + self.gamma * h, context
 
 
