@@ -140,12 +140,12 @@ def test_fused_gelu_matches_torch() -> None:
         plain = lib.linear(x, split, packed, colsum, scale, bias)
         fused = lib.linear(x, split, packed, colsum, scale, bias, gelu=True)
         assert plain is not None and fused is not None
-        torch.testing.assert_close(fused, gelu(plain), rtol=0, atol=3e-7 * (1 + plain.abs().max()))
+        torch.testing.assert_close(fused, gelu(plain), rtol=0, atol=3e-7 * (1 + float(plain.abs().max())))
     q4 = lib.pack_q4(torch.randint(-8, 8, (70, 200), dtype=torch.int8), torch.rand(70, 4), 64)
     plain4 = lib.q4_linear(x, False, 64, *q4, bias)
     fused4 = lib.q4_linear(x, False, 64, *q4, bias, gelu=True)
     assert plain4 is not None and fused4 is not None
-    torch.testing.assert_close(fused4, gelu(plain4), rtol=0, atol=3e-7 * (1 + plain4.abs().max()))
+    torch.testing.assert_close(fused4, gelu(plain4), rtol=0, atol=3e-7 * (1 + float(plain4.abs().max())))
     ext = torch.randn(2, 9, 100) * 4
     taps = lib.pack_depthwise(torch.randn(100, 1, 6))
     fused_dw = lib.depthwise(ext, taps, 6, None, gelu=True)
