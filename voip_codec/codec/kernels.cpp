@@ -214,6 +214,20 @@ Quantised quantise_plain(const float* x, int64_t n, int64_t K, int64_t Kp, float
   return {step, zero};
 }
 
+// One call's activations quantised (split or plain rule) into `rows` rows of Kp bytes (the rows
+// past the quantised ones and the bytes past K zero) in a thread-local buffer, or nullptr when x
+// holds NaN/inf.
+const uint8_t* quantise_call(const float* x, int64_t n, int64_t K, int64_t Kp, int split,
+                             int64_t rows, Quantised* qa) {
+  float lo, hi;
+  if (!finite_range(x, n * K, &lo, &hi)) return nullptr;
+  thread_local std::vector<uint8_t> qbuf;
+  qbuf.assign((size_t)(rows * Kp), 0);
+  uint8_t* q = qbuf.data();
+  *qa = split ? quantise_split(x, n, K, Kp, lo, hi, q) : quantise_plain(x, n, K, Kp, lo, hi, q);
+  return q;
+}
+
 // acc (rows x 16 int32) for one block of columns, AMX: rows in tiles of up to 16.
 void block_amx(const uint8_t* q, int64_t rows, int64_t Kp, const int8_t* wb, int32_t* acc) {
   const int64_t depth = Kp / kDepth;
@@ -295,16 +309,13 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
               const int32_t* colsum, const float* wscale, const float* bias, float* out, int64_t N,
               int threads, int amx, int gelu) {
   if (n <= 0) return 0;
-  float lo, hi;
-  if (!finite_range(x, n * K, &lo, &hi)) return 1;
   const int64_t Kp = round_up(K, kDepth);
   const int64_t qrows = split ? 2 * n : n;
   // AMX tiles take 16 rows at a time: pad to a multiple of 16 with zero rows
   const int64_t padded = amx ? round_up(qrows, 16) : qrows;
-  thread_local std::vector<uint8_t> qbuf;
-  qbuf.assign((size_t)(padded * Kp), 0);
-  uint8_t* q = qbuf.data();
-  Quantised qa = split ? quantise_split(x, n, K, Kp, lo, hi, q) : quantise_plain(x, n, K, Kp, lo, hi, q);
+  Quantised qa;
+  const uint8_t* q = quantise_call(x, n, K, Kp, split, padded, &qa);
+  if (!q) return 1;
   const int64_t blocks = ceil_div(N, kBlock);
   const float alpha = 1.0f / 254.0f;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
@@ -420,14 +431,11 @@ int vc_q4_linear(const float* x, int64_t n, int64_t K, int split, int64_t G, con
                  const float* scales, const float* colterm, const float* bias, float* out,
                  int64_t N, int threads, int gelu) {
   if (n <= 0) return 0;
-  float lo, hi;
-  if (!finite_range(x, n * K, &lo, &hi)) return 1;
   const int64_t Kp = round_up(K, G);
   const int64_t qrows = split ? 2 * n : n;
-  thread_local std::vector<uint8_t> qbuf;
-  qbuf.assign((size_t)(qrows * Kp), 0);
-  uint8_t* q = qbuf.data();
-  Quantised qa = split ? quantise_split(x, n, K, Kp, lo, hi, q) : quantise_plain(x, n, K, Kp, lo, hi, q);
+  Quantised qa;
+  const uint8_t* q = quantise_call(x, n, K, Kp, split, qrows, &qa);
+  if (!q) return 1;
   const int64_t blocks = ceil_div(N, kBlock), groups = Kp / G;
   const float alpha = 1.0f / 254.0f;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)

@@ -102,6 +102,14 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _rows_and_out(x: Tensor, n_out: int) -> tuple[Tensor, int, int, Tensor]:
+    """A product's input ``(..., K)`` made contiguous, ``K``, its row count and the empty
+    ``(..., n_out)`` output."""
+    x = x.contiguous()
+    k = x.shape[-1]
+    return x, k, x.numel() // k if k else 0, torch.empty(*x.shape[:-1], n_out)
+
+
 @dataclass(frozen=True)
 class KernelLibrary:
     """The loaded kernel and what this CPU lets it use."""
@@ -129,14 +137,10 @@ class KernelLibrary:
         """``x`` ``(..., K)`` float32 through the int8 product (then the exact GELU, about 1e-7
         from torch's, with ``gelu``); None when ``x`` holds NaN/inf (the caller falls back to
         the float product, which passes them on)."""
-        x = x.contiguous()
-        k = x.shape[-1]
-        n_out = colsum.shape[0]
-        out = torch.empty(*x.shape[:-1], n_out)
-        rows = x.numel() // k if k else 0
+        x, k, rows, out = _rows_and_out(x, colsum.shape[0])
         rc = self.lib.vc_linear(
             x.data_ptr(), rows, k, int(split), packed.data_ptr(), colsum.data_ptr(),
-            scale.data_ptr(), _ptr(bias), out.data_ptr(), n_out,
+            scale.data_ptr(), _ptr(bias), out.data_ptr(), out.shape[-1],
             torch.get_num_threads(), int(self.amx if amx is None else amx and self.amx),
             int(gelu))
         return None if rc else out
@@ -161,14 +165,10 @@ class KernelLibrary:
                   colterm: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor | None:
         """``x`` ``(..., K)`` float32 through the 4-bit product (:meth:`pack_q4`'s weights;
         then GELU as in :meth:`linear`); None when ``x`` holds NaN/inf."""
-        x = x.contiguous()
-        k = x.shape[-1]
-        n_out = colterm.shape[0]
-        out = torch.empty(*x.shape[:-1], n_out)
-        rows = x.numel() // k if k else 0
+        x, k, rows, out = _rows_and_out(x, colterm.shape[0])
         rc = self.lib.vc_q4_linear(
             x.data_ptr(), rows, k, int(split), group, packed.data_ptr(), scales.data_ptr(),
-            colterm.data_ptr(), _ptr(bias), out.data_ptr(), n_out, torch.get_num_threads(),
+            colterm.data_ptr(), _ptr(bias), out.data_ptr(), out.shape[-1], torch.get_num_threads(),
             int(gelu))
         return None if rc else out
 
