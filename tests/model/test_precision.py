@@ -25,7 +25,7 @@ from voip_codec.codec.model import FocalCodec
 from voip_codec.codec.precision import (
     _FP16_PACKING,
     CALIBRATION_FILE,
-    KEEP_8BIT,
+    KEEP_FLOAT,
     Int4Linear,
     Int8Linear,
     PackedLinear,
@@ -519,10 +519,11 @@ def _load(path: Path, seconds: float = 8.0) -> torch.Tensor:
 
 def test_int4_mode_keeps_the_int8_token_path(fp32: FocalCodec, models: dict[str, FocalCodec],
                                              speech: torch.Tensor) -> None:
-    """int4: the decoder side's layers on 4-bit weights (the waveform head int8), the token
-    path exactly int8's, so the tokens are int8's to the bit; the audio loses a little more.
-    Measured on this clip (4 s): STOI of the decoded output against fp32's output int8 0.93,
-    int4 0.91 (8 eval clips: 0.925 and 0.904)."""
+    """int4: the decoder side's int8 layers on 4-bit weights, the token path exactly int8's, so
+    the tokens are int8's to the bit; the audio loses a little more. The waveform head stays in
+    floating point in both modes (``KEEP_FLOAT``). Measured on this clip (4 s): STOI of the
+    decoded output against fp32's output int8 1.00, int4 0.99 (8 eval clips: 0.9997 and 0.9904;
+    with the head int8 they were 0.9247 and 0.9043)."""
     from pystoi import stoi
 
     m = models["int4"]
@@ -530,10 +531,13 @@ def test_int4_mode_keeps_the_int8_token_path(fp32: FocalCodec, models: dict[str,
     four = {n for n, x in m.named_modules() if isinstance(x, Int4Linear)}
     eight = {n for n, x in m.named_modules() if isinstance(x, Int8Linear)}
     assert four and all(n.startswith(("decompressor.", "decoder.")) for n in four)
-    assert all(n.startswith(("encoder.", "compressor.")) or n.endswith(KEEP_8BIT) for n in eight)
-    assert "decoder.head.proj" in eight
+    assert eight and all(n.startswith(("encoder.", "compressor.")) for n in eight)
     assert four | eight == {n for n, x in models["int8"].named_modules()
                             if isinstance(x, Int8Linear)}
+    for model in (m, models["int8"]):  # the head: fp32 activations on fp16 weights
+        assert isinstance(model.decoder.head.proj, PackedLinear)
+        assert all(n.endswith(KEEP_FLOAT) for n, x in model.named_modules()
+                   if n.startswith("decoder.head") and isinstance(x, PackedLinear))
     ref_t, ref_o = stream(fp32, speech)
     t8, o8 = stream(models["int8"], speech)
     t4, o4 = stream(m, speech)
@@ -541,7 +545,7 @@ def test_int4_mode_keeps_the_int8_token_path(fp32: FocalCodec, models: dict[str,
     rate = m.sample_rate_output
     s8 = stoi(ref_o[0].numpy(), o8[0].numpy(), rate)
     s4 = stoi(ref_o[0].numpy(), o4[0].numpy(), rate)
-    assert s4 > 0.85 and s4 > s8 - 0.05, (s4, s8)
+    assert s8 > 0.98 and s4 > 0.95 and s4 > s8 - 0.03, (s4, s8)
     # 4-bit weights: about half the bytes of the int8 layers they replace (scales included)
     int4_bytes = sum(x.weight.numel() + 4 * x.weight_scale.numel() for n, x in
                      m.named_modules() if isinstance(x, Int4Linear))

@@ -88,9 +88,10 @@ def int8_weight_digests(model: FocalCodec, grouped_convs: bool = False,
     return out
 
 
-QUANTIZE_REVISION = 2
+QUANTIZE_REVISION = 3
 """Version of the int8 graph rules: export caches keep int8 folders per revision (2: the token
-path's products take split activations)."""
+path's products take split activations; 3: the vocoder's waveform projection stays fp32,
+``precision.KEEP_FLOAT``)."""
 
 _GAIN = 254.0
 """The remainder rows' factor, ``2 * 127``, as torch's split layers (``precision._split_levels``)."""
