@@ -1,7 +1,8 @@
 // voip_codec's own CPU kernels for batch-1 streaming steps (built and loaded by kernels.py):
 // the int8 product (vc_linear), the fp16-weight product (vc_half_linear), depthwise and grouped
-// convolutions (vc_depthwise, vc_grouped) and the three-product bf16 convolution
-// (vc_bf16x3_windows). Each has its own comment below; this one is the int8 product's.
+// convolutions (vc_depthwise, vc_grouped), the three-product bf16 convolution
+// (vc_bf16x3_windows) and the 4-bit product (vc_q4_linear). Each has its own comment below;
+// this one is the int8 product's.
 //
 // y = dequant(quant(x) @ W^T) + bias for fp32 x (rows, K), int8 W (N, K) with one fp32 scale per
 // output column, in one call: the activations are quantised here (per tensor, uint8), the
@@ -38,6 +39,7 @@ constexpr int kBlock = 16;       // output columns per block
 constexpr int kDepth = 64;       // K per AMX tile row (bytes)
 constexpr int kAmxPrefetch = 8192;
 constexpr int kVnniPrefetch = 2048;
+constexpr float kSplitGain = 254.0f;  // the split rule's remainder factor, 2 * 127
 
 struct TileConfig {
   uint8_t palette;
@@ -161,7 +163,6 @@ Quantised quantise_split(const float* x, int64_t n, int64_t K, int64_t Kp, float
   double step = (double)amax / 127.0;
   if (step == 0.0) step = 1.0;
   const float inv = (float)(1.0 / step);
-  const float gain = 254.0f;
   for (int64_t r = 0; r < n; ++r) {
     uint8_t* qc = q + r * Kp;
     uint8_t* qf = q + (n + r) * Kp;
@@ -169,7 +170,7 @@ Quantised quantise_split(const float* x, int64_t n, int64_t K, int64_t Kp, float
     for (int64_t k = 0; k < K; ++k) {
       float t = xr[k] * inv;
       float c = nearbyintf(t);
-      float f = nearbyintf((t - c) * gain);
+      float f = nearbyintf((t - c) * kSplitGain);
       qc[k] = (uint8_t)(int)(c + 128.0f);
       qf[k] = (uint8_t)(int)(f + 128.0f);
     }
@@ -317,7 +318,7 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
   const uint8_t* q = quantise_call(x, n, K, Kp, split, padded, &qa);
   if (!q) return 1;
   const int64_t blocks = ceil_div(N, kBlock);
-  const float alpha = 1.0f / 254.0f;
+  const float alpha = 1.0f / kSplitGain;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
   {
     int64_t b0, b1;
@@ -354,7 +355,7 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
   return 0;
 }
 
-// 4-bit weights (the decoder side at "int8-w4"): y = dequant(quant(x) @ W^T) + bias, W (N, K) as
+// 4-bit weights (int4 mode's decoder side): y = dequant(quant(x) @ W^T) + bias, W (N, K) as
 // signed 4-bit values with one fp32 scale per output column and group of G inputs (G a multiple
 // of 8, K padded to G). The activations are quantised as in vc_linear (plain or split rule).
 // Packing: blocks of 16 output columns, inside a block K/8 octets of 64 bytes; byte 4c + j of
@@ -363,7 +364,9 @@ int vc_linear(const float* x, int64_t n, int64_t K, int split, const int8_t* pac
 // table lookup. The group scales are packed per block as (K / G, 16) floats. Each group's int32
 // sum is scaled into an fp32 sum; the activation zero point comes off at the end through the
 // precomputed column terms sum_g s_g sum_{k in g} w_k (vc_q4 callers pass them as `colterm`).
-int64_t vc_q4_bytes(int64_t N, int64_t K, int64_t G) { return round_up(N, kBlock) * round_up(K, G) / 2; }
+int64_t vc_q4_bytes(int64_t N, int64_t K, int64_t G) {
+  return round_up(N, kBlock) * round_up(K, G) / 2;
+}
 
 void vc_q4_pack(const int8_t* w, int64_t N, int64_t K, int64_t G, uint8_t* packed) {
   const int64_t Kp = round_up(K, G);
@@ -437,7 +440,7 @@ int vc_q4_linear(const float* x, int64_t n, int64_t K, int split, int64_t G, con
   const uint8_t* q = quantise_call(x, n, K, Kp, split, qrows, &qa);
   if (!q) return 1;
   const int64_t blocks = ceil_div(N, kBlock), groups = Kp / G;
-  const float alpha = 1.0f / 254.0f;
+  const float alpha = 1.0f / kSplitGain;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
   {
     int64_t b0, b1;

@@ -186,12 +186,9 @@ class KernelLibrary:
 
     def half_linear(self, x: Tensor, packed: Tensor, n_out: int, bias: Tensor | None) -> Tensor:
         """``x`` ``(..., K)`` float32 times fp16 weights (:meth:`pack_half`), fp32 sums."""
-        x = x.contiguous()
-        k = x.shape[-1]
-        out = torch.empty(*x.shape[:-1], n_out)
-        self.lib.vc_half_linear(x.data_ptr(), x.numel() // k if k else 0, k, packed.data_ptr(),
-                                _ptr(bias), out.data_ptr(), n_out,
-                                torch.get_num_threads())
+        x, k, rows, out = _rows_and_out(x, n_out)
+        self.lib.vc_half_linear(x.data_ptr(), rows, k, packed.data_ptr(), _ptr(bias),
+                                out.data_ptr(), n_out, torch.get_num_threads())
         return out
 
     def pack_grouped(self, weight: Tensor, groups: int, half: bool = False) -> Tensor:
