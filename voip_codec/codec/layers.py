@@ -269,8 +269,8 @@ def own_convolutions_off(weights: Iterable[Tensor]) -> None:
 
 def _own_packed(extended: Tensor, weight: Tensor, bias: Tensor | None, kind: str,
                 groups: int = 1) -> tuple[kernels.KernelLibrary, Tensor] | None:
-    """The own kernels and ``weight`` packed for one of their convolutions, or None where they do not
-    serve: not fp32 on the CPU, gradients wanted, tracing, the weight turned off
+    """The own kernels and ``weight`` packed for one of their convolutions, or None where they
+    do not serve: not fp32 on the CPU, gradients wanted, tracing, the weight turned off
     (:func:`own_convolutions_off`), or the kernels not loaded here. ``kind``: ``"depthwise"``,
     ``"grouped"`` (fp32 weights), ``"grouped16"`` (fp16 weights) or ``"bf16x3"``
     (:func:`three_bf16_conv`).

@@ -14,11 +14,12 @@
 Weights load strictly: a missing or unexpected key, or a shape mismatch, is an error naming it.
 Legacy (v0.0.1) checkpoints with separate ``q_proj``/``k_proj``/``v_proj`` are remapped.
 
-Lower-precision checkpoints (``save_pretrained(model, dir, precision="bf16" | "int8" | "int4")``, see
-:mod:`voip_codec.codec.precision`) keep ``config.json`` and the official key names; the
-safetensors metadata records ``voip_codec.precision`` and the fp32 model's fingerprint, and int8
-layers add ``<name>.weight_scale`` beside their int8 ``<name>.weight``. They load strictly into
-a model of that precision.
+Lower-precision checkpoints (``save_pretrained(model, dir, precision="bf16" | "int8" |
+"int4")``, see :mod:`voip_codec.codec.precision`) keep ``config.json`` and the official key
+names; the safetensors metadata records ``voip_codec.precision`` and the fp32 model's
+fingerprint, and int8 layers add ``<name>.weight_scale`` beside their int8 ``<name>.weight``
+(4-bit layers: two values per byte in ``<name>.weight``, one scale per group of inputs). They
+load strictly into a model of that precision.
 """
 
 from __future__ import annotations
@@ -308,8 +309,8 @@ def save_pretrained(model: FocalCodec, directory: str | os.PathLike[str],
     Args:
         model: the model (left unchanged).
         directory: created if needed.
-        precision: store at ``"bf16"``, ``"int8"`` or ``"int4"`` (converted from an fp32 model), or None
-            for the model's own precision. fp32 files are exactly the official format.
+        precision: store at ``"bf16"``, ``"int8"`` or ``"int4"`` (converted from an fp32
+            model), or None for the model's own precision. fp32 files are exactly the official format.
     """
     import copy
 

@@ -129,7 +129,8 @@ class FocalCodec(nn.Module):
 
     @property
     def precision(self) -> str:
-        """``"fp32"``, ``"bf16"``, ``"int8"`` or ``"int4"`` (see :mod:`voip_codec.codec.precision`)."""
+        """``"fp32"``, ``"bf16"``, ``"int8"`` or ``"int4"`` (see
+        :mod:`voip_codec.codec.precision`)."""
         from .precision import model_precision
 
         return model_precision(self)
@@ -284,8 +285,8 @@ class FocalCodec(nn.Module):
         return h.digest()[:8]
 
     def num_parameters(self) -> int:
-        """Total parameter count (the weights of int8 mode's layers, held as buffers,
-        included)."""
+        """Total parameter count (the weights of the int8, 4-bit and packed layers, held as
+        buffers, included: one per weight, whatever its bytes)."""
         from .precision import Int4Linear, Int8Linear, PackedLinear
 
         held = sum(m.out_features * m.in_features + (0 if m.bias is None else m.bias.numel())

@@ -512,19 +512,19 @@ def quantize_int4(weight: Tensor, group: int = INT4_GROUP) -> tuple[Tensor, Tens
     groups = -(-k // group)
     wg = F.pad(w, (0, groups * group - k)).view(n, groups, group)
     amax = wg.abs().amax(-1, keepdim=True).clamp(min=1e-12)
-    best_err = best_q = best_s = None
-    for clip in _INT4_CLIPS:
+
+    def rounded(clip: float) -> tuple[Tensor, Tensor, Tensor]:
         s = amax * (clip / 7.0)
         q = torch.round(wg / s).clamp(-8, 7)
-        err = ((q * s - wg) ** 2).sum(-1, keepdim=True)
-        if best_err is None or best_q is None or best_s is None:
-            best_err, best_q, best_s = err, q, s
-        else:
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_q = torch.where(better, q, best_q)
-            best_s = torch.where(better, s, best_s)
-    assert best_q is not None and best_s is not None
+        return ((q * s - wg) ** 2).sum(-1, keepdim=True), q, s
+
+    best_err, best_q, best_s = rounded(_INT4_CLIPS[0])
+    for clip in _INT4_CLIPS[1:]:
+        err, q, s = rounded(clip)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_q = torch.where(better, q, best_q)
+        best_s = torch.where(better, s, best_s)
     return best_q.reshape(n, groups * group)[:, :k].to(torch.int8), best_s[..., 0]
 
 
@@ -958,10 +958,10 @@ def _splits_activations(path: str) -> bool:
     return any(path == p or path.startswith(p + ".") for p in SPLIT_ACTIVATIONS)
 
 
-def _four_bit(path: str) -> bool:
-    """True for the layers int4 mode puts on 4-bit weights: the decoder side's int8 layers
-    (not :data:`SPLIT_ACTIVATIONS`)."""
-    return not _splits_activations(path)
+def _four_bit(precision: str, path: str) -> bool:
+    """True for the layers a model at ``precision`` holds on 4-bit weights: at int4, the
+    decoder side's int8 targets (not :data:`SPLIT_ACTIVATIONS`)."""
+    return precision == "int4" and not _splits_activations(path)
 
 
 def _target_paths(model: nn.Module) -> list[tuple[str, nn.Module, str, _FloatLayer]]:
@@ -1133,7 +1133,7 @@ def set_precision(model: _M, precision: str, calibration: Mapping[str, Tensor] |
                 raise ConfigError(f"calibration of {path} is {tuple(moments[path].shape)}, the "
                                   f"layer takes {width} inputs: calibrate this model")
         for path, parent, name, layer in targets:
-            if precision == "int4" and _four_bit(path):
+            if _four_bit(precision, path):
                 setattr(parent, name, Int4Linear.from_float(layer))
             else:
                 setattr(parent, name, Int8Linear.from_float(layer, moments.get(path),
@@ -1148,7 +1148,7 @@ def int8_skeleton(model: _M, precision: str = "int8") -> _M:
     without quantising the random initial weights first."""
     for path, parent, name, layer in _target_paths(model):
         out_f, in_f = _matrix(layer).shape
-        if precision == "int4" and _four_bit(path):
+        if _four_bit(precision, path):
             setattr(parent, name, Int4Linear(in_f, out_f, layer.bias is not None))
             continue
         setattr(parent, name, Int8Linear(in_f, out_f, layer.bias is not None, _layout(layer),
